@@ -1,0 +1,102 @@
+/**
+ * Reach error codes.
+ *
+ * Every failure a user or a peer can see carries a stable `RL-XXXX` code. The
+ * registry below is the single source of truth; docs/ERRORS.md documents each
+ * entry (a test keeps the two in step). Ranges:
+ *
+ *   RL-1xxx usage and input          RL-4xxx federation
+ *   RL-2xxx integrity                RL-5xxx storage
+ *   RL-3xxx packs, policy, sandbox   RL-6xxx control API and auth
+ *
+ * Codes are never reused or renumbered: peers and scripts match on them.
+ */
+
+export const CODES = {
+  // usage and input
+  'RL-1001': 'unknown command or option',
+  'RL-1002': 'argument is not valid JSON',
+  'RL-1003': 'argument is not a valid number or sequence number',
+  'RL-1004': 'file or directory not found or unreadable',
+  'RL-1005': 'invalid event field',
+  'RL-1006': 'value cannot be represented in canonical JSON',
+  'RL-1007': 'sequence number out of range for this log',
+  'RL-1008': 'refusing to overwrite an existing file',
+  'RL-1009': 'key file malformed',
+  'RL-1010': 'key file permissions too open',
+
+  // integrity
+  'RL-2001': 'event hash mismatch',
+  'RL-2002': 'broken hash link (prev_hash does not match the previous event)',
+  'RL-2003': 'sequence gap (an event is missing)',
+  'RL-2004': 'events out of order',
+  'RL-2005': 'duplicate event',
+  'RL-2006': 'malformed event',
+  'RL-2007': 'logical clock went backwards',
+  'RL-2101': 'checkpoint signature invalid',
+  'RL-2102': 'checkpoint log hash does not match the log',
+  'RL-2103': 'checkpoint merkle root does not match the log',
+  'RL-2104': 'checkpoint state hash does not match the replayed state',
+  'RL-2105': 'checkpoint malformed or of an unsupported version',
+  'RL-2106': 'checkpoint signed by an unexpected key',
+  'RL-2107': 'checkpoint refers to a sequence the log does not have',
+  'RL-2108': 'checkpoint id does not match its body',
+  'RL-2109': 'checkpoint belongs to another log',
+  'RL-2201': 'inclusion proof invalid',
+  'RL-2202': 'consistency proof invalid',
+  'RL-2203': 'replayed state differs from the expected state',
+
+  // storage
+  'RL-5001': 'duplicate sequence number: append rejected',
+  'RL-5002': 'append does not extend the log head',
+  'RL-5003': 'torn last line (incomplete write)',
+  'RL-5004': 'half-written batch (events without a commit record)',
+  'RL-5005': 'log already exists',
+  'RL-5006': 'log not found',
+  'RL-5007': 'store is closed',
+  'RL-5008': 'store is locked by another process',
+  'RL-5009': 'store corrupt'
+} as const
+
+export type ErrorCode = keyof typeof CODES
+
+export interface ReachErrorInit {
+  /** Human sentence; defaults to the registry summary. */
+  message?: string
+  /** Sequence number the error is about, when there is one. */
+  seq?: number
+  /** Extra machine-readable facts (expected vs actual, paths ...). */
+  details?: Record<string, unknown>
+  cause?: unknown
+}
+
+/**
+ * The one error type Reach throws across module boundaries. Tests and callers
+ * match on `code`, never on the message.
+ */
+export class ReachError extends Error {
+  override readonly name = 'ReachError'
+  readonly code: ErrorCode
+  readonly seq?: number
+  readonly details: Record<string, unknown>
+
+  constructor (code: ErrorCode, init: ReachErrorInit = {}) {
+    super(init.message ?? CODES[code], init.cause === undefined ? undefined : { cause: init.cause })
+    this.code = code
+    if (init.seq !== undefined) this.seq = init.seq
+    this.details = init.details ?? {}
+  }
+
+  toJSON (): Record<string, unknown> {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.seq === undefined ? {} : { seq: this.seq }),
+      ...(Object.keys(this.details).length === 0 ? {} : { details: this.details })
+    }
+  }
+}
+
+export function isReachError (err: unknown, code?: ErrorCode): err is ReachError {
+  return err instanceof ReachError && (code === undefined || err.code === code)
+}

@@ -1,0 +1,43 @@
+/**
+ * SHA-256 helpers. Hashes travel as lowercase hex (64 characters) in every
+ * JSON format; Merkle nodes are computed on raw bytes.
+ */
+import { createHash } from 'node:crypto'
+import { canonicalize } from './canonical.ts'
+
+export const ZERO_HASH = '0'.repeat(64)
+const HEX64 = /^[0-9a-f]{64}$/
+
+export function sha256Hex (data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+export function sha256 (data: string | Uint8Array): Uint8Array {
+  return createHash('sha256').update(data).digest()
+}
+
+/** SHA-256 of the RFC 8785 canonical form of `value`, hex. */
+export function hashCanonical (value: unknown): string {
+  return sha256Hex(canonicalize(value))
+}
+
+/**
+ * Domain-separated hash: `sha256("reach/<kind>/v1\n" || canonical(body))`.
+ * The same prefix is what signatures cover (see protocol/SPEC.md), so a hash
+ * or signature made for one kind of object can never be replayed as another.
+ */
+export function domainMessage (kind: string, body: unknown): string {
+  return `reach/${kind}/v1\n${canonicalize(body)}`
+}
+
+export function isHash (value: unknown): value is string {
+  return typeof value === 'string' && HEX64.test(value)
+}
+
+export function hexToBytes (hex: string): Uint8Array {
+  return Uint8Array.from(Buffer.from(hex, 'hex'))
+}
+
+export function bytesToHex (bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
