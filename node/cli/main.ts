@@ -1,0 +1,144 @@
+/**
+ * The `reach` command line. Every command accepts `--json`; every failure is
+ * an RL- code with a one-line explanation and a non-zero exit (2 for usage
+ * and input errors, 1 for everything else).
+ *
+ * Command modules are imported lazily inside their actions so an offline
+ * command never pays for code it does not run (libp2p, later, above all).
+ */
+import { Command, CommanderError, Option } from 'commander'
+import { CODES, ReachError } from '../../protocol/errors.ts'
+import type { Io, Outcome } from './io.ts'
+import { parseSeqOption } from './io.ts'
+import { VERSION } from '../version.ts'
+
+type Action = (opts: Record<string, unknown>, io: Io, args: string[]) => Promise<Outcome>
+
+const seq = (name: string) => (v: string): number => parseSeqOption(v, name)
+
+function render (io: Io, outcome: Outcome): number {
+  if (outcome === undefined) return 0
+  if (io.json) io.write(JSON.stringify({ ok: outcome.exitCode === undefined || outcome.exitCode === 0, ...outcome.json }) + '\n')
+  else io.write(outcome.human.join('\n') + '\n')
+  return outcome.exitCode ?? 0
+}
+
+function renderError (io: Io, err: unknown): number {
+  const e = err instanceof ReachError
+    ? err
+    : new ReachError('RL-1001', { message: err instanceof Error ? err.message : String(err) })
+  if (!(err instanceof ReachError) && !(err instanceof CommanderError)) {
+    // Not one of ours: keep the stack for whoever files the bug.
+    process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`)
+  }
+  if (io.json) {
+    io.write(JSON.stringify({ ok: false, error: e.toJSON() }) + '\n')
+  } else {
+    const at = e.seq === undefined ? '' : ` (seq ${e.seq})`
+    process.stderr.write(`error ${e.code}: ${e.message}${at}\n`)
+  }
+  return e.code.startsWith('RL-1') ? 2 : 1
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const io: Io = { json: argv.includes('--json'), write: (t) => process.stdout.write(t) }
+  let result = 0
+  const program = new Command('reach')
+    .description('Reach: a federated mesh node for verifiable execution')
+    .version(VERSION, '-V, --version')
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({ writeErr: () => {} })
+
+  const action = (load: () => Promise<Action>) => async (...params: unknown[]) => {
+    const cmd = params.at(-1) as Command
+    const opts = cmd.opts()
+    const args = params.slice(0, -2).filter((p): p is string => typeof p === 'string')
+    result = render(io, await (await load())(opts, io, args))
+  }
+  const json = new Option('--json', 'machine-readable output (one JSON document)')
+  const cmd = (parent: Command, name: string, description: string): Command =>
+    parent.command(name).description(description).addOption(json).exitOverride()
+  const logPath = (c: Command, required = true): Command => required
+    ? c.requiredOption('--log-path <path>', 'event log: a .log/.jsonl file, or a LevelDB directory')
+    : c.option('--log-path <path>', 'event log: a .log/.jsonl file, or a LevelDB directory')
+
+  logPath(cmd(program, 'init', 'create a new event log with its genesis event'))
+    .addOption(new Option('--store <kind>', 'storage engine').choices(['jsonl', 'level']))
+    .action(action(async () => (await import('./commands/log.ts')).init))
+
+  logPath(cmd(program, 'append', 'append one event (durable before it returns)'))
+    .requiredOption('--type <type>', 'event type, e.g. AgentCreated')
+    .requiredOption('--aggregate-id <id>', 'the aggregate the event is about')
+    .option('--payload <json>', 'event payload (any JSON)', 'null')
+    .option('--metadata <json>', 'event metadata (a JSON object)', '{}')
+    .action(action(async () => (await import('./commands/log.ts')).append))
+
+  logPath(cmd(program, 'read', 'print events in seq order'))
+    .option('--from-seq <n>', 'first seq', seq('--from-seq'), 0)
+    .option('--to-seq <n>', 'last seq (inclusive)', seq('--to-seq'))
+    .action(action(async () => (await import('./commands/log.ts')).read))
+
+  logPath(cmd(program, 'verify', 'verify the whole hash chain (streaming)'))
+    .action(action(async () => (await import('./commands/log.ts')).verify))
+
+  logPath(cmd(program, 'repair', 'cut an uncommitted or torn tail left by a crash (kept in a .torn file)'))
+    .action(action(async () => (await import('./commands/log.ts')).repair))
+
+  logPath(cmd(program, 'replay', 'replay the log through the reducer and report the state'))
+    .option('--until-seq <n>', 'stop after this seq', seq('--until-seq'))
+    .option('--trace', 'print every event with its field-level state change')
+    .option('--diff-with <file>', 'compare with a checkpoint (its state snapshot) or a state JSON file')
+    .action(action(async () => (await import('./commands/log.ts')).replayCmd))
+
+  cmd(program, 'keygen', 'generate an Ed25519 key file (mode 0600)')
+    .requiredOption('--output <path>', 'where to write the key file')
+    .option('--publisher', 'a pack publisher key rather than an operator key')
+    .option('--force', 'overwrite an existing key file')
+    .action(action(async () => (await import('./commands/keys.ts')).keygen))
+
+  const checkpoint = program.command('checkpoint').description('signed checkpoints').exitOverride()
+  logPath(cmd(checkpoint, 'create', 'sign a checkpoint of the log at a seq'))
+    .requiredOption('--at-seq <n>', 'the seq the checkpoint covers', seq('--at-seq'))
+    .requiredOption('--key-path <path>', 'signing key file')
+    .requiredOption('--output <path>', 'a directory (file name derived) or a .checkpoint file path')
+    .action(action(async () => (await import('./commands/checkpoint.ts')).create))
+  logPath(cmd(checkpoint, 'verify', 'verify signature, log hash, merkle root and replayed state'))
+    .requiredOption('--checkpoint-path <path>', 'the .checkpoint file')
+    .option('--signer <key>', 'require this signer (multibase public key or key file)')
+    .action(action(async () => (await import('./commands/checkpoint.ts')).verify))
+
+  const proof = program.command('proof').description('RFC 6962 Merkle proofs over the event log').exitOverride()
+  logPath(cmd(proof, 'inclusion', 'prove that the event at a seq is in the log'))
+    .requiredOption('--seq <n>', 'the event', seq('--seq'))
+    .option('--tree-size <n>', 'size of the tree to prove against (default: whole log)', seq('--tree-size'))
+    .option('--output <file>', 'also write the proof to a file')
+    .action(action(async () => (await import('./commands/proof.ts')).inclusion))
+  logPath(cmd(proof, 'consistency', 'prove that the log of size --from is a prefix of the log of size --to'))
+    .requiredOption('--from <size>', 'older tree size (number of events)', seq('--from'))
+    .requiredOption('--to <size>', 'newer tree size (number of events)', seq('--to'))
+    .option('--output <file>', 'also write the proof to a file')
+    .action(action(async () => (await import('./commands/proof.ts')).consistency))
+  logPath(cmd(proof, 'verify', 'check a proof file (and, with --log-path, its roots against the log)'), false)
+    .requiredOption('--proof <file>', 'a proof written by `reach proof inclusion|consistency --output`')
+    .action(action(async () => (await import('./commands/proof.ts')).verifyProof))
+
+  cmd(program, 'errors', 'list every RL- error code')
+    .action(action(async () => async () => ({
+      human: Object.entries(CODES).map(([c, m]) => `${c}  ${m}`),
+      json: { codes: CODES }
+    })))
+
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+    return result
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0
+      if (err.code === 'commander.executeSubCommandAsync') return 0
+      const message = err.message.replace(/^error: /, '')
+      return renderError(io, new ReachError('RL-1001', { message }))
+    }
+    return renderError(io, err)
+  }
+}

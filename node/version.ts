@@ -1,0 +1,4 @@
+/** Versions a node reports and records. */
+import pkg from '../package.json' with { type: 'json' }
+
+export const VERSION: string = pkg.version
