@@ -18,25 +18,59 @@ import { ReachError } from './errors.ts'
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
 export type JsonObject = { [key: string]: JsonValue }
 
-// A lone (unpaired) UTF-16 surrogate cannot be encoded as UTF-8, so JCS
-// rejects it (RFC 8785 §3.2.2.2 requires valid Unicode).
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-
 function fail (path: string, why: string): never {
   throw new ReachError('RL-1006', { message: `value at ${path === '' ? '(root)' : path} cannot be canonicalised: ${why}`, details: { path } })
 }
 
-function str (s: string, path: string): string {
-  if (LONE_SURROGATE.test(s)) fail(path, 'string contains a lone UTF-16 surrogate')
-  return JSON.stringify(s)
-}
-
-function write (value: unknown, path: string): string {
+/**
+ * Why `value` (at `path`) cannot be canonicalised. The fast writer below
+ * does not track paths (building them costs more than the serialisation
+ * itself); when it meets a bad value it asks this slow walk where it was.
+ */
+function problem (value: unknown, path: string): [string, string] | undefined {
   switch (typeof value) {
     case 'string':
-      return str(value, path)
+      // A lone UTF-16 surrogate has no UTF-8 encoding (RFC 8785 §3.2.2.2).
+      return value.isWellFormed() ? undefined : [path, 'string contains a lone UTF-16 surrogate']
     case 'number':
-      if (!Number.isFinite(value)) fail(path, `${value} is not a finite number`)
+      return Number.isFinite(value) ? undefined : [path, `${value} is not a finite number`]
+    case 'boolean':
+      return undefined
+    case 'object': {
+      if (value === null) return undefined
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          if (!(i in value)) return [`${path}[${i}]`, 'sparse array hole']
+          const p = problem(value[i], `${path}[${i}]`)
+          if (p !== undefined) return p
+        }
+        return undefined
+      }
+      const proto = Object.getPrototypeOf(value)
+      if (proto !== Object.prototype && proto !== null) return [path, `${proto?.constructor?.name ?? 'exotic'} object is not plain JSON`]
+      for (const k of Object.keys(value)) {
+        const at = path === '' ? k : `${path}.${k}`
+        if (!k.isWellFormed()) return [at, 'key contains a lone UTF-16 surrogate']
+        const p = problem((value as Record<string, unknown>)[k], at)
+        if (p !== undefined) return p
+      }
+      return undefined
+    }
+    default:
+      return [path, `${typeof value} is not a JSON type`]
+  }
+}
+
+class NotCanonical extends Error {}
+const NOT_CANONICAL = new NotCanonical()
+
+function write (value: unknown): string {
+  switch (typeof value) {
+    case 'string':
+      if (!value.isWellFormed()) throw NOT_CANONICAL
+      return JSON.stringify(value)
+    case 'number':
+      if (!Number.isFinite(value)) throw NOT_CANONICAL
       // ES Number::toString is the JCS number format; -0 serialises as 0.
       return JSON.stringify(value)
     case 'boolean':
@@ -47,31 +81,38 @@ function write (value: unknown, path: string): string {
         let out = '['
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out += ','
-          if (!(i in value)) fail(`${path}[${i}]`, 'sparse array hole')
-          out += write(value[i], `${path}[${i}]`)
+          if (!(i in value)) throw NOT_CANONICAL
+          out += write(value[i])
         }
         return out + ']'
       }
       const proto = Object.getPrototypeOf(value)
-      if (proto !== Object.prototype && proto !== null) fail(path, `${proto?.constructor?.name ?? 'exotic'} object is not plain JSON`)
+      if (proto !== Object.prototype && proto !== null) throw NOT_CANONICAL
+      // Default sort compares UTF-16 code units: exactly JCS member order.
       const keys = Object.keys(value).sort()
       let out = '{'
       for (let i = 0; i < keys.length; i++) {
         const k = keys[i] as string
-        const v = (value as Record<string, unknown>)[k]
         if (i > 0) out += ','
-        out += str(k, path) + ':' + write(v, path === '' ? k : `${path}.${k}`)
+        if (!k.isWellFormed()) throw NOT_CANONICAL
+        out += JSON.stringify(k) + ':' + write((value as Record<string, unknown>)[k])
       }
       return out + '}'
     }
     default:
-      return fail(path, `${typeof value} is not a JSON type`)
+      throw NOT_CANONICAL
   }
 }
 
 /** The RFC 8785 canonical form of `value`, as a string. Throws RL-1006. */
 export function canonicalize (value: unknown): string {
-  return write(value, '')
+  try {
+    return write(value)
+  } catch (err) {
+    if (err !== NOT_CANONICAL) throw err
+    const [path, why] = problem(value, '') ?? ['', 'not plain JSON']
+    return fail(path, why)
+  }
 }
 
 const encoder = new TextEncoder()

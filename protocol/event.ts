@@ -46,15 +46,23 @@ const EVENT_KEYS = ['aggregate_id', 'hash', 'metadata', 'payload', 'prev_hash', 
 
 /** SHA-256 (hex) over the canonical event without its `hash` field. */
 export function computeEventHash (event: Omit<Event, 'hash'> | Event): string {
-  return sha256Hex(canonicalize({
-    aggregate_id: event.aggregate_id,
-    metadata: event.metadata,
-    payload: event.payload,
-    prev_hash: event.prev_hash,
-    seq: event.seq,
-    timestamp: event.timestamp,
-    type: event.type
-  }))
+  return sha256Hex(canonicalEventBody(event))
+}
+
+/**
+ * `canonicalize(event without hash)`, with the top-level members written in
+ * their (fixed, already sorted) order instead of sorting them per event:
+ * this is the hottest function of verify. Equal to the generic form; a test
+ * holds the two together.
+ */
+export function canonicalEventBody (event: Omit<Event, 'hash'> | Event): string {
+  return '{"aggregate_id":' + canonicalize(event.aggregate_id) +
+    ',"metadata":' + canonicalize(event.metadata) +
+    ',"payload":' + canonicalize(event.payload) +
+    ',"prev_hash":' + canonicalize(event.prev_hash) +
+    ',"seq":' + canonicalize(event.seq) +
+    ',"timestamp":' + canonicalize(event.timestamp) +
+    ',"type":' + canonicalize(event.type) + '}'
 }
 
 /** Why `draft`'s user-supplied fields are unacceptable, or undefined. */

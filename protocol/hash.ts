@@ -2,14 +2,16 @@
  * SHA-256 helpers. Hashes travel as lowercase hex (64 characters) in every
  * JSON format; Merkle nodes are computed on raw bytes.
  */
-import { createHash } from 'node:crypto'
+import { createHash, hash } from 'node:crypto'
 import { canonicalize } from './canonical.ts'
 
 export const ZERO_HASH = '0'.repeat(64)
 const HEX64 = /^[0-9a-f]{64}$/
 
+// crypto.hash is the one-shot API: for the small inputs events are it is
+// several times faster than createHash().update().digest().
 export function sha256Hex (data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex')
+  return hash('sha256', data, 'hex')
 }
 
 export function sha256 (data: string | Uint8Array): Uint8Array {
