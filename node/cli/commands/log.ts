@@ -108,7 +108,7 @@ export async function repair (opts: Record<string, unknown>): Promise<Report> {
     const head = store.head()
     const human = r === undefined
       ? [`Nothing to repair: the log ends cleanly at seq ${head?.seq ?? -1}`]
-      : [`Removed ${plural(r.removedBytes, 'byte')} after seq ${head?.seq ?? -1} (${r.reason})`, `Kept for inspection in ${r.tornPath}`]
+      : [`Removed ${plural(r.removedBytes, 'byte')} after seq ${head?.seq ?? -1} (${r.code}: ${r.removedEvents} unacknowledged events)`, `Kept for inspection in ${r.tornPath}`]
     return { human, json: { repaired: r !== undefined, head, ...(r === undefined ? {} : { repair: r }) } }
   } finally {
     await store.close()

@@ -1,0 +1,46 @@
+/** Printing and small statistics shared by the bench scripts. */
+import os from 'node:os'
+
+export interface Figure {
+  name: string
+  value: number
+  unit: string
+  baseline?: string
+  baselineValue?: number | undefined
+  bar?: string
+  pass?: boolean
+  lowerIsBetter?: boolean
+}
+
+export function median (xs: number[]): number {
+  return percentile(xs, 50)
+}
+
+export function percentile (xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? Number.NaN
+}
+
+export function machine (): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown cpu'
+  return `${os.cpus().length} x ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`
+}
+
+function fmt (v: number, unit: string): string {
+  if (unit === 'ms' || unit === 'MB') return `${v.toFixed(1)} ${unit}`
+  return v >= 10_000 ? `${(v / 1000).toFixed(1)}k ${unit}` : `${v.toFixed(0)} ${unit}`
+}
+
+export function report (title: string, figures: Figure[], options: { json?: boolean, extra?: Record<string, unknown> } = {}): void {
+  if (options.json === true) {
+    process.stdout.write(JSON.stringify({ title, machine: machine(), date: new Date().toISOString(), ...options.extra, figures }, null, 2) + '\n')
+    return
+  }
+  process.stdout.write(`${title} on ${machine()}\n\n`)
+  for (const f of figures) {
+    const ratio = f.baselineValue === undefined ? '' : f.lowerIsBetter === true ? `  (${(f.value / f.baselineValue).toFixed(2)}x the time of ${f.baseline}: ${fmt(f.baselineValue, f.unit)})` : `  (${(f.value / f.baselineValue).toFixed(2)}x ${f.baseline}: ${fmt(f.baselineValue, f.unit)})`
+    const missing = f.baseline !== undefined && f.baselineValue === undefined ? `  (baseline ${f.baseline} unavailable)` : ''
+    const bar = f.bar === undefined ? '' : `  bar ${f.bar}: ${f.pass === true ? 'MET' : 'NOT MET'}`
+    process.stdout.write(`${f.name}\n  ${fmt(f.value, f.unit)}${ratio}${missing}${bar}\n`)
+  }
+}
