@@ -27,7 +27,7 @@ function fail (path: string, why: string): never {
  * does not track paths (building them costs more than the serialisation
  * itself); when it meets a bad value it asks this slow walk where it was.
  */
-function problem (value: unknown, path: string): [string, string] | undefined {
+function problem (value: unknown, path: string, depth = 0): [string, string] | undefined {
   switch (typeof value) {
     case 'string':
       // A lone UTF-16 surrogate has no UTF-8 encoding (RFC 8785 §3.2.2.2).
@@ -38,10 +38,11 @@ function problem (value: unknown, path: string): [string, string] | undefined {
       return undefined
     case 'object': {
       if (value === null) return undefined
+      if (depth >= MAX_DEPTH) return [path, `nested deeper than ${MAX_DEPTH} levels (or cyclic)`]
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
           if (!(i in value)) return [`${path}[${i}]`, 'sparse array hole']
-          const p = problem(value[i], `${path}[${i}]`)
+          const p = problem(value[i], `${path}[${i}]`, depth + 1)
           if (p !== undefined) return p
         }
         return undefined
@@ -51,7 +52,7 @@ function problem (value: unknown, path: string): [string, string] | undefined {
       for (const k of Object.keys(value)) {
         const at = path === '' ? k : `${path}.${k}`
         if (!k.isWellFormed()) return [at, 'key contains a lone UTF-16 surrogate']
-        const p = problem((value as Record<string, unknown>)[k], at)
+        const p = problem((value as Record<string, unknown>)[k], at, depth + 1)
         if (p !== undefined) return p
       }
       return undefined
@@ -64,7 +65,14 @@ function problem (value: unknown, path: string): [string, string] | undefined {
 class NotCanonical extends Error {}
 const NOT_CANONICAL = new NotCanonical()
 
-function write (value: unknown): string {
+/**
+ * Deepest nesting accepted. Far below the ~7,000 levels where recursion
+ * overflows the stack, and it turns a cyclic value into an RL-1006 instead
+ * of a RangeError.
+ */
+export const MAX_DEPTH = 1000
+
+function write (value: unknown, depth: number): string {
   switch (typeof value) {
     case 'string':
       if (!value.isWellFormed()) throw NOT_CANONICAL
@@ -77,12 +85,13 @@ function write (value: unknown): string {
       return value ? 'true' : 'false'
     case 'object': {
       if (value === null) return 'null'
+      if (depth >= MAX_DEPTH) throw NOT_CANONICAL
       if (Array.isArray(value)) {
         let out = '['
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out += ','
           if (!(i in value)) throw NOT_CANONICAL
-          out += write(value[i])
+          out += write(value[i], depth + 1)
         }
         return out + ']'
       }
@@ -95,7 +104,7 @@ function write (value: unknown): string {
         const k = keys[i] as string
         if (i > 0) out += ','
         if (!k.isWellFormed()) throw NOT_CANONICAL
-        out += JSON.stringify(k) + ':' + write((value as Record<string, unknown>)[k])
+        out += JSON.stringify(k) + ':' + write((value as Record<string, unknown>)[k], depth + 1)
       }
       return out + '}'
     }
@@ -107,7 +116,7 @@ function write (value: unknown): string {
 /** The RFC 8785 canonical form of `value`, as a string. Throws RL-1006. */
 export function canonicalize (value: unknown): string {
   try {
-    return write(value)
+    return write(value, 0)
   } catch (err) {
     if (err !== NOT_CANONICAL) throw err
     const [path, why] = problem(value, '') ?? ['', 'not plain JSON']

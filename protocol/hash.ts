@@ -6,7 +6,6 @@ import { createHash, hash } from 'node:crypto'
 import { canonicalize } from './canonical.ts'
 
 export const ZERO_HASH = '0'.repeat(64)
-const HEX64 = /^[0-9a-f]{64}$/
 
 // crypto.hash is the one-shot API: for the small inputs events are it is
 // several times faster than createHash().update().digest().
@@ -32,8 +31,18 @@ export function domainMessage (kind: string, body: unknown): string {
   return `reach/${kind}/v1\n${canonicalize(body)}`
 }
 
+/**
+ * True for 64 lowercase hex characters. A plain loop: this runs several
+ * times per event on verify, and beats the equivalent regular expression
+ * (`/^[0-9a-f]{64}$/`) by an order of magnitude there.
+ */
 export function isHash (value: unknown): value is string {
-  return typeof value === 'string' && HEX64.test(value)
+  if (typeof value !== 'string' || value.length !== 64) return false
+  for (let i = 0; i < 64; i++) {
+    const c = value.charCodeAt(i)
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false
+  }
+  return true
 }
 
 export function hexToBytes (hex: string): Uint8Array {
