@@ -97,6 +97,15 @@ export async function digestLogAsync (events: AsyncIterable<Event>, options: Dig
   return f.finish()
 }
 
+/** The same over batches of events: one await per batch instead of per event (the verify hot path). */
+export async function digestBatchesAsync (batches: AsyncIterable<readonly Event[]>, options: DigestOptions = {}): Promise<LogDigest> {
+  const f = fold(options)
+  outer: for await (const batch of batches) {
+    for (const e of batch) if (!f.push(e)) break outer
+  }
+  return f.finish()
+}
+
 /** One line of a checkpoint verification: what was compared and whether it held. */
 export interface BindingCheck {
   check: 'log_id' | 'log_hash' | 'merkle_root' | 'state_hash'

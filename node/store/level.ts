@@ -1,0 +1,302 @@
+/**
+ * LevelDB store (via `level` / classic-level): one directory per log.
+ *
+ * Format (keys and values UTF-8, abstract-level sublevel prefixes):
+ *
+ *   - `!events!<seq>`: the event with that seq, where <seq> is 16-digit
+ *     zero-padded decimal (Number.MAX_SAFE_INTEGER has 16 digits), so keys
+ *     sort numerically; the value is exactly `canonicalize(event)`.
+ *   - `!meta!head`: `canonicalize({hash, seq, timestamp})` of the last event,
+ *     written in the same atomic batch as the events, with `sync: true`.
+ *   - `!meta!version`: the format version, `1`.
+ *
+ * On open the head must name the last event key and its hash (otherwise
+ * RL-5009); event keys beyond the head (written without their head) are
+ * RL-5004, which `open({ repair: true })` deletes after copying their values
+ * as JSON lines to `<path>.torn-<UTC timestamp>`. LevelDB's own LOCK file
+ * keeps a second process out (RL-5008).
+ */
+import { stat, writeFile } from 'node:fs/promises'
+import { Level } from 'level'
+import { canonicalize } from '../../protocol/canonical.ts'
+import { ReachError } from '../../protocol/errors.ts'
+import { computeEventHash, eventShapeProblem, type ChainHead, type Event } from '../../protocol/event.ts'
+import { isHash } from '../../protocol/hash.ts'
+import { LEVEL_FORMAT_VERSION, LEVEL_KEY_WIDTH, LEVEL_READ_BATCH } from './constants.ts'
+import { GroupCommit, type CommitBatch } from './group-commit.ts'
+import type { EventStore, OpenOptions, ReadRange, RepairReport } from './types.ts'
+
+export interface LevelStoreInit {
+  maxBatchEvents?: number
+  maxBatchBytes?: number
+}
+
+type Db = Level<string, string>
+type Sub = ReturnType<typeof sublevel>
+
+function sublevel (db: Db, name: string) {
+  return db.sublevel<string, string>(name, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
+}
+type State = 'closed' | 'opening' | 'open' | 'closing'
+
+/** The key of an event: its seq as 16-digit zero-padded decimal. */
+export function levelEventKey (seq: number): string {
+  return String(seq).padStart(LEVEL_KEY_WIDTH, '0')
+}
+
+export class LevelEventStore implements EventStore {
+  readonly kind = 'level'
+  readonly path: string
+  readonly #init: LevelStoreInit
+  #state: State = 'closed'
+  #db: Db | undefined
+  #events: Sub | undefined
+  #meta: Sub | undefined
+  #commit: GroupCommit | undefined
+  #closing: Promise<void> | undefined
+  #lastRepair: RepairReport | undefined
+
+  constructor (path: string, init: LevelStoreInit = {}) {
+    this.path = path
+    this.#init = init
+  }
+
+  get lastRepair (): RepairReport | undefined {
+    return this.#lastRepair
+  }
+
+  async open (options: OpenOptions = {}): Promise<void> {
+    if (this.#state !== 'closed') {
+      if (this.#state === 'open') return
+      throw new ReachError('RL-5007', { message: `${this.path} is ${this.#state}` })
+    }
+    this.#state = 'opening'
+    try {
+      await this.#open(options)
+      this.#state = 'open'
+    } catch (err) {
+      await this.#db?.close().catch(() => {})
+      this.#db = undefined
+      this.#state = 'closed'
+      throw err
+    }
+  }
+
+  async #open (options: OpenOptions): Promise<void> {
+    const path = this.path
+    const existing = await stat(path).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined
+      throw err
+    })
+    if (existing === undefined && options.create !== true) {
+      throw new ReachError('RL-5006', { message: `no log at ${path} (create it with create: true)`, details: { path } })
+    }
+    if (existing !== undefined && !existing.isDirectory()) {
+      throw new ReachError('RL-5006', { message: `${path} is not a LevelDB directory`, details: { path } })
+    }
+    const db = new Level<string, string>(path, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
+    this.#db = db
+    try {
+      await db.open({ createIfMissing: options.create === true })
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause
+      if (cause?.code === 'LEVEL_LOCKED') {
+        throw new ReachError('RL-5008', { message: `${path} is open in another process (LevelDB lock)`, details: { path }, cause: err })
+      }
+      if (options.create !== true) throw new ReachError('RL-5006', { message: `no LevelDB log at ${path}`, details: { path }, cause: err })
+      throw err
+    }
+    const events = sublevel(db, 'events')
+    const meta = sublevel(db, 'meta')
+    this.#events = events
+    this.#meta = meta
+    this.#lastRepair = undefined
+
+    const [version, headText] = await Promise.all([meta.get('version'), meta.get('head')])
+    const lastKeys = await events.keys({ reverse: true, limit: 1 }).all()
+    const lastSeq = lastKeys.length === 0 ? undefined : Number(lastKeys[0])
+    const empty = headText === undefined && lastSeq === undefined
+    if (options.create === true && !empty) throw new ReachError('RL-5005', { message: `${path} already holds a log`, details: { path } })
+    if (version === undefined) {
+      if (!empty) throw new ReachError('RL-5009', { message: `${path} has events but no format version`, details: { path } })
+      await db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: true })
+    } else if (version !== String(LEVEL_FORMAT_VERSION)) {
+      throw new ReachError('RL-5009', { message: `${path} has format version ${version}; this node reads version ${LEVEL_FORMAT_VERSION}`, details: { path, version } })
+    }
+
+    let head = headText === undefined ? null : parseHead(path, headText)
+    if (head !== null) await this.#checkHeadEvent(head)
+    if (lastSeq !== undefined && (head === null || lastSeq > head.seq)) {
+      const fromSeq = head === null ? 0 : head.seq + 1
+      const problem = new ReachError('RL-5004', {
+        message: `${path}: events from seq ${fromSeq} are not covered by the head; open with repair to remove them`,
+        seq: fromSeq,
+        details: { path, head: head?.seq ?? null, last_key: lastSeq }
+      })
+      if (options.repair !== true) throw problem
+      this.#lastRepair = await this.#repair(fromSeq, head)
+    }
+    head = head === null ? null : { seq: head.seq, hash: head.hash, timestamp: head.timestamp }
+    this.#commit = new GroupCommit({
+      head,
+      write: async (batch) => await this.#write(batch),
+      maxEvents: this.#init.maxBatchEvents,
+      maxBytes: this.#init.maxBatchBytes
+    })
+  }
+
+  async #checkHeadEvent (head: ChainHead): Promise<void> {
+    const text = await (this.#events as Sub).get(levelEventKey(head.seq))
+    const corrupt = (why: string): ReachError => new ReachError('RL-5009', { message: `${this.path}: head names seq ${head.seq} but ${why}`, seq: head.seq, details: { path: this.path } })
+    if (text === undefined) throw corrupt('that event is missing')
+    let event: unknown
+    try {
+      event = JSON.parse(text)
+    } catch {
+      throw corrupt('that event is not JSON')
+    }
+    if (eventShapeProblem(event) !== undefined) throw corrupt('that event is malformed')
+    const e = event as Event
+    if (e.seq !== head.seq || e.hash !== head.hash || e.timestamp !== head.timestamp) throw corrupt('that event does not match it')
+    if (computeEventHash(e) !== e.hash) throw new ReachError('RL-2001', { message: `${this.path}: the head event (seq ${head.seq}) does not match its hash`, seq: head.seq, details: { path: this.path } })
+  }
+
+  async #repair (fromSeq: number, head: ChainHead | null): Promise<RepairReport> {
+    const events = this.#events as Sub
+    const entries = await events.iterator({ gte: levelEventKey(fromSeq) }).all()
+    const tornPath = `${this.path}.torn-${new Date().toISOString().replaceAll(':', '-')}`
+    await writeFile(tornPath, entries.map(([, value]) => value + '\n').join(''), { flag: 'wx', flush: true })
+    await (this.#db as Db).batch(entries.map(([key]) => ({ type: 'del' as const, sublevel: events, key })), { sync: true })
+    return { code: 'RL-5004', fromSeq, removedEvents: entries.length, removedBytes: 0, tornPath, head }
+  }
+
+  async close (): Promise<void> {
+    if (this.#state === 'closed') return
+    if (this.#closing !== undefined) return await this.#closing
+    this.#state = 'closing'
+    this.#closing = (async () => {
+      try {
+        await this.#commit?.idle()
+      } finally {
+        const db = this.#db
+        this.#db = undefined
+        this.#state = 'closed'
+        this.#closing = undefined
+        await db?.close()
+      }
+    })()
+    return await this.#closing
+  }
+
+  head (): ChainHead | null {
+    return this.#open_().durableHead()
+  }
+
+  pendingHead (): ChainHead | null {
+    return this.#open_().pendingHead()
+  }
+
+  async append (event: Event): Promise<void> {
+    await this.#open_().submit([event])
+  }
+
+  async appendBatch (events: readonly Event[]): Promise<void> {
+    await this.#open_().submit(events)
+  }
+
+  async * read (range: ReadRange = {}): AsyncGenerator<Event> {
+    const head = this.#open_().durableHead()
+    const from = Math.max(0, Math.ceil(range.from ?? 0))
+    const to = Math.min(head === null ? -1 : head.seq, Math.floor(range.to ?? Number.POSITIVE_INFINITY))
+    if (from > to) return
+    const it = (this.#events as Sub).values({ gte: levelEventKey(from), lte: levelEventKey(to) })
+    try {
+      let expected = from
+      for (;;) {
+        const values = await it.nextv(LEVEL_READ_BATCH)
+        if (values.length === 0) break
+        for (const value of values) {
+          const event = this.#parse(value, expected)
+          expected++
+          yield event
+        }
+      }
+      if (expected !== to + 1) throw new ReachError('RL-2003', { message: `${this.path}: event ${expected} is missing`, seq: expected, details: { path: this.path } })
+    } finally {
+      await it.close()
+    }
+  }
+
+  async readAll (): Promise<Event[]> {
+    return await collect(this.read())
+  }
+
+  async getSinceSeq (seq: number): Promise<Event[]> {
+    return await collect(this.read({ from: seq + 1 }))
+  }
+
+  async get (seq: number): Promise<Event | undefined> {
+    const head = this.#open_().durableHead()
+    if (!Number.isSafeInteger(seq) || seq < 0 || head === null || seq > head.seq) return undefined
+    const value = await (this.#events as Sub).get(levelEventKey(seq))
+    return value === undefined ? undefined : this.#parse(value, seq)
+  }
+
+  #parse (value: string, seq: number): Event {
+    let event: unknown
+    try {
+      event = JSON.parse(value)
+    } catch (err) {
+      throw new ReachError('RL-2006', { message: `${this.path}: event ${seq} is not JSON`, seq, details: { path: this.path }, cause: err })
+    }
+    const problem = eventShapeProblem(event)
+    if (problem !== undefined) throw new ReachError('RL-2006', { message: `${this.path}: event ${seq}: ${problem}`, seq, details: { path: this.path, reason: problem } })
+    if ((event as Event).seq !== seq) {
+      throw new ReachError('RL-5009', { message: `${this.path}: key ${seq} holds seq ${(event as Event).seq}`, seq, details: { path: this.path } })
+    }
+    return event as Event
+  }
+
+  #open_ (): GroupCommit {
+    if (this.#state !== 'open' || this.#commit === undefined) {
+      throw new ReachError('RL-5007', { message: `${this.path} is ${this.#state === 'open' ? 'not open' : this.#state}` })
+    }
+    return this.#commit
+  }
+
+  /** One batch: its events and the new head in one atomic, synced LevelDB batch. */
+  async #write (batch: CommitBatch): Promise<void> {
+    const events = this.#events as Sub
+    const ops: Array<{ type: 'put', sublevel: Sub, key: string, value: string }> = new Array(batch.lines.length + 1)
+    for (let i = 0; i < batch.lines.length; i++) {
+      ops[i] = { type: 'put', sublevel: events, key: levelEventKey(batch.firstSeq + i), value: batch.lines[i] as string }
+    }
+    ops[batch.lines.length] = { type: 'put', sublevel: this.#meta as Sub, key: 'head', value: canonicalize(batch.head) }
+    try {
+      await (this.#db as Db).batch(ops, { sync: true })
+    } catch (err) {
+      throw new ReachError('RL-5009', { message: `${this.path}: write failed: ${(err as Error).message}`, seq: batch.firstSeq, cause: err })
+    }
+  }
+}
+
+function parseHead (path: string, text: string): ChainHead {
+  let head: unknown
+  try {
+    head = JSON.parse(text)
+  } catch {
+    head = undefined
+  }
+  const h = head as ChainHead | undefined
+  if (h === undefined || h === null || typeof h !== 'object' || !Number.isSafeInteger(h.seq) || h.seq < 0 ||
+    !isHash(h.hash) || !Number.isSafeInteger(h.timestamp) || h.timestamp < 0) {
+    throw new ReachError('RL-5009', { message: `${path}: the head record is malformed`, details: { path } })
+  }
+  return { seq: h.seq, hash: h.hash, timestamp: h.timestamp }
+}
+
+async function collect<T> (items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = []
+  for await (const item of items) out.push(item)
+  return out
+}
