@@ -26,7 +26,7 @@
  */
 import type { ErrorCode } from './errors.ts'
 import { ReachError } from './errors.ts'
-import { computeEventHash, eventShapeProblem, type ChainHead, type Event } from './event.ts'
+import { computeEventHash, eventShapeProblem, eventShapeProblemExceptHashes, type ChainHead, type Event } from './event.ts'
 import { ZERO_HASH } from './hash.ts'
 
 export interface ChainFailure {
@@ -87,6 +87,25 @@ export class ChainVerifier {
   push (value: unknown): ChainFailure | undefined {
     if (this.failure !== undefined) return this.failure
     const expected = this.expectedSeq()
+    if (this.pending === undefined && eventShapeProblemExceptHashes(value) === undefined) {
+      // Hot path: a well-formed event in place. Its hash fields' hex form is
+      // proven by the equality checks; anything else takes the full path.
+      const event = value as Event
+      if (event.seq === expected &&
+        event.prev_hash === (this.prev === null ? ZERO_HASH : this.prev.hash) &&
+        computeEventHash(event) === event.hash &&
+        (this.prev === null || event.timestamp > this.prev.timestamp)) {
+        if (this.firstSeq < 0) this.firstSeq = event.seq
+        this.count++
+        this.prev = { seq: event.seq, hash: event.hash, timestamp: event.timestamp }
+        return undefined
+      }
+    }
+    return this.pushChecked(value, expected)
+  }
+
+  /** The full, ordered checks of SPEC.md §3, for anything off the hot path. */
+  private pushChecked (value: unknown, expected: number): ChainFailure | undefined {
     const problem = eventShapeProblem(value)
     if (this.pending !== undefined) {
       // Verdict on the held out-of-place event: is `value` the one it jumped over?

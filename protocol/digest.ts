@@ -10,8 +10,7 @@
 import { ChainVerifier, chainError } from './chain.ts'
 import { ReachError } from './errors.ts'
 import type { Event } from './event.ts'
-import { bytesToHex } from './hash.ts'
-import { leafHash, MerkleAccumulator } from './merkle.ts'
+import { MerkleAccumulator } from './merkle.ts'
 import { aggregatesReducer } from './reducer.ts'
 import { emptyState, stateHash, type Reducer, type State } from './state.ts'
 
@@ -58,7 +57,7 @@ function fold (options: DigestOptions): { push: (e: Event) => boolean, finish: (
       if (failure !== undefined) throw chainError(failure)
       first ??= event
       last = event
-      tree.push(leafHash(event.hash))
+      tree.pushEventHash(event.hash)
       if (reduce) state = reducer(state, event)
       options.onEvent?.(event)
       return event.seq !== until
@@ -78,7 +77,7 @@ function fold (options: DigestOptions): { push: (e: Event) => boolean, finish: (
         last_seq: last.seq,
         log_hash: last.hash,
         timestamp: last.timestamp,
-        merkle_root: bytesToHex(tree.root()),
+        merkle_root: tree.rootHex(),
         ...(reduce ? { state, state_hash: stateHash(state) } : {})
       }
     }

@@ -43,6 +43,7 @@ export const MAX_TYPE_LENGTH = 128
 export const MAX_AGGREGATE_ID_LENGTH = 256
 const TYPE_RE = /^[A-Za-z][A-Za-z0-9_.:-]*$/
 const EVENT_KEYS = ['aggregate_id', 'hash', 'metadata', 'payload', 'prev_hash', 'seq', 'timestamp', 'type']
+const EVENT_KEY_SET = new Set(EVENT_KEYS)
 
 /** SHA-256 (hex) over the canonical event without its `hash` field. */
 export function computeEventHash (event: Omit<Event, 'hash'> | Event): string {
@@ -113,17 +114,41 @@ export function headOf (event: Event): ChainHead {
  * only; hashes and links are the chain verifier's business.
  */
 export function eventShapeProblem (value: unknown): string | undefined {
+  const problem = eventShapeProblemExceptHashes(value)
+  if (problem !== undefined) return problem
+  const e = value as Record<string, unknown>
+  if (!isHash(e.prev_hash)) return 'prev_hash must be 64 lowercase hex characters'
+  if (!isHash(e.hash)) return 'hash must be 64 lowercase hex characters'
+  return undefined
+}
+
+/**
+ * The shape check without validating the two hash fields' hex form, for
+ * the verifier's hot path: there they are compared for equality with hashes
+ * already known to be well-formed (the previous event's, the recomputed
+ * one), which proves their form when the comparison holds. When it does not,
+ * the verifier runs the full `eventShapeProblem` before reporting anything,
+ * so the diagnosis is the same.
+ */
+export function eventShapeProblemExceptHashes (value: unknown): string | undefined {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return 'not a JSON object'
   const e = value as Record<string, unknown>
-  for (const key of Object.keys(e)) {
-    if (!EVENT_KEYS.includes(key)) return `unknown field "${key}"`
+  // Count known fields instead of scanning a list: this runs once per event.
+  let known = 0
+  for (const key in e) {
+    if (!Object.hasOwn(e, key)) continue
+    if (!EVENT_KEY_SET.has(key)) return `unknown field "${key}"`
+    known++
+  }
+  if (known !== EVENT_KEYS.length) {
+    const missing = EVENT_KEYS.find((k) => !Object.hasOwn(e, k))
+    return `${missing ?? 'a field'} is missing`
   }
   if (!Number.isSafeInteger(e.seq) || (e.seq as number) < 0) return 'seq must be a non-negative integer'
   if (!Number.isSafeInteger(e.timestamp) || (e.timestamp as number) < 0) return 'timestamp must be a non-negative integer'
-  if (!isHash(e.prev_hash)) return 'prev_hash must be 64 lowercase hex characters'
-  if (!isHash(e.hash)) return 'hash must be 64 lowercase hex characters'
-  if (!('payload' in e)) return 'payload is missing'
-  return draftProblem({ type: e.type as string, aggregate_id: e.aggregate_id as string, metadata: (e.metadata ?? null) as JsonObject })
+  if (typeof e.prev_hash !== 'string') return 'prev_hash must be 64 lowercase hex characters'
+  if (typeof e.hash !== 'string') return 'hash must be 64 lowercase hex characters'
+  return draftProblem({ type: e.type as string, aggregate_id: e.aggregate_id as string, metadata: e.metadata as JsonObject })
 }
 
 /** Deterministic, collision-free identifier derived from a log position. */

@@ -79,7 +79,9 @@ export async function main (argv: string[]): Promise<number> {
     .option('--to-seq <n>', 'last seq (inclusive)', seq('--to-seq'))
     .action(action(async () => (await import('./commands/log.ts')).read))
 
-  logPath(cmd(program, 'verify', 'verify the whole hash chain (streaming)'))
+  logPath(cmd(program, 'verify', 'verify the whole hash chain and its Merkle root (streaming)'))
+    .option('--workers <n>', 'threads for a large JSONL log (0: verify on this thread only)', seq('--workers'))
+    .option('--stats', 'report time, events/s and peak memory')
     .action(action(async () => (await import('./commands/log.ts')).verify))
 
   logPath(cmd(program, 'repair', 'cut an uncommitted or torn tail left by a crash (kept in a .torn file)'))

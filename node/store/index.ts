@@ -13,7 +13,6 @@
  */
 import { stat } from 'node:fs/promises'
 import { JsonlEventStore, type JsonlStoreInit } from './jsonl.ts'
-import { LevelEventStore } from './level.ts'
 import type { EventStore, OpenOptions, StoreKind } from './types.ts'
 
 export type { EventStore, OpenOptions, ReadRange, RepairReport, StoreKind } from './types.ts'
@@ -21,7 +20,9 @@ export { EventLog } from './log.ts'
 export { GroupCommit, type CommitBatch, type GroupCommitInit } from './group-commit.ts'
 export { checkArrival } from './arrival.ts'
 export { JsonlEventStore, type JsonlStoreInit } from './jsonl.ts'
-export { LevelEventStore, levelEventKey, type LevelStoreInit } from './level.ts'
+// level.ts (LevelEventStore) is loaded on first use: it brings LevelDB's
+// native addon, which JSON-lines commands never need.
+export type { LevelStoreInit } from './level.ts'
 export {
   classifyLine,
   commitRecord,
@@ -56,7 +57,7 @@ export async function openStore (path: string, options: OpenStoreOptions = {}): 
   const kind = options.kind ?? await storeKindFor(path)
   const store: EventStore = kind === 'jsonl'
     ? new JsonlEventStore(path, options)
-    : new LevelEventStore(path, { maxBatchEvents: options.maxBatchEvents, maxBatchBytes: options.maxBatchBytes })
+    : new (await import('./level.ts')).LevelEventStore(path, { maxBatchEvents: options.maxBatchEvents, maxBatchBytes: options.maxBatchBytes })
   await store.open({ create: options.create, repair: options.repair })
   return store
 }

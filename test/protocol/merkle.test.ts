@@ -635,3 +635,18 @@ describe('JSON proofs', () => {
     }))
   })
 })
+
+describe('MerkleAccumulator.pushEventHash', () => {
+  it('equals push(leafHash(h)) at every size, and refuses a malformed event hash', () => {
+    const a = new MerkleAccumulator()
+    const b = new MerkleAccumulator()
+    for (let i = 0; i < 70; i++) {
+      const h = createHash('sha256').update(`event ${i}`).digest('hex')
+      a.push(leafHash(h))
+      b.pushEventHash(h)
+      expect(b.rootHex()).toBe(hex(a.root()))
+    }
+    expect(() => b.pushEventHash('A'.repeat(64))).toThrow(expect.objectContaining({ code: 'RL-1005' }))
+    expect(b.size).toBe(70)
+  })
+})

@@ -5,12 +5,12 @@
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { checkpointFileName, createCheckpoint, verifyCheckpoint } from '../../../protocol/checkpoint.ts'
-import { checkpointBinding, digestLogAsync } from '../../../protocol/digest.ts'
+import { checkpointBinding, digestBatchesAsync } from '../../../protocol/digest.ts'
 import { ReachError, isReachError } from '../../../protocol/errors.ts'
 import { createSigner } from '../../../protocol/keys.ts'
 import { readCheckpointFile, writeCheckpointFiles } from '../../checkpoint-files.ts'
 import { readKeyFile, readPublicKey } from '../../keys.ts'
-import { streamEvents } from '../../log-source.ts'
+import { streamBatches } from '../../log-source.ts'
 import type { Report } from '../io.ts'
 import { short } from '../io.ts'
 
@@ -25,7 +25,7 @@ async function isDirectory (path: string): Promise<boolean> {
 /** Digest the log up to `atSeq`; a log that ends earlier is RL-2107 for a checkpoint. */
 async function digestTo (logPath: string, atSeq: number) {
   try {
-    return await digestLogAsync(streamEvents(logPath, { to: atSeq }), { untilSeq: atSeq })
+    return await digestBatchesAsync(streamBatches(logPath, { to: atSeq }), { untilSeq: atSeq })
   } catch (err) {
     if (isReachError(err, 'RL-1007')) throw new ReachError('RL-2107', { message: `the log has no seq ${atSeq}: ${err.message}`, seq: atSeq })
     throw err

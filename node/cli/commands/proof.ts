@@ -5,14 +5,14 @@
  */
 import { readFile } from 'node:fs/promises'
 import { parseJson } from '../../../protocol/canonical.ts'
-import { digestLogAsync } from '../../../protocol/digest.ts'
+import { digestBatchesAsync } from '../../../protocol/digest.ts'
 import { ReachError } from '../../../protocol/errors.ts'
 import {
   buildConsistencyProof, buildInclusionProof, verifyConsistencyJson, verifyInclusionJson,
   type ConsistencyProofJson, type InclusionProofJson
 } from '../../../protocol/merkle.ts'
 import { writeFileAtomic } from '../../fs.ts'
-import { streamEvents } from '../../log-source.ts'
+import { streamBatches } from '../../log-source.ts'
 import type { Report } from '../io.ts'
 
 /** Verified event hashes of the log's first `size` events (the whole log when undefined). */
@@ -20,7 +20,7 @@ async function eventHashes (logPath: string, size?: number): Promise<string[]> {
   const hashes: string[] = []
   if (size === 0) return hashes
   const to = size === undefined ? undefined : size - 1
-  await digestLogAsync(streamEvents(logPath, to === undefined ? {} : { to }), {
+  await digestBatchesAsync(streamBatches(logPath, to === undefined ? {} : { to }), {
     reduce: false,
     ...(to === undefined ? {} : { untilSeq: to }),
     onEvent: (e) => { hashes.push(e.hash) }
@@ -96,7 +96,7 @@ export async function verifyProof (opts: Record<string, unknown>): Promise<Repor
     const sizes = proof.kind === 'consistency' ? [[proof.old_size, proof.old_root], [proof.new_size, proof.new_root]] as const : [[proof.tree_size, proof.root]] as const
     for (const [size, root] of sizes) {
       if (size === 0) continue
-      const d = await digestLogAsync(streamEvents(opts.logPath, { to: size - 1 }), { reduce: false, untilSeq: size - 1 })
+      const d = await digestBatchesAsync(streamBatches(opts.logPath, { to: size - 1 }), { reduce: false, untilSeq: size - 1 })
       if (d.merkle_root !== root) {
         throw new ReachError(proof.kind === 'consistency' ? 'RL-2202' : 'RL-2201', { message: `the log's root at size ${size} is ${d.merkle_root}, not the proof's ${root}` })
       }
