@@ -102,7 +102,43 @@ export function nextEvent (head: ChainHead | null, draft: EventDraft): Event {
     metadata: draft.metadata ?? {},
     prev_hash: head === null ? ZERO_HASH : head.hash
   }
-  return { ...event, hash: computeEventHash(event) }
+  const body = canonicalEventBody(event)
+  const hash = sha256Hex(body)
+  const minted = Object.freeze({ ...event, hash })
+  MINTED.set(minted, spliceHash(body, minted.aggregate_id, hash))
+  return minted
+}
+
+/**
+ * Events made by `nextEvent` in this process, with their canonical text as
+ * hashed at that moment. A store writing such an event needs neither to
+ * re-validate nor to re-hash it: the fields that matter for placement (seq,
+ * prev_hash, hash, timestamp) are frozen, and the text written is the very
+ * text that was hashed, whatever the caller does to the payload object
+ * afterwards. Events from anywhere else are verified in full.
+ */
+const MINTED = new WeakMap<Event, string>()
+
+/** The canonical text of an event `nextEvent` made here, or undefined for any other event. */
+export function mintedEventText (event: Event): string | undefined {
+  return MINTED.get(event)
+}
+
+/**
+ * `canonicalize(event)` from the canonical body: "hash" sorts right after
+ * "aggregate_id" (and before every other member), so the whole event is the
+ * body with the hash member spliced in after the aggregate id.
+ */
+function spliceHash (body: string, aggregateId: string, hash: string): string {
+  const cut = BODY_PREFIX.length + canonicalize(aggregateId).length
+  return body.slice(0, cut) + ',"hash":"' + hash + '"' + body.slice(cut)
+}
+
+const BODY_PREFIX = '{"aggregate_id":'
+
+/** The canonical text of a whole event (what a JSONL log line holds), computed from its body. */
+export function canonicalEventText (event: Event): string {
+  return spliceHash(canonicalEventBody(event), event.aggregate_id, event.hash)
 }
 
 export function headOf (event: Event): ChainHead {

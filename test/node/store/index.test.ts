@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { canonicalize } from '../../../protocol/canonical.ts'
 import { EventLog, openStore, storeKindFor } from '../../../node/store/index.ts'
-import { hashAndLine, SPLICE_AGREES } from '../../../node/store/arrival.ts'
+import { checkArrival, hashAndLine } from '../../../node/store/arrival.ts'
+import { mintedEventText, nextEvent } from '../../../protocol/event.ts'
 import { draft, makeEvents } from './compliance.ts'
 
 describe('openStore', () => {
@@ -43,11 +44,26 @@ describe('openStore', () => {
 
 describe('arrival fast path', () => {
   it('agrees with the generic canonical form and hash', () => {
-    expect(SPLICE_AGREES).toBe(true)
-    for (const event of makeEvents(200)) {
+    for (const event of [...makeEvents(200), nextEvent(null, { type: 'Probe', aggregate_id: 'a"\\u2028✓𝄞', payload: { b: [1, 'x'], a: null }, metadata: { z: 1, y: 'é' } })]) {
+      expect(mintedEventText(event)).toBe(canonicalize(event))
       const { hash, line } = hashAndLine(event)
       expect(hash).toBe(event.hash)
       expect(line).toBe(canonicalize(event))
     }
+  })
+
+  it('a minted event is frozen, and what is stored is what was hashed even if its payload changes later', () => {
+    const payload = { n: 1 }
+    const event = nextEvent(null, { type: 'X', aggregate_id: 'a', payload })
+    expect(() => { (event as any).seq = 5 }).toThrow(TypeError)
+    payload.n = 2
+    const line = checkArrival(null, event)
+    expect(JSON.parse(line).payload).toEqual({ n: 1 })
+    expect(hashAndLine(JSON.parse(line)).hash).toBe(event.hash)
+  })
+
+  it('a copy of a minted event is verified in full', () => {
+    const event = nextEvent(null, { type: 'X', aggregate_id: 'a' })
+    expect(() => checkArrival(null, { ...event, payload: 'changed' })).toThrow(expect.objectContaining({ code: 'RL-2001' }))
   })
 })

@@ -5,7 +5,7 @@ import { Level } from 'level'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { canonicalize } from '../../../protocol/canonical.ts'
 import { headOf, type Event } from '../../../protocol/event.ts'
-import { LevelEventStore, levelEventKey } from '../../../node/store/level.ts'
+import { LevelEventStore, levelSegmentKey } from '../../../node/store/level.ts'
 import { collect, makeEvents, rejectionCode, runEventStoreCompliance } from './compliance.ts'
 
 runEventStoreCompliance('level', {
@@ -47,25 +47,29 @@ describe('LevelEventStore', () => {
     return events
   }
 
-  it('stores canonical JSON under 16-digit keys and the head in the same batch', async () => {
+  it('stores each batch as one segment of canonical lines under its first seq, and the head in the same batch', async () => {
     const events = await seeded(12)
+    const store = new LevelEventStore(path)
+    await store.open()
+    await store.appendBatch(makeEvents(15, headOf(events[11] as Event)).slice(0, 3))
+    expect((await store.get(13))?.seq).toBe(13)
+    expect((await store.readAll()).map((e) => e.seq)).toEqual(Array.from({ length: 15 }, (_, i) => i))
+    expect((await collect(store.read({ from: 5, to: 13 }))).map((e) => e.seq)).toEqual([5, 6, 7, 8, 9, 10, 11, 12, 13])
+    await store.close()
     await raw(async (db) => {
-      const entries = await db.iterator().all()
-      const keys = entries.map(([k]) => k)
-      expect(keys).toContain('!events!0000000000000000')
-      expect(keys).toContain('!events!0000000000000011')
-      expect(await db.get('!events!' + levelEventKey(10))).toBe(canonicalize(events[10]))
-      expect(await db.get('!meta!head')).toBe(canonicalize(headOf(events[11] as Event)))
+      const keys = (await db.iterator().all()).map(([k]) => k)
+      expect(keys).toEqual(['!meta!head', '!meta!version', '!segments!0000000000000000', '!segments!0000000000000012'])
+      expect(await db.get('!segments!' + levelSegmentKey(0))).toBe(events.map((e) => canonicalize(e)).join('\n'))
       expect(await db.get('!meta!version')).toBe('1')
     })
-    expect(levelEventKey(9007199254740991)).toBe('9007199254740991')
+    expect(levelSegmentKey(9007199254740991)).toBe('9007199254740991')
   })
 
   it('reports events beyond the head as RL-5004 and repair removes them into a .torn file', async () => {
     const events = await seeded(5)
     const extra = makeEvents(7).slice(5)
     await raw(async (db) => {
-      for (const e of extra) await db.put('!events!' + levelEventKey(e.seq), canonicalize(e))
+      await db.put('!segments!' + levelSegmentKey(5), extra.map((e) => canonicalize(e)).join('\n'))
     })
     const store = new LevelEventStore(path)
     const err = await store.open().catch((e: unknown) => e)
@@ -82,17 +86,18 @@ describe('LevelEventStore', () => {
 
   it('reports a head that does not match the last event as RL-5009 (RL-2001 if the event was altered)', async () => {
     const events = await seeded(5)
+    const segment = (last?: unknown): string => [...events.slice(0, 4), ...(last === undefined ? [] : [last])].map((e) => canonicalize(e)).join('\n')
     await raw(async (db) => {
-      await db.del('!events!' + levelEventKey(4))
+      await db.put('!segments!' + levelSegmentKey(0), segment())
     })
     expect(await rejectionCode(new LevelEventStore(path).open({ repair: true }))).toBe('RL-5009')
     const rival = makeEvents(4, headOf(events[3] as Event), 99)[0] as Event
     await raw(async (db) => {
-      await db.put('!events!' + levelEventKey(4), canonicalize(rival))
+      await db.put('!segments!' + levelSegmentKey(0), segment(rival))
     })
     expect(await rejectionCode(new LevelEventStore(path).open())).toBe('RL-5009')
     await raw(async (db) => {
-      await db.put('!events!' + levelEventKey(4), canonicalize({ ...events[4], payload: 'tampered' }))
+      await db.put('!segments!' + levelSegmentKey(0), segment({ ...events[4], payload: 'tampered' }))
     })
     expect(await rejectionCode(new LevelEventStore(path).open())).toBe('RL-2001')
     await raw(async (db) => {
