@@ -1,0 +1,238 @@
+/**
+ * Runs: `reach run`, `reach runs list`, `reach replay <run-id>`,
+ * `reach verify-determinism`, `reach explain-failure`, `reach demo`,
+ * `reach data-dir`.
+ */
+import { stat } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import type { JsonObject, JsonValue } from '../../../protocol/canonical.ts'
+import { ReachError, isReachError } from '../../../protocol/errors.ts'
+import type { Event } from '../../../protocol/event.ts'
+import { generateKeyPair, createSigner } from '../../../protocol/keys.ts'
+import { buildBundle, type Pack } from '../../../packs/bundle.ts'
+import { ENGINE_VERSION, type Budget } from '../../../packs/manifest.ts'
+import { admitPack, checkBudget, loadPolicy, policyVersion, type NodePolicy } from '../../../packs/policy.ts'
+import type { RunPack } from '../../../packs/runner.ts'
+import { hostTools } from '../../../packs/tools/index.ts'
+import { openTrustRegistry, signPack } from '../../../packs/trust.ts'
+import { ensureHome, homePaths, type HomePaths } from '../../home.ts'
+import { readKeyFile, writeKeyFile } from '../../keys.ts'
+import { openKv } from '../../kv.ts'
+import { openPackStore } from '../../pack-store.ts'
+import { RunStore, type RunRecord } from '../../runs.ts'
+import type { Report } from '../io.ts'
+import { parseJsonOption, parseObjectOption, short } from '../io.ts'
+
+/** The node identity key, created on first use (0600). */
+async function nodeSeed (home: HomePaths): Promise<Uint8Array> {
+  try {
+    return (await readKeyFile(home.nodeKey)).seed
+  } catch (err) {
+    if (!isReachError(err, 'RL-1004')) throw err
+    const pair = generateKeyPair()
+    await writeKeyFile(home.nodeKey, pair, 'node')
+    return pair.seed
+  }
+}
+
+function runPackOf (pack: Pack): RunPack {
+  const { manifest, files } = pack.bundle
+  return {
+    cid: pack.cid,
+    name: manifest.name,
+    entry: manifest.entry,
+    capabilities: manifest.capabilities,
+    files: Object.fromEntries(Object.entries(files).map(([path, bytes]) => [path, Buffer.from(bytes).toString('utf8')]))
+  }
+}
+
+async function isDirectory (path: string): Promise<boolean> {
+  return await stat(path).then((s) => s.isDirectory(), () => false)
+}
+
+interface Node {
+  home: HomePaths
+  policy: NodePolicy
+  packs: ReturnType<typeof openPackStore>
+  runs: RunStore
+}
+
+async function openNode (): Promise<Node> {
+  const home = await ensureHome(homePaths())
+  return { home, policy: await loadPolicy(home.policy), packs: openPackStore(home.packs), runs: new RunStore(home, await nodeSeed(home)) }
+}
+
+/** A pack by directory (built and stored) or by CID / name from the pack store, admitted by policy. */
+async function admitted (node: Node, ref: string): Promise<Pack> {
+  const registry = await openTrustRegistry(node.home.trust)
+  if (await isDirectory(ref)) {
+    // Admitted before it is stored: nothing rejected is kept. A folder
+    // carries no signatures, so only the legacy override runs it unsigned.
+    const built = await buildBundle(ref)
+    const signatures = await node.packs.has(built.cid) ? (await node.packs.get(built.cid)).signatures : []
+    admitPack({ bundle: built.bundle, cid: built.cid, signatures, registry, policy: node.policy })
+    return await node.packs.put(built.bytes, signatures)
+  }
+  const stored = await node.packs.get(ref)
+  admitPack({ bundle: stored.bundle, cid: stored.cid, signatures: stored.signatures, registry, policy: node.policy })
+  return stored
+}
+
+async function runPack (node: Node, pack: Pack, input: JsonValue, budgetOverride: Partial<Budget>): Promise<{ record: RunRecord, output?: JsonValue }> {
+  const budget = { ...pack.bundle.manifest.budget, ...budgetOverride }
+  checkBudget(budget, node.policy)
+  const kv = await openKv(node.home.root)
+  const abort = new AbortController()
+  const onSignal = (): void => abort.abort(new ReachError('RL-3105', { message: 'run cancelled' }))
+  process.once('SIGINT', onSignal)
+  try {
+    const tools = hostTools({ kv, httpAllowlist: node.policy.http_allowlist ?? [] })
+    const { record, outcome } = await node.runs.start({
+      pack: runPackOf(pack),
+      input,
+      budget,
+      policy: { version: policyVersion(node.policy), granted: node.policy.granted_capabilities },
+      engineVersion: ENGINE_VERSION,
+      tools,
+      signal: abort.signal
+    })
+    return { record, ...(outcome.output === undefined ? {} : { output: outcome.output }) }
+  } finally {
+    process.off('SIGINT', onSignal)
+    await kv.close()
+  }
+}
+
+function describe (record: RunRecord, output: JsonValue | undefined): string[] {
+  const lines = [`Run ${record.run_id}: ${record.status.toUpperCase()} (${record.events} events, fuel ${record.fuel_used})`]
+  if (output !== undefined) lines.push(`Output: ${JSON.stringify(output)}`)
+  if (record.error !== null) lines.push(`Error: ${record.error.code} ${record.error.message}`)
+  lines.push(`Fingerprint: ${record.fingerprint}`, `Checkpoint: ${record.checkpoint_id ?? '(none)'}`)
+  return lines
+}
+
+export async function run (opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const ref = args[0] as string
+  const input = parseJsonOption((opts.input as string | undefined) ?? 'null', '--input')
+  const budget = opts.budget === undefined ? {} : parseObjectOption(opts.budget as string, '--budget') as Partial<Budget>
+  const node = await openNode()
+  const pack = await admitted(node, ref)
+  const { record, output } = await runPack(node, pack, input, budget)
+  return { human: describe(record, output), json: { record, ...(output === undefined ? {} : { output }) }, ...(record.status === 'failed' ? { exitCode: 1 } : {}) }
+}
+
+export async function list (opts: Record<string, unknown>): Promise<Report> {
+  const node = await openNode()
+  const records = (await node.runs.list()).slice(0, (opts.limit as number | undefined) ?? Number.MAX_SAFE_INTEGER)
+  return {
+    human: records.length === 0 ? ['No runs yet'] : records.map((r) => `${r.run_id}  ${r.status.padEnd(9)}  ${r.pack_name}  ${short(r.artifact_hash, 20)}  ${short(r.fingerprint)}`),
+    json: { runs: records }
+  }
+}
+
+/** Replay one recorded run with the pack it names; REPLAY_VERIFIED or the first divergent seq. */
+async function replayOnce (node: Node, runId: string): Promise<{ ok: boolean, lines: string[], json: Record<string, unknown>, fingerprint?: string }> {
+  const events = await node.runs.events(runId)
+  const cid = (events[0]?.payload as JsonObject | undefined)?.pack_cid as string
+  const pack = await node.packs.get(cid)
+  const { verdict, record, fingerprint } = await node.runs.replay(runId, runPackOf(pack))
+  if (verdict.ok) {
+    return { ok: true, fingerprint, lines: ['REPLAY_VERIFIED', `Fingerprint: ${fingerprint ?? ''}`], json: { verified: true, run_id: runId, fingerprint, record } }
+  }
+  const d = verdict.divergence
+  return {
+    ok: false,
+    lines: [`REPLAY_DIVERGED at seq ${d.seq} (RL-3017): ${d.reason}`, `  expected: ${JSON.stringify(d.expected)}`, `  actual:   ${JSON.stringify(d.actual)}`],
+    json: { verified: false, run_id: runId, divergence: d, error: new ReachError('RL-3017', { seq: d.seq, message: d.reason }).toJSON() }
+  }
+}
+
+export async function replayRun (runId: string): Promise<Report> {
+  const node = await openNode()
+  const r = await replayOnce(node, runId)
+  return { human: r.lines, json: r.json, ...(r.ok ? {} : { exitCode: 1 }) }
+}
+
+export async function verifyDeterminism (opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const node = await openNode()
+  const runId = args[0] as string
+  const n = (opts.n as number | undefined) ?? 5
+  const record = await node.runs.record(runId)
+  const prints: string[] = []
+  for (let i = 0; i < n; i++) {
+    // Each replay builds a fresh sandbox and feeds the recorded tool results.
+    const r = await replayOnce(node, runId)
+    if (!r.ok) return { human: [`Replay ${i + 1} of ${n}:`, ...r.lines], json: r.json, exitCode: 1 }
+    prints.push(r.fingerprint as string)
+  }
+  const allEqual = prints.every((p) => p === record.fingerprint)
+  return {
+    human: [`${n} replays in fresh sandboxes: ${allEqual ? 'all fingerprints equal' : 'FINGERPRINTS DIFFER'}`, `Fingerprint: ${record.fingerprint}`, allEqual ? 'DETERMINISM_VERIFIED' : 'DETERMINISM_FAILED (RL-3017)'],
+    json: { verified: allEqual, runs: n, fingerprints: prints, expected: record.fingerprint },
+    ...(allEqual ? {} : { exitCode: 1 })
+  }
+}
+
+export async function explainFailure (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const node = await openNode()
+  const runId = args[0] as string
+  const events = await node.runs.events(runId)
+  const record = await node.runs.record(runId)
+  const last = events.at(-1) as Event
+  const troubles = events.filter((e) => e.type === 'ToolDenied' || e.type === 'ToolFailed')
+  const human = [`Run ${runId}: ${record.status}`]
+  if (record.error !== null) human.push(`Failed at seq ${last.seq} with ${record.error.code}: ${record.error.message}`)
+  else if (record.status === 'running') human.push(`The run never finished: its log ends at seq ${last.seq} (${last.type}); the process was stopped. \`reach run\` resumes it.`)
+  else human.push('The run completed; nothing failed.')
+  for (const e of troubles) {
+    const p = e.payload as JsonObject
+    const err = p.error as JsonObject
+    human.push(`  seq ${e.seq} ${e.type} ${String(p.tool ?? p.call_id)}: ${String(err.code)} ${String(err.message)}`)
+  }
+  return { human, json: { run_id: runId, status: record.status, error: record.error, last_event: { seq: last.seq, type: last.type }, tool_problems: troubles.map((e) => ({ seq: e.seq, type: e.type, payload: e.payload })) } }
+}
+
+export async function dataDir (): Promise<Report> {
+  const home = homePaths()
+  return { human: [home.root], json: { home } }
+}
+
+const EXAMPLES = fileURLToPath(new URL('../../../packs/examples/', import.meta.url))
+
+/**
+ * Zero-config demo: build the shipped counter pack, sign it with a demo
+ * publisher key (created once in the data dir), trust that key, run the
+ * pack, replay the run, print REPLAY_VERIFIED and the fingerprint.
+ */
+export async function demo (): Promise<Report> {
+  const node = await openNode()
+  const keyPath = `${node.home.keys}/demo-publisher.key`
+  let publisher
+  try {
+    publisher = await readKeyFile(keyPath)
+  } catch (err) {
+    if (!isReachError(err, 'RL-1004')) throw err
+    await writeKeyFile(keyPath, generateKeyPair(), 'publisher')
+    publisher = await readKeyFile(keyPath)
+  }
+  const registry = await openTrustRegistry(node.home.trust)
+  if (registry.status(publisher.publicKey) !== 'trusted') await registry.add(publisher.publicKey, 'reach demo publisher')
+  const built = await buildBundle(`${EXAMPLES}counter`)
+  const signature = signPack({ cid: built.cid, manifest: built.bundle.manifest }, createSigner(publisher.seed))
+  admitPack({ bundle: built.bundle, cid: built.cid, signatures: [signature], registry, policy: node.policy })
+  const pack = await node.packs.put(built.bytes, [signature])
+  const input = { numbers: [3, 1, 4, 1, 5, 9, 2, 6] }
+  const { record, output } = await runPack(node, pack, input, {})
+  const replay = await replayOnce(node, record.run_id)
+  return {
+    human: [
+      `Data dir: ${node.home.root}`,
+      `Pack ${pack.bundle.manifest.name}@${pack.bundle.manifest.version}: ${pack.cid}`,
+      `Signed by ${publisher.publicKey} (trusted)`,
+      ...describe(record, output),
+      ...replay.lines
+    ],
+    json: { pack: pack.cid, record, output, replay: replay.json },
+    ...(replay.ok && record.status === 'completed' ? {} : { exitCode: 1 })
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * Runs on this node: their logs, records and closing checkpoints, in the
+ * data dir.
+ *
+ *   <home>/runs/<run_id>/log/              the run's hash-chained event log (LevelDB store)
+ *   <home>/runs/<run_id>/record.json       the run record (below), rewritten when the run ends
+ *   <home>/runs/<run_id>/final.checkpoint  the node's signed checkpoint of the finished log
+ *
+ * Run record: run_id, engine_version, policy_version, input_hash,
+ * artifact_hash (the pack CID), output_hash, event_log_hash (hash of the
+ * last event), fingerprint = sha256(canonical of those six), plus status,
+ * error and counts. The fingerprint is what two replays must agree on.
+ */
+import { randomBytes } from 'node:crypto'
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
+import { createCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
+import { digestLog } from '../protocol/digest.ts'
+import { ReachError, type ErrorCode } from '../protocol/errors.ts'
+import type { Event, EventDraft } from '../protocol/event.ts'
+import { hashCanonical } from '../protocol/hash.ts'
+import { createSigner } from '../protocol/keys.ts'
+import { executeRun, replayRecordedRun, resumeRun, startOf, type RunBudget, type RunOutcome, type RunPack, type RunPolicy, type ReplayVerdict } from '../packs/runner.ts'
+import type { Tool } from '../packs/tools/index.ts'
+import { encodeCheckpoint } from '../protocol/checkpoint.ts'
+import { writeFileAtomic } from './fs.ts'
+import type { HomePaths } from './home.ts'
+import { EventLog, openStore } from './store/index.ts'
+
+export interface RunRecord {
+  version: 1
+  run_id: string
+  pack_name: string
+  engine_version: string
+  policy_version: string
+  input_hash: string
+  artifact_hash: string
+  output_hash: string | null
+  event_log_hash: string
+  fingerprint: string
+  status: 'running' | 'completed' | 'failed'
+  error: { code: ErrorCode, message: string } | null
+  events: number
+  fuel_used: number
+  checkpoint_id: string | null
+}
+
+export function fingerprintOf (r: Pick<RunRecord, 'engine_version' | 'policy_version' | 'input_hash' | 'artifact_hash' | 'output_hash' | 'event_log_hash'>): string {
+  return hashCanonical({ engine_version: r.engine_version, policy_version: r.policy_version, input_hash: r.input_hash, artifact_hash: r.artifact_hash, output_hash: r.output_hash, event_log_hash: r.event_log_hash })
+}
+
+/** The record a log implies. Pure: a replay computes the same record from the same events. */
+export function recordOf (runId: string, events: readonly Event[], outcome?: RunOutcome): RunRecord {
+  const started = events[0]?.payload as JsonObject
+  const last = events.at(-1) as Event
+  const end = last.type === 'RunCompleted' || last.type === 'RunFailed' ? last.payload as JsonObject : undefined
+  const base = {
+    engine_version: started.engine_version as string,
+    policy_version: started.policy_version as string,
+    input_hash: started.input_hash as string,
+    artifact_hash: started.pack_cid as string,
+    output_hash: last.type === 'RunCompleted' ? (end?.output_hash as string) : null,
+    event_log_hash: last.hash
+  }
+  return {
+    version: 1,
+    run_id: runId,
+    pack_name: started.pack_name as string,
+    ...base,
+    fingerprint: fingerprintOf(base),
+    status: last.type === 'RunCompleted' ? 'completed' : last.type === 'RunFailed' ? 'failed' : 'running',
+    error: last.type === 'RunFailed' ? (end?.error as RunRecord['error']) : null,
+    events: events.length,
+    fuel_used: (end?.fuel_used as number | undefined) ?? outcome?.fuel_used ?? 0,
+    checkpoint_id: null
+  }
+}
+
+/** Test hook: `REACH_FAULT=exit-after:<EventType>` kills the process right after that event is durable. */
+function faultAfter (): string | undefined {
+  const f = process.env.REACH_FAULT
+  return f?.startsWith('exit-after:') === true ? f.slice('exit-after:'.length) : undefined
+}
+
+export interface NewRun {
+  pack: RunPack
+  input: JsonValue
+  budget: RunBudget
+  policy: RunPolicy
+  engineVersion: string
+  tools: Map<string, Tool>
+  signal?: AbortSignal
+}
+
+export class RunStore {
+  private readonly home: HomePaths
+  private readonly nodeSeed: Uint8Array
+
+  constructor (home: HomePaths, nodeSeed: Uint8Array) {
+    this.home = home
+    this.nodeSeed = nodeSeed
+  }
+
+  private dir (runId: string): string {
+    if (!/^run_[0-9a-f]{20}$/.test(runId)) throw new ReachError('RL-3019', { message: `${runId} is not a run id` })
+    return join(this.home.runs, runId)
+  }
+
+  async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
+    const nonce = randomBytes(16).toString('hex')
+    const runId = `run_${nonce.slice(0, 20)}`
+    const store = await openStore(join(this.dir(runId), 'log'), { kind: 'level', create: true })
+    try {
+      const sink = this.sink(new EventLog(store))
+      const outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
+      return await this.finish(runId, outcome)
+    } finally {
+      await store.close()
+    }
+  }
+
+  /** Continue a run a dead process left unfinished (no tool whose result was recorded runs again). */
+  async resume (runId: string, pack: RunPack, granted: readonly string[], tools: Map<string, Tool>): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
+    const store = await openStore(join(this.dir(runId), 'log'), { kind: 'level', repair: true })
+    try {
+      const recorded = await store.readAll()
+      const outcome = await resumeRun(startOf(recorded, pack, granted), recorded, this.sink(new EventLog(store)), tools)
+      return await this.finish(runId, outcome)
+    } finally {
+      await store.close()
+    }
+  }
+
+  private sink (log: EventLog): { append: (d: EventDraft) => Promise<Event> } {
+    const fault = faultAfter()
+    return {
+      append: async (draft) => {
+        const event = await log.append(draft)
+        if (fault === draft.type) process.kill(process.pid, 'SIGKILL')
+        return event
+      }
+    }
+  }
+
+  private async finish (runId: string, outcome: RunOutcome): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
+    const events = outcome.events
+    const d = digestLog(events, { reduce: false })
+    const record = recordOf(runId, events, outcome)
+    // The node signs what the log is at its end; its state hash is the
+    // run's outcome (output or error), the part a verifier compares.
+    const checkpoint = createCheckpoint({
+      log_id: d.log_id,
+      at_seq: d.last_seq,
+      state_hash: hashCanonical({ status: record.status, output_hash: record.output_hash, error: record.error }),
+      log_hash: d.log_hash,
+      merkle_root: d.merkle_root,
+      timestamp: d.timestamp
+    }, createSigner(this.nodeSeed))
+    record.checkpoint_id = checkpoint.checkpoint_id
+    await writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), encodeCheckpoint(checkpoint))
+    await writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n')
+    return { record, outcome, checkpoint }
+  }
+
+  async events (runId: string): Promise<Event[]> {
+    let store
+    try {
+      store = await openStore(join(this.dir(runId), 'log'), { kind: 'level' })
+    } catch (err) {
+      if ((err as ReachError).code === 'RL-5006') throw new ReachError('RL-3019', { message: `no run ${runId} in ${this.home.runs}` })
+      throw err
+    }
+    try {
+      return await store.readAll()
+    } finally {
+      await store.close()
+    }
+  }
+
+  async record (runId: string): Promise<RunRecord> {
+    const dir = this.dir(runId)
+    try {
+      return JSON.parse(await readFile(join(dir, 'record.json'), 'utf8')) as RunRecord
+    } catch {
+      // No record yet: the process died mid-run. The log says what happened.
+      return recordOf(runId, await this.events(runId))
+    }
+  }
+
+  async list (): Promise<RunRecord[]> {
+    const names = await readdir(this.home.runs).catch(() => [] as string[])
+    const out: RunRecord[] = []
+    for (const name of names.filter((n) => /^run_[0-9a-f]{20}$/.test(n))) {
+      try {
+        out.push(await this.record(name))
+      } catch {
+        // An empty directory from a run that died before RunStarted: nothing to list.
+      }
+    }
+    return out
+  }
+
+  /** Replay a recorded run with `pack`; the verdict and the fingerprint the replay computes. */
+  async replay (runId: string, pack: RunPack): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
+    const events = await this.events(runId)
+    const record = recordOf(runId, events)
+    const verdict = await replayRecordedRun(startOf(events, pack), events)
+    return verdict.ok ? { verdict, record, fingerprint: recordOf(runId, verdict.outcome.events).fingerprint } : { verdict, record }
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * The run loop (DESIGN.md §3): a pack's deterministic code, a policy gate,
+ * host tools and a hash-chained event log.
+ *
+ *   RunStarted → init(input) → reduce(Start) → effects → gate →
+ *     ToolDenied | ToolCalled (durable before the tool runs) → ToolResult | ToolFailed →
+ *     reduce(outcome) → … → output → RunCompleted   (or RunFailed {code})
+ *
+ * One interpreter serves three modes, so they cannot drift apart:
+ *  - run: nothing recorded yet; every effect is gated and executed live.
+ *  - resume: a prefix is recorded (a node died mid-run); the recorded
+ *    outcomes are fed back, a tool whose `ToolCalled` has no result is run
+ *    again only if it is idempotent, and the run continues live.
+ *  - replay: everything is recorded; no tool runs, no event is written, and
+ *    the first effect or outcome that differs from the record is reported
+ *    with its seq (RL-3017).
+ */
+import { canonicalize, type JsonObject, type JsonValue } from '../protocol/canonical.ts'
+import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
+import { deriveId, type Event, type EventDraft } from '../protocol/event.ts'
+import { hashCanonical } from '../protocol/hash.ts'
+import { createSandbox, type Sandbox } from './sandbox.ts'
+import type { Tool } from './tools/index.ts'
+
+export const RUN_AGGREGATE = 'run'
+
+export interface RunPack {
+  cid: string
+  name: string
+  entry: string
+  capabilities: readonly string[]
+  files: Record<string, string>
+}
+
+export interface RunBudget {
+  fuel: number
+  memory_bytes: number
+  output_bytes: number
+  tool_calls: number
+  wall_ms: number
+}
+
+export interface RunPolicy {
+  version: string
+  granted: readonly string[]
+}
+
+/** Where a live run writes its events (an EventLog over the run's store). */
+export interface RunSink {
+  append (draft: EventDraft): Promise<Event>
+}
+
+export interface RunStart {
+  pack: RunPack
+  input: JsonValue
+  budget: RunBudget
+  policy: RunPolicy
+  engineVersion: string
+  /** Makes two runs of the same pack and input distinct logs (recorded, so replay never needs it). */
+  nonce: string
+}
+
+export interface RunOutcome {
+  status: 'completed' | 'failed'
+  output?: JsonValue
+  error?: { code: ErrorCode, message: string }
+  fuel_used: number
+  /** The run's events, recorded and new, in order. */
+  events: Event[]
+}
+
+export interface Divergence {
+  seq: number
+  reason: string
+  expected: JsonValue
+  actual: JsonValue
+}
+
+/** The event the pack sees for each step. */
+type PackEvent = JsonObject
+
+interface Mode {
+  kind: 'run' | 'resume' | 'replay'
+  recorded: readonly Event[]
+  sink?: RunSink
+  tools?: Map<string, Tool>
+  signal: AbortSignal
+}
+
+class DivergenceError extends Error {
+  readonly divergence: Divergence
+  constructor (divergence: Divergence) {
+    super(divergence.reason)
+    this.divergence = divergence
+  }
+}
+
+function errorOf (err: unknown): { code: ErrorCode, message: string } {
+  if (isReachError(err)) return { code: err.code, message: err.message }
+  return { code: 'RL-3106', message: err instanceof Error ? err.message : String(err) }
+}
+
+function same (a: unknown, b: unknown): boolean {
+  return canonicalize(a) === canonicalize(b)
+}
+
+/** Drives one run in any mode. */
+class Interpreter {
+  readonly events: Event[] = []
+  private cursor = 0
+  private toolCalls = 0
+  private readonly start: RunStart
+  private readonly mode: Mode
+
+  constructor (start: RunStart, mode: Mode) {
+    this.start = start
+    this.mode = mode
+  }
+
+  /** The next recorded event, if the record goes that far. */
+  private peek (): Event | undefined {
+    return this.mode.recorded[this.cursor]
+  }
+
+  /** Take the next event: from the record (checking it is what this run would write), else append it live. */
+  private async emit (draft: EventDraft, compare: (recorded: Event) => boolean): Promise<Event> {
+    const recorded = this.peek()
+    if (recorded !== undefined) {
+      if (recorded.type !== draft.type || !compare(recorded)) {
+        throw new DivergenceError({
+          seq: recorded.seq,
+          reason: `replay diverged at seq ${recorded.seq}: the pack produced ${draft.type}, the record has ${recorded.type}`,
+          expected: { type: recorded.type, payload: recorded.payload },
+          actual: { type: draft.type, payload: draft.payload ?? null }
+        })
+      }
+      this.cursor++
+      this.events.push(recorded)
+      return recorded
+    }
+    if (this.mode.kind === 'replay' || this.mode.sink === undefined) {
+      throw new DivergenceError({
+        seq: this.events.length,
+        reason: `replay diverged at seq ${this.events.length}: the pack went on (${draft.type}) past the end of the record`,
+        expected: null,
+        actual: { type: draft.type, payload: draft.payload ?? null }
+      })
+    }
+    const event = await this.mode.sink.append(draft)
+    this.events.push(event)
+    return event
+  }
+
+  async run (): Promise<RunOutcome> {
+    const { pack, input, budget, policy, engineVersion, nonce } = this.start
+    const started = { pack_cid: pack.cid, pack_name: pack.name, engine_version: engineVersion, policy_version: policy.version, input, input_hash: hashCanonical(input), budget: budget as unknown as JsonObject, nonce }
+    await this.emit({ type: 'RunStarted', aggregate_id: RUN_AGGREGATE, payload: started }, (r) => same(r.payload, started))
+    let sandbox: Sandbox | undefined
+    try {
+      sandbox = await createSandbox(pack.files, pack.entry, { fuel: budget.fuel, memoryBytes: budget.memory_bytes, outputBytes: budget.output_bytes, wallMs: budget.wall_ms })
+      const outcome = await this.loop(sandbox)
+      return outcome
+    } catch (err) {
+      if (err instanceof DivergenceError) throw err
+      const error = errorOf(err)
+      const fuel = sandbox?.fuelUsed ?? 0
+      await this.emit({ type: 'RunFailed', aggregate_id: RUN_AGGREGATE, payload: { error, fuel_used: fuel } }, (r) => same((r.payload as JsonObject).error, error))
+      return { status: 'failed', error, fuel_used: fuel, events: this.events }
+    } finally {
+      sandbox?.dispose()
+    }
+  }
+
+  private async loop (sandbox: Sandbox): Promise<RunOutcome> {
+    let state = sandbox.call('init', [this.start.input]).value
+    const queue: PackEvent[] = [{ type: 'Start' }]
+    while (queue.length > 0) {
+      this.mode.signal.throwIfAborted()
+      const step = sandbox.call('reduce', [state, queue.shift() as PackEvent]).value
+      if (step === null || typeof step !== 'object' || Array.isArray(step) || !('state' in step)) {
+        throw new ReachError('RL-3108', { message: 'reduce must return an object { state, effects?, output? }' })
+      }
+      state = step.state as JsonValue
+      if ('output' in step && step.output !== undefined) {
+        const output = step.output as JsonValue
+        const payload = { output, output_hash: hashCanonical(output), fuel_used: sandbox.fuelUsed }
+        await this.emit({ type: 'RunCompleted', aggregate_id: RUN_AGGREGATE, payload }, (r) => same(r.payload, payload))
+        return { status: 'completed', output, fuel_used: sandbox.fuelUsed, events: this.events }
+      }
+      const effects = Array.isArray(step.effects) ? step.effects : []
+      for (const effect of effects) queue.push(await this.effect(effect))
+    }
+    throw new ReachError('RL-3020')
+  }
+
+  /** Gate one effect, record it, run it (or read its recorded outcome); returns what the pack sees next. */
+  private async effect (effect: JsonValue): Promise<PackEvent> {
+    const e = (effect !== null && typeof effect === 'object' && !Array.isArray(effect) ? effect : {}) as JsonObject
+    const tool = typeof e.tool === 'string' ? e.tool : ''
+    const args = (e.args !== null && typeof e.args === 'object' && !Array.isArray(e.args) ? e.args : {}) as JsonObject
+    const callId = deriveId('call', this.events.length)
+    const request = { call_id: callId, tool, args }
+    const sameRequest = (r: Event): boolean => {
+      const p = r.payload as JsonObject
+      return same({ call_id: p.call_id, tool: p.tool, args: p.args }, request)
+    }
+    // The gate's verdict is part of the record: a recorded run replays (and
+    // resumes) with the decisions it was made with, whatever the policy now.
+    const recorded = this.peek()
+    const denied = recorded !== undefined
+      ? (recorded.type === 'ToolDenied' ? (recorded.payload as JsonObject).error as { code: ErrorCode, message: string } : undefined)
+      : this.gate(tool)
+    if (denied !== undefined) {
+      const ev = await this.emit({ type: 'ToolDenied', aggregate_id: RUN_AGGREGATE, payload: { ...request, error: denied } }, sameRequest)
+      return this.packEvent(ev, tool)
+    }
+    this.toolCalls++
+    const impl = this.mode.tools?.get(tool)
+    // Durable before the tool runs: a crash after this line never loses the fact that we called it.
+    await this.emit({ type: 'ToolCalled', aggregate_id: RUN_AGGREGATE, payload: { ...request, idempotent: impl?.idempotent ?? false } }, sameRequest)
+    const outcome = this.peek()
+    if (outcome !== undefined) {
+      if (outcome.type !== 'ToolResult' && outcome.type !== 'ToolFailed') {
+        throw new DivergenceError({ seq: outcome.seq, reason: `replay diverged at seq ${outcome.seq}: expected the outcome of ${callId}, the record has ${outcome.type}`, expected: { type: outcome.type }, actual: { type: 'ToolResult or ToolFailed' } })
+      }
+      this.cursor++
+      this.events.push(outcome)
+      return this.packEvent(outcome, tool)
+    }
+    if (this.mode.kind === 'replay') {
+      throw new DivergenceError({ seq: this.events.length, reason: `replay diverged: the record ends before the outcome of ${callId}`, expected: null, actual: request })
+    }
+    // Resuming at a ToolCalled whose result was never recorded: run it
+    // again only if that is harmless.
+    const interrupted = this.events.length === this.mode.recorded.length
+    if (interrupted && impl !== undefined && !impl.idempotent) {
+      const error = { code: 'RL-3018' as const, message: `${tool} was interrupted by a node restart and is not idempotent: not repeated` }
+      return this.packEvent(await this.emit({ type: 'ToolFailed', aggregate_id: RUN_AGGREGATE, payload: { call_id: callId, error } }, () => true), tool)
+    }
+    try {
+      if (impl === undefined) throw new ReachError('RL-3018', { message: `no host tool provides ${tool}` })
+      const result = await impl.run(args, { pack: this.start.pack.name, signal: this.mode.signal })
+      return this.packEvent(await this.emit({ type: 'ToolResult', aggregate_id: RUN_AGGREGATE, payload: { call_id: callId, result } }, () => true), tool)
+    } catch (err) {
+      const error = errorOf(err)
+      return this.packEvent(await this.emit({ type: 'ToolFailed', aggregate_id: RUN_AGGREGATE, payload: { call_id: callId, error } }, () => true), tool)
+    }
+  }
+
+  /** The policy gate, in its fixed order: declared, granted, budget left. */
+  private gate (tool: string): { code: ErrorCode, message: string } | undefined {
+    const { pack, policy, budget } = this.start
+    if (!pack.capabilities.includes(tool)) return { code: 'RL-3015', message: `the pack does not declare the capability ${JSON.stringify(tool)}` }
+    if (!policy.granted.includes(tool)) return { code: 'RL-3009', message: `this node's policy does not grant ${tool}` }
+    if (this.toolCalls >= budget.tool_calls) return { code: 'RL-3016', message: `the run's budget of ${budget.tool_calls} tool calls is spent` }
+    return undefined
+  }
+
+  private packEvent (event: Event, tool: string): PackEvent {
+    const p = event.payload as JsonObject
+    if (event.type === 'ToolResult') return { type: 'ToolResult', call_id: p.call_id as string, tool, result: p.result as JsonValue }
+    return { type: event.type, call_id: p.call_id as string, tool, error: p.error as JsonValue }
+  }
+}
+
+/** Start a new run, writing every event to `sink` (an empty log). */
+export async function executeRun (start: RunStart, sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = new AbortController().signal): Promise<RunOutcome> {
+  return await new Interpreter(start, { kind: 'run', recorded: [], sink, tools, signal }).run()
+}
+
+/** Continue a run whose log ends before RunCompleted / RunFailed. */
+export async function resumeRun (start: RunStart, recorded: readonly Event[], sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = new AbortController().signal): Promise<RunOutcome> {
+  return await new Interpreter(start, { kind: 'resume', recorded, sink, tools, signal }).run()
+}
+
+export type ReplayVerdict = { ok: true, outcome: RunOutcome } | { ok: false, divergence: Divergence }
+
+/** Re-execute the pack against a complete record; no tool runs and nothing is written. */
+export async function replayRecordedRun (start: RunStart, recorded: readonly Event[]): Promise<ReplayVerdict> {
+  try {
+    const outcome = await new Interpreter(start, { kind: 'replay', recorded, signal: new AbortController().signal }).run()
+    if (outcome.events.length !== recorded.length) {
+      const extra = recorded[outcome.events.length] as Event
+      return { ok: false, divergence: { seq: extra.seq, reason: `replay diverged at seq ${extra.seq}: the run ended but the record goes on with ${extra.type}`, expected: { type: extra.type }, actual: null } }
+    }
+    return { ok: true, outcome }
+  } catch (err) {
+    if (err instanceof DivergenceError) return { ok: false, divergence: err.divergence }
+    throw err
+  }
+}
+
+/**
+ * What a run's RunStarted event says, to replay or resume it. `granted` is
+ * the node's current policy: it only gates effects past the end of the
+ * record (recorded decisions stand).
+ */
+export function startOf (recorded: readonly Event[], pack: RunPack, granted: readonly string[] = []): RunStart {
+  const first = recorded[0]
+  if (first === undefined || first.type !== 'RunStarted') throw new ReachError('RL-3017', { message: 'a run log must begin with RunStarted', seq: 0 })
+  const p = first.payload as JsonObject
+  if (p.pack_cid !== pack.cid) {
+    throw new ReachError('RL-3017', { message: `the run was recorded with pack ${String(p.pack_cid)}, not ${pack.cid}`, seq: 0 })
+  }
+  return {
+    pack,
+    input: p.input as JsonValue,
+    budget: p.budget as unknown as RunBudget,
+    policy: { version: p.policy_version as string, granted },
+    engineVersion: p.engine_version as string,
+    nonce: p.nonce as string
+  }
+}

@@ -1,0 +1,936 @@
+/**
+ * The pack sandbox (DESIGN.md §3): QuickJS compiled to WebAssembly, with no
+ * ambient authority and deterministic limits.
+ *
+ * A pack is an ES module exporting `init(input) → state` and
+ * `reduce(state, event) → { state, effects?, output? }`. The host calls them
+ * with `Sandbox.call`. Values cross the boundary only as JSON text, never as
+ * host objects: the host canonicalises the arguments (so the pack sees keys in
+ * the same order however the host built them), the VM parses them, and the VM
+ * serialises the result, refusing anything that is not plain JSON or nests
+ * deeper than canonical JSON allows, and checking its length before a byte is
+ * copied out.
+ *
+ * What the pack sees: the ECMAScript built-ins of QuickJS minus whatever is
+ * non-deterministic or observes the garbage collector. `Date` and
+ * `Math.random` throw a TypeError naming the tool to use instead; `WeakRef`
+ * and `FinalizationRegistry` are gone; `console` is a silent stub. There is no
+ * `process`, `require`, `fetch`, timer, file system or host function of any
+ * kind: nothing in the VM calls into the host except the module loader, which
+ * resolves relative imports among the pack's own files and nothing else.
+ *
+ * Isolation. Every sandbox gets its own WebAssembly instance (and so its own
+ * linear memory) as well as its own QuickJS runtime and context. Instances
+ * are cheap to make (about 1.5 ms) and a few blank ones are kept ready, so
+ * creating a sandbox costs little. A separate instance is what makes the
+ * memory limit real and deterministic: this QuickJS build cannot measure its
+ * allocations (no malloc_usable_size under emscripten; runtime.setMemoryLimit
+ * counts 8 bytes a block, and 600 MB fit under a "4 MB" limit), so the limit
+ * is the instance's memory, capped when it grows (the spare room of the
+ * initial memory is filled first, see `fillBase`). A fresh instance allocates
+ * exactly the same way for the same code and inputs, so the same run runs out
+ * of memory at the same point on every machine. Disposing a sandbox drops its
+ * instance to the garbage collector; nothing is freed through QuickJS, whose
+ * teardown can assert after an out-of-memory.
+ *
+ * Limits, each an RL-31xx error:
+ *  - fuel (RL-3101): QuickJS calls an interrupt handler once every 10,000
+ *    poll points (loop back-edges and calls). A tick is one such call. The
+ *    count depends only on the code and its inputs. Ticks are counted from the
+ *    sandbox's creation (loading the module counts) and summed over calls;
+ *    QuickJS's countdown carries over from call to call, so a trivial call
+ *    costs 0 or 1 tick depending on the calls before it, the same way every
+ *    time the same sequence runs.
+ *  - memory (RL-3102): what the pack allocates, counted as growth of the
+ *    instance's memory beyond the blank sandbox.
+ *  - stack (RL-3103): QuickJS's stack limit.
+ *  - output (RL-3104): checked inside the VM, before any copy to the host.
+ *  - wall clock (RL-3105): a backstop per call, checked in the interrupt
+ *    handler; it never decides a successful result. A promise still pending
+ *    once the job queue is empty fails at once with the same code.
+ *
+ * Containment. QuickJS's interrupt is uncatchable by `try`, but the Promise
+ * constructor and async functions turn any exception into a rejection, so a
+ * pack can keep running after it was told to stop (a loop of
+ * `new Promise(() => { for (;;) {} })`). When the interrupt handler is called
+ * again after it asked QuickJS to stop, the sandbox throws a host exception
+ * through the WebAssembly frames and abandons the instance. A native stack
+ * overflow inside a C built-in (`JSON.parse` of a deeply nested text, which
+ * QuickJS's own stack check does not see) unwinds the same way. Either way
+ * only that sandbox's instance is lost.
+ */
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import {
+  DefaultIntrinsics, newQuickJSWASMModuleFromVariant, newVariant,
+  type QuickJSContext, type QuickJSHandle, type QuickJSRuntime, type QuickJSSyncVariant, type QuickJSWASMModule
+} from 'quickjs-emscripten-core'
+import * as releaseSync from '@jitl/quickjs-wasmfile-release-sync'
+import { MAX_DEPTH, canonicalize, type JsonValue } from '../protocol/canonical.ts'
+import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
+import {
+  BASE_MEMORY_BYTES, DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_STACK_BYTES, DEFAULT_WALL_MS,
+  MAX_ERROR_MESSAGE, MAX_MEMORY_BYTES, MAX_STACK_BYTES, SPARE_SANDBOXES
+} from './sandbox-constants.ts'
+
+export interface SandboxLimits {
+  /** Deterministic budget in QuickJS interrupt ticks, summed over all calls of a run (loading included). */
+  fuel: number
+  /** Heap the pack may allocate: growth of the sandbox's WebAssembly memory beyond a blank sandbox's. */
+  memoryBytes: number
+  /** QuickJS stack limit (runtime.setMaxStackSize), at most 1 MiB; past ~450 KiB the host's stack may give out first, see sandbox-constants.ts. */
+  stackBytes: number
+  /** Largest canonical JSON size (UTF-8 bytes) of any value returned to the host. */
+  outputBytes: number
+  /** Wall-clock backstop per call (and for loading); never decides a successful result. */
+  wallMs: number
+}
+
+export const DEFAULT_LIMITS: SandboxLimits = Object.freeze({
+  fuel: DEFAULT_FUEL,
+  memoryBytes: DEFAULT_MEMORY_BYTES,
+  stackBytes: DEFAULT_STACK_BYTES,
+  outputBytes: DEFAULT_OUTPUT_BYTES,
+  wallMs: DEFAULT_WALL_MS
+})
+
+export interface CallResult {
+  value: JsonValue
+  /** Ticks used by this call. */
+  fuel: number
+}
+
+export interface Sandbox {
+  /** Synchronous. Throws ReachError RL-31xx; the sandbox is then disposed and every later call throws the same error. */
+  call (fn: 'init' | 'reduce', args: JsonValue[]): CallResult
+  /** Ticks used so far, loading included. */
+  readonly fuelUsed: number
+  /** Idempotent. */
+  dispose (): void
+}
+
+// ---------------------------------------------------------------------------
+// Instances: one WebAssembly instance of QuickJS per sandbox.
+
+/** The slice of the WebAssembly global we use (the project's lib settings do not declare it). */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer
+  grow: (pages: number) => number
+}
+interface WasmApi {
+  compile: (bytes: Uint8Array) => Promise<object>
+  Instance: new (module: object, imports: unknown) => { exports: Record<string, unknown> }
+  Memory: new (descriptor: { initial: number, maximum: number }) => WasmMemory
+}
+const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly
+const PAGE = 65536
+/** Free blocks smaller than this stay free when the base is filled (see fillBase). */
+const BALLAST_GRAIN = 4096
+
+/**
+ * The few functions under quickjs-emscripten's public API that the hot path calls: the public
+ * wrappers allocate a dozen host objects per call (0.9 µs, against 0.05 µs for the raw call).
+ * Pinned to quickjs-emscripten-core 0.32; checked when an instance is made.
+ */
+interface RawFfi {
+  QTS_Call: (ctx: number, fn: number, thisVal: number, argc: number, argv: number) => number
+  QTS_ResolveException: (ctx: number, value: number) => number
+  QTS_FreeValuePointer: (ctx: number, value: number) => void
+  QTS_NewString: (ctx: number, chars: number) => number
+  QTS_GetString: (ctx: number, value: number) => number
+  QTS_FreeCString: (ctx: number, chars: number) => void
+}
+interface RawModule {
+  _malloc: (bytes: number) => number
+  _free: (ptr: number) => void
+  HEAPU8: Uint8Array
+  UTF8ToString: (ptr: number) => string
+  callbacks?: { shouldInterrupt?: (...args: unknown[]) => unknown }
+}
+
+interface Instance {
+  wasm: QuickJSWASMModule
+  ffi: RawFfi
+  heap: RawModule
+  /** Growth of the linear memory beyond this is refused (malloc then fails inside QuickJS). */
+  capBytes: number
+  /** A growth was refused since the last reset: an out-of-memory is ours, not a thrown value. */
+  refused: boolean
+  /** Tear the VM out at the next interrupt callback (the pack swallowed an interrupt). */
+  kill: boolean
+}
+
+/** What a refused memory growth throws (emscripten catches it and reports the failure to malloc). */
+const GROWTH_REFUSED = new RangeError('sandbox memory limit')
+
+/** Thrown through the WebAssembly frames to tear a VM out mid-run. */
+class HardStop extends Error {}
+const HARD_STOP = new HardStop('sandbox VM torn out')
+
+const require = createRequire(import.meta.url)
+let compiled: Promise<object> | undefined
+
+function compileWasm (): Promise<object> {
+  if (compiled === undefined) {
+    const compiling = readFile(require.resolve('@jitl/quickjs-wasmfile-release-sync/wasm')).then(async (bytes) => await Wasm.compile(bytes))
+    compiled = compiling
+    compiling.catch(() => { if (compiled === compiling) compiled = undefined })
+  }
+  return compiled
+}
+
+/**
+ * The variant object. The package's types describe a CommonJS module while Node loads its ESM
+ * build, so the number of `.default` hops differs between the two: follow them to the object.
+ */
+function baseVariant (): QuickJSSyncVariant {
+  let v = releaseSync as unknown as { type?: unknown, default?: unknown }
+  while (v.type === undefined && typeof v.default === 'object' && v.default !== null) v = v.default as typeof v
+  return v as unknown as QuickJSSyncVariant
+}
+
+async function instantiate (): Promise<Instance> {
+  const wasmModule = await compileWasm()
+  // emscripten's own default: 16 MiB to start, 2 GiB at most; the sandbox's cap is enforced in grow.
+  const memory = new Wasm.Memory({ initial: BASE_MEMORY_BYTES / PAGE, maximum: MAX_MEMORY_BYTES / PAGE })
+  const variant = newVariant(baseVariant(), {
+    wasmMemory: memory as unknown as WebAssemblyMemoryLike,
+    emscriptenModule: {
+      instantiateWasm (imports: unknown, onSuccess: (instance: object) => void) {
+        const instance = new Wasm.Instance(wasmModule, imports)
+        onSuccess(instance)
+        return instance.exports
+      },
+      // Nothing the engine prints reaches the node's output.
+      print: () => {},
+      printErr: () => {}
+    } as Record<string, unknown>
+  })
+  const wasm = await newQuickJSWASMModuleFromVariant(variant)
+  const ffi = wasm.getFFI() as unknown as RawFfi
+  const heap = (wasm as unknown as { module: RawModule }).module
+  for (const name of ['QTS_Call', 'QTS_ResolveException', 'QTS_FreeValuePointer', 'QTS_NewString', 'QTS_GetString', 'QTS_FreeCString'] as const) {
+    if (typeof ffi[name] !== 'function') throw new Error(`unsupported QuickJS build: ${name} not found`)
+  }
+  if (typeof heap._malloc !== 'function' || typeof heap._free !== 'function' || typeof heap.UTF8ToString !== 'function' || !(heap.HEAPU8 instanceof Uint8Array)) {
+    throw new Error('unsupported QuickJS build: heap helpers not found')
+  }
+  // Uncapped while the blank is made; fillBase, then start, set the cap.
+  const instance: Instance = { wasm, ffi, heap, capBytes: MAX_MEMORY_BYTES, refused: false, kill: false }
+
+  const grow = memory.grow.bind(memory)
+  memory.grow = (pages: number) => {
+    if (memory.buffer.byteLength + pages * PAGE > instance.capBytes) {
+      instance.refused = true
+      throw GROWTH_REFUSED
+    }
+    return grow(pages)
+  }
+  // quickjs-emscripten's C → host interrupt callback swallows host exceptions; wrap it so the
+  // sandbox can throw through the WebAssembly frames when a pack ignores an interrupt.
+  const callbacks = heap.callbacks
+  const original = callbacks?.shouldInterrupt
+  if (callbacks === undefined || typeof original !== 'function') throw new Error('unsupported QuickJS build: interrupt callback not found')
+  callbacks.shouldInterrupt = (...args: unknown[]) => {
+    const stop = original(...args)
+    if (instance.kill) throw HARD_STOP
+    return stop
+  }
+  return instance
+}
+
+/**
+ * Fills what is left of the initial memory (the top of the heap and the blocks freed while the
+ * blank was made) with blocks that are never freed, so that what the pack allocates comes from
+ * growing the memory, which the cap governs: the pack gets `memoryBytes`, not `memoryBytes`
+ * plus whatever the initial 16 MiB had spare (~11 MiB). Blocks are found largest first by
+ * halving; the same steps run in every blank instance, so every instance ends in the same state.
+ */
+function fillBase (instance: Instance): void {
+  const { heap } = instance
+  instance.capBytes = heap.HEAPU8.length
+  for (;;) {
+    let fits = 0
+    let tooBig = heap.HEAPU8.length
+    while (tooBig - fits > BALLAST_GRAIN) {
+      const size = fits + Math.floor((tooBig - fits) / 2)
+      const ptr = heap._malloc(size)
+      if (ptr === 0) {
+        tooBig = size
+      } else {
+        heap._free(ptr)
+        fits = size
+      }
+    }
+    if (fits === 0) break
+    heap._malloc(fits)
+  }
+  instance.refused = false
+}
+
+/** newVariant's option type names the DOM's WebAssembly.Memory; ours is structurally the same object. */
+type WebAssemblyMemoryLike = Parameters<typeof newVariant>[1]['wasmMemory']
+
+// ---------------------------------------------------------------------------
+// The prelude: evaluated in every fresh context before the pack. It edits the
+// global object, then returns one function, the harness, through which the host
+// does everything else. It keeps its own references to the built-ins it uses,
+// so a pack that replaces JSON, Reflect or prototypes cannot subvert it.
+
+/** Harness operations (first argument of the harness function). */
+const OP_INIT = 0
+const OP_REDUCE = 1
+const OP_TAKE = 2
+const OP_FAULT = 3
+const OP_INSTALL = 4
+
+/*
+ * Harness results are strings. JSON text never starts with '!', so a '!' marks a fault:
+ *   !M memory   !L string too long   !S stack   !I interrupted   !0 null thrown
+ *   !Y SyntaxError   !T anything else thrown   !N not JSON   !B<n> too long   !X bad module
+ *   !P pending promise (call OP_TAKE once the job queue is empty)   !W still pending
+ */
+const PRELUDE = `(function () {
+  'use strict'
+  const g = globalThis
+  const apply = Reflect.apply
+  const getPrototypeOf = Object.getPrototypeOf
+  const defineProperty = Object.defineProperty
+  const create = Object.create
+  const freeze = Object.freeze
+  const isArray = Array.isArray
+  const parse = JSON.parse
+  const stringify = JSON.stringify
+  const StringCtor = String
+  const stringSlice = String.prototype.slice
+  const ObjectPrototype = Object.prototype
+  const InternalErrorPrototype = InternalError.prototype
+  const SyntaxErrorPrototype = SyntaxError.prototype
+  const TypeErrorCtor = TypeError
+  const PromiseCtor = Promise
+  const promiseResolve = Promise.resolve
+  const promiseThen = Promise.prototype.then
+  const MAX_DEPTH = ${MAX_DEPTH}
+  const MAX_MESSAGE = ${MAX_ERROR_MESSAGE}
+  let outputLimit = 0
+
+  function unavailable (name, instead) {
+    return function () { throw new TypeErrorCtor(name + ' is not available in a Reach pack: ' + instead) }
+  }
+  const noClock = 'time arrives in events (request the clock.now tool)'
+  const NoDate = unavailable('Date', noClock)
+  NoDate.now = unavailable('Date.now', noClock)
+  NoDate.parse = unavailable('Date.parse', noClock)
+  NoDate.UTC = unavailable('Date.UTC', noClock)
+  defineProperty(g, 'Date', { value: NoDate, writable: true, configurable: true })
+  defineProperty(Math, 'random', { value: unavailable('Math.random', 'randomness arrives in events (request the random.bytes tool)'), writable: true, configurable: true })
+  delete g.WeakRef
+  delete g.FinalizationRegistry
+  const discard = function () {}
+  defineProperty(g, 'console', {
+    value: freeze({ log: discard, info: discard, warn: discard, error: discard, debug: discard, trace: discard }),
+    writable: true,
+    configurable: true
+  })
+
+  function describe (e) {
+    let s
+    try {
+      if (typeof e === 'symbol') s = 'a symbol'
+      else if (e !== null && typeof e === 'object' && 'message' in e) s = StringCtor(e.name) + ': ' + StringCtor(e.message)
+      else s = StringCtor(e)
+    } catch {}
+    if (typeof s !== 'string') s = 'a value that cannot be printed'
+    return s.length > MAX_MESSAGE ? apply(stringSlice, s, [0, MAX_MESSAGE]) + '…' : s
+  }
+
+  function fault (e) {
+    if (e === null) return '!0'
+    if (typeof e === 'object') {
+      let p, m
+      try {
+        p = getPrototypeOf(e)
+        m = e.message
+      } catch {}
+      if (p === InternalErrorPrototype || p === SyntaxErrorPrototype) {
+        if (m === 'out of memory') return '!M'
+        if (m === 'stack overflow') return '!S'
+        if (m === 'interrupted') return '!I'
+        if (m === 'string too long') return '!L'
+        if (p === SyntaxErrorPrototype) return '!Y' + describe(e)
+      }
+    }
+    return '!T' + describe(e)
+  }
+
+  let notJson
+  function reject (why) {
+    notJson = new TypeErrorCtor(why)
+    return notJson
+  }
+
+  // JSON.stringify replacer: plain JSON only, at most MAX_DEPTH levels. 'path' holds the objects
+  // on the current path (index 0 stands for stringify's wrapper); it has no prototype, so the
+  // pack's prototypes cannot reach it. Primitives, the common case, never touch it.
+  const path = create(null)
+  let top = 0
+  let high = 0
+  let atRoot = false
+  function check (key, value) {
+    const root = atRoot
+    atRoot = false
+    const type = typeof value
+    if (type === 'string' || type === 'boolean') return value
+    if (type === 'number') {
+      if (value - value === 0) return value
+      throw reject(value + ' is not a finite number (at key "' + key + '")')
+    }
+    // An undefined property is left out, as JSON.stringify does ({ output: undefined } has no
+    // output); undefined as the value itself or in an array has no JSON form.
+    if (type === 'undefined' && !root && !isArray(this)) return value
+    if (type !== 'object') throw reject(type + ' is not a JSON value (at key "' + key + '")')
+    if (value === null) return value
+    if (!isArray(value)) {
+      const p = getPrototypeOf(value)
+      if (p !== ObjectPrototype && p !== null) throw reject('only plain objects and arrays are JSON (at key "' + key + '")')
+    }
+    // Depth first: the holder is on the path, and whatever is above it is finished.
+    while (top > 0 && path[top] !== this) top--
+    if (top >= MAX_DEPTH) throw reject('nested deeper than ' + MAX_DEPTH + ' levels')
+    path[++top] = value
+    if (top > high) high = top
+    return value
+  }
+
+  function serialise (v) {
+    top = 0
+    atRoot = true
+    try {
+      return stringify(v, check)
+    } finally {
+      // Let go of what we walked: the pack's memory is its own.
+      for (; high > 0; high--) path[high] = undefined
+    }
+  }
+
+  function finish (v) {
+    let text
+    try {
+      text = serialise(v)
+    } catch (e) {
+      return e === notJson ? '!N' + describe(e.message) : fault(e)
+    }
+    if (typeof text !== 'string') return '!Nthe value is undefined'
+    if (text.length > outputLimit) return '!B' + text.length
+    return text
+  }
+
+  let init
+  let reduce
+  let settled = false
+  let outcome = ''
+  function onFulfilled (v) { outcome = finish(v); settled = true }
+  function onRejected (e) { outcome = fault(e); settled = true }
+
+  function invoke (op, argsText) {
+    let r
+    try {
+      const args = parse(argsText)
+      r = op === ${OP_INIT} ? init(args[0]) : reduce(args[0], args[1])
+      if (r === null || (typeof r !== 'object' && typeof r !== 'function') || typeof r.then !== 'function') return finish(r)
+      settled = false
+      apply(promiseThen, apply(promiseResolve, PromiseCtor, [r]), [onFulfilled, onRejected])
+    } catch (e) {
+      return fault(e)
+    }
+    return '!P'
+  }
+
+  function install (ns, limit) {
+    outputLimit = limit
+    try {
+      init = ns.init
+      reduce = ns.reduce
+    } catch (e) {
+      return '!X' + describe(e)
+    }
+    if (typeof init !== 'function') return '!Xthe entry module does not export a function named init'
+    if (typeof reduce !== 'function') return '!Xthe entry module does not export a function named reduce'
+    return ''
+  }
+
+  return function harness (op, arg, arg2) {
+    switch (op) {
+      case ${OP_INIT}:
+      case ${OP_REDUCE}: return invoke(op, arg)
+      case ${OP_TAKE}: return settled ? outcome : '!W'
+      case ${OP_FAULT}: return fault(arg)
+      case ${OP_INSTALL}: return install(arg, arg2)
+    }
+  }
+})()`
+
+// ---------------------------------------------------------------------------
+// Module resolution: relative specifiers among `files`, nothing else.
+
+/** What the normaliser returns for a refused specifier; the loader then refuses to load it. */
+const REFUSED = '<refused>'
+
+function resolveSpecifier (base: string, specifier: string): string | undefined {
+  if (!specifier.startsWith('./') && !specifier.startsWith('../')) return undefined
+  const parts = base.split('/')
+  parts.pop()
+  for (const segment of specifier.split('/')) {
+    if (segment === '.') continue
+    if (segment === '') return undefined
+    if (segment === '..') {
+      if (parts.length === 0) return undefined
+      parts.pop()
+    } else {
+      parts.push(segment)
+    }
+  }
+  return parts.join('/')
+}
+
+function truncate (s: string): string {
+  return s.length > MAX_ERROR_MESSAGE ? s.slice(0, MAX_ERROR_MESSAGE) + '…' : s
+}
+
+// ---------------------------------------------------------------------------
+
+type Abort = 'fuel' | 'wall'
+
+/** A lone surrogate is escaped by JSON.stringify as \udXXX; text with anything like it goes through canonicalize. */
+const SURROGATE_ESCAPE = /\\u[dD][89abcdefABCDEF]/
+
+const encoder = new TextEncoder()
+
+/**
+ * A sandbox is made blank (instance, runtime, context, prelude; see `blank`) and bound to a
+ * pack by `start`. Everything before `start` is the same for every sandbox, so a blank made
+ * ahead of time behaves exactly like one made on demand.
+ */
+class QuickJSSandbox implements Sandbox {
+  private readonly instance: Instance
+  private readonly rt: QuickJSRuntime
+  private readonly ctx: QuickJSContext
+  private readonly harness: QuickJSHandle
+  private readonly ops: QuickJSHandle[] = []
+  /** Raw pointers of the hot path: the context, `undefined`, a two-slot argv. */
+  private readonly ctxPtr: number
+  private readonly undefinedPtr: number
+  private readonly argv: number
+  private argvView: Int32Array | undefined
+  private limits: SandboxLimits = DEFAULT_LIMITS
+  private files: Record<string, string> = {}
+  private ticks = 0
+  private deadline = Infinity
+  private abort: Abort | undefined
+  /** Set when the module loader refused an import during the current load or call. */
+  private refusedImport: string | undefined
+  private loading = true
+  private failure: ReachError | undefined
+  private released = false
+  /** The VM was torn out mid-run: its C state must not be touched again. */
+  private abandoned = false
+
+  constructor (instance: Instance) {
+    this.instance = instance
+    this.rt = instance.wasm.newRuntime()
+    this.rt.setInterruptHandler(() => this.onInterrupt())
+    this.rt.setModuleLoader((name) => this.loadModule(name), (base, specifier) => this.normalize(base, specifier))
+    this.ctx = this.rt.newContext({ intrinsics: { ...DefaultIntrinsics, Date: false } })
+    this.ctxPtr = (this.ctx as unknown as { ctx: { value: number } }).ctx.value
+    this.undefinedPtr = this.ctx.undefined.value as unknown as number
+    this.argv = instance.heap._malloc(8)
+    const evaluated = this.ctx.evalCode(PRELUDE, '<reach-prelude>', { type: 'global', strict: true })
+    if (evaluated.error !== undefined) throw new Error(`sandbox prelude failed: ${JSON.stringify(this.ctx.dump(evaluated.error))}`)
+    this.harness = evaluated.value
+    fillBase(instance)
+  }
+
+  get fuelUsed (): number {
+    return this.ticks
+  }
+
+  get failed (): boolean {
+    return this.failure !== undefined
+  }
+
+  // -- interrupt, loader ------------------------------------------------------
+
+  private onInterrupt (): boolean {
+    if (this.abort !== undefined) {
+      // QuickJS was told to stop and ran another 10,000 poll points: the pack swallowed the
+      // interrupt (Promise constructor, async function). Tear the VM out.
+      this.instance.kill = true
+      return true
+    }
+    this.ticks++
+    if (this.ticks > this.limits.fuel) this.abort = 'fuel'
+    else if (performance.now() > this.deadline) this.abort = 'wall'
+    return this.abort !== undefined
+  }
+
+  private normalize (base: string, specifier: string): string {
+    const resolved = resolveSpecifier(base, specifier)
+    if (resolved !== undefined && Object.hasOwn(this.files, resolved)) return resolved
+    this.refusedImport = `cannot import "${truncate(specifier)}" from "${base}": only relative paths to files of the pack resolve`
+    return REFUSED + specifier
+  }
+
+  private loadModule (name: string): string | { error: Error } {
+    if (name.startsWith(REFUSED) || !Object.hasOwn(this.files, name)) {
+      this.refusedImport ??= `cannot import "${truncate(name)}": not a file of the pack`
+      return { error: new Error(this.refusedImport) }
+    }
+    return this.files[name] as string
+  }
+
+  // -- failure ----------------------------------------------------------------
+
+  private fail (code: ErrorCode, message: string, details: Record<string, unknown> = {}): ReachError {
+    this.failure ??= new ReachError(code, {
+      message,
+      details: { ...details, phase: this.loading ? 'load' : 'call', fuel_used: this.ticks, fuel_limit: this.limits.fuel }
+    })
+    this.release()
+    return this.failure
+  }
+
+  private abortError (): ReachError {
+    return this.abort === 'wall'
+      ? this.fail('RL-3105', `pack exceeded the wall-clock limit of ${this.limits.wallMs} ms`)
+      : this.fail('RL-3101', `pack exhausted its fuel (${this.limits.fuel} ticks)`)
+  }
+
+  private memoryError (): ReachError {
+    return this.fail('RL-3102', `pack exceeded the memory limit of ${this.limits.memoryBytes} bytes`)
+  }
+
+  /** The sandbox's failure for a harness fault ('!' and a kind). */
+  private faultError (text: string): ReachError {
+    const kind = text.charAt(1)
+    const rest = text.slice(2)
+    switch (kind) {
+      case 'I': return this.abortError()
+      case 'M': return this.memoryError()
+      case 'L': return this.fail('RL-3102', 'pack built a string longer than QuickJS allows')
+      case 'S': return this.fail('RL-3103', `pack exceeded the stack limit of ${this.limits.stackBytes} bytes`)
+      case 'B': return this.fail('RL-3104', `pack returned ${rest} characters of JSON, more than the ${this.limits.outputBytes}-byte limit`)
+      case 'W': return this.fail('RL-3105', 'pack returned a promise that never settles (the job queue is empty)')
+      case 'N': return this.fail('RL-3108', `pack returned a value that is not JSON: ${rest}`)
+      case 'X': return this.fail('RL-3107', `pack code invalid: ${rest}`)
+      // QuickJS throws null when it cannot even allocate its out-of-memory error.
+      case '0': if (this.instance.refused) return this.memoryError()
+    }
+    if (this.refusedImport !== undefined) return this.fail('RL-3107', `pack code invalid: ${this.refusedImport}`)
+    if (kind === 'Y' && this.loading) return this.fail('RL-3107', `pack code invalid: ${rest}`)
+    return this.fail('RL-3106', `pack code threw ${kind === '0' ? 'null' : rest}`)
+  }
+
+  /** An exception came back from the VM: the harness names it, inside the VM, under the same limits. */
+  private errorOf (error: QuickJSHandle): ReachError {
+    if (this.abort !== undefined) return this.abortError()
+    const result = this.vm(() => this.ctx.callFunction(this.harness, this.ctx.undefined, this.op(OP_FAULT), error))
+    error.dispose()
+    if (result.error !== undefined) {
+      // The harness could not even describe it: only running out of memory does that.
+      return this.instance.refused ? this.memoryError() : this.fail('RL-3106', 'pack code threw a value the sandbox cannot describe')
+    }
+    const text = this.ctx.getString(result.value)
+    result.value.dispose()
+    return this.faultError(text)
+  }
+
+  /** The VM was torn out (HARD_STOP), or the host's stack overflowed inside it. */
+  private crash (err: unknown): never {
+    this.abandoned = true
+    if (err === HARD_STOP) throw this.abortError()
+    if (err instanceof RangeError) throw this.fail('RL-3103', 'pack exhausted the host stack inside a built-in (a value or recursion too deep)')
+    throw this.fail('RL-3106', `sandbox engine failed: ${truncate(String(err))}`, { engine_fault: true })
+  }
+
+  // -- entering the VM --------------------------------------------------------
+
+  private op (n: number): QuickJSHandle {
+    let h = this.ops[n]
+    if (h === undefined) {
+      h = this.ctx.newNumber(n)
+      this.ops[n] = h
+    }
+    return h
+  }
+
+  /** Runs `body`, which enters the VM; a host exception out of it means the VM is gone. */
+  private vm<T extends { dispose: () => void }> (body: () => T): T {
+    let out: T
+    try {
+      out = body()
+    } catch (err) {
+      this.crash(err)
+    }
+    if (this.abort !== undefined) {
+      // Interrupted, or the pack swallowed the interrupt and returned: a failure either way.
+      out.dispose()
+      throw this.abortError()
+    }
+    return out
+  }
+
+  /** A harness call through the public API (loading, jobs, promises): its result is a string. */
+  private harnessCall (op: number, arg?: QuickJSHandle, arg2?: QuickJSHandle): string {
+    const args = [this.op(op)]
+    if (arg !== undefined) args.push(arg)
+    if (arg2 !== undefined) args.push(arg2)
+    const result = this.vm(() => this.ctx.callFunction(this.harness, this.ctx.undefined, args))
+    if (result.error !== undefined) throw this.errorOf(result.error)
+    const text = this.ctx.getString(result.value)
+    result.value.dispose()
+    return text
+  }
+
+  private drain (): void {
+    while (this.rt.hasPendingJob()) {
+      const result = this.vm(() => this.rt.executePendingJobs())
+      if (result.error !== undefined) throw this.errorOf(result.error)
+    }
+  }
+
+  private begin (): void {
+    this.abort = undefined
+    this.refusedImport = undefined
+    this.instance.refused = false
+    this.deadline = performance.now() + this.limits.wallMs
+  }
+
+  // -- start ------------------------------------------------------------------
+
+  start (files: Record<string, string>, entry: string, limits: SandboxLimits): void {
+    this.files = files
+    this.limits = limits
+    this.instance.capBytes = this.instance.heap.HEAPU8.length + limits.memoryBytes
+    this.rt.setMaxStackSize(limits.stackBytes)
+    this.begin()
+    const source = Object.hasOwn(files, entry) ? files[entry] : undefined
+    if (source === undefined) throw this.fail('RL-3107', `pack code invalid: entry "${truncate(entry)}" is not a file of the pack`)
+
+    const evaluated = this.vm(() => this.ctx.evalCode(source, entry, { type: 'module' }))
+    if (evaluated.error !== undefined) throw this.errorOf(evaluated.error)
+    let ns = evaluated.value
+    const state = this.ctx.getPromiseState(ns)
+    if (!(state.type === 'fulfilled' && state.notAPromise === true)) {
+      // Top-level await: the evaluation is a promise for the namespace.
+      if (state.type === 'fulfilled') state.value.dispose()
+      if (state.type === 'rejected') state.error.dispose()
+      this.drain()
+      const settled = this.ctx.getPromiseState(ns)
+      ns.dispose()
+      if (settled.type === 'pending') throw this.fail('RL-3105', 'pack module never finished loading (top-level await on a promise that never settles)')
+      if (settled.type === 'rejected') throw this.errorOf(settled.error)
+      ns = settled.value
+    }
+    const limit = this.ctx.newNumber(limits.outputBytes)
+    const installed = this.harnessCall(OP_INSTALL, ns, limit)
+    limit.dispose()
+    ns.dispose()
+    if (installed !== '') throw this.faultError(installed)
+    this.drain()
+    this.loading = false
+  }
+
+  // -- calls ------------------------------------------------------------------
+
+  call (fn: 'init' | 'reduce', args: JsonValue[]): CallResult {
+    if (this.failure !== undefined) throw this.failure
+    if (this.released) throw new Error('sandbox is disposed')
+    const op = fn === 'init' ? OP_INIT : fn === 'reduce' ? OP_REDUCE : -1
+    if (op < 0) throw new TypeError(`unknown pack function ${String(fn)}`)
+    // Canonical text: the pack sees keys in the same order however the host built the value.
+    const argsText = canonicalize(args)
+    const before = this.ticks
+    this.begin()
+    let text = this.invoke(op, argsText)
+    const pending = text === '!P'
+    if (!pending && text.charCodeAt(0) === 33 /* ! */) throw this.faultError(text)
+    // A call is over when its job queue is empty: stray promise jobs are charged to it.
+    if (this.rt.hasPendingJob()) this.drain()
+    if (pending) {
+      text = this.harnessCall(OP_TAKE)
+      if (text.charCodeAt(0) === 33) throw this.faultError(text)
+    }
+    return { value: this.parse(text), fuel: this.ticks - before }
+  }
+
+  /** harness(op, text) through the raw FFI: the hot path of every call. */
+  private invoke (op: number, text: string): string {
+    const { ffi, heap } = this.instance
+    const ctx = this.ctxPtr
+    const bytes = Buffer.byteLength(text, 'utf8')
+    const chars = heap._malloc(bytes + 1)
+    if (chars === 0) throw this.memoryError()
+    let mem = heap.HEAPU8
+    encoder.encodeInto(text, mem.subarray(chars, chars + bytes))
+    mem[chars + bytes] = 0
+    const arg = ffi.QTS_NewString(ctx, chars)
+    heap._free(chars)
+    if (this.instance.refused) throw this.memoryError()
+    mem = heap.HEAPU8
+    if (this.argvView?.buffer !== mem.buffer) this.argvView = new Int32Array(mem.buffer)
+    this.argvView[this.argv >> 2] = this.op(op).value as unknown as number
+    this.argvView[(this.argv >> 2) + 1] = arg
+
+    let result = 0
+    try {
+      result = ffi.QTS_Call(ctx, this.harness.value as unknown as number, this.undefinedPtr, 2, this.argv)
+    } catch (err) {
+      this.crash(err)
+    }
+    ffi.QTS_FreeValuePointer(ctx, arg)
+    const error = ffi.QTS_ResolveException(ctx, result)
+    if (error !== 0) {
+      ffi.QTS_FreeValuePointer(ctx, result)
+      throw this.errorOf((this.ctx as unknown as { memory: { heapValueHandle: (ptr: number) => QuickJSHandle } }).memory.heapValueHandle(error))
+    }
+    if (this.abort !== undefined) throw this.abortError()
+    const out = ffi.QTS_GetString(ctx, result)
+    if (out === 0) throw this.memoryError()
+    const s = heap.UTF8ToString(out)
+    ffi.QTS_FreeCString(ctx, out)
+    ffi.QTS_FreeValuePointer(ctx, result)
+    return s
+  }
+
+  private parse (text: string): JsonValue {
+    // The VM counted UTF-16 units, never more than the UTF-8 bytes; count bytes when it matters.
+    if (text.length * 3 > this.limits.outputBytes) {
+      const bytes = Buffer.byteLength(text, 'utf8')
+      if (bytes > this.limits.outputBytes) throw this.fail('RL-3104', `pack returned ${bytes} bytes of JSON, more than the ${this.limits.outputBytes}-byte limit`)
+    }
+    let value: JsonValue
+    try {
+      value = JSON.parse(text) as JsonValue
+    } catch (err) {
+      throw this.fail('RL-3108', `pack returned text that is not JSON: ${truncate((err as Error).message)}`)
+    }
+    // The VM already refused non-finite numbers, non-plain objects and deep nesting; a lone
+    // surrogate is the one thing left that canonical JSON refuses.
+    if (SURROGATE_ESCAPE.test(text)) {
+      try {
+        canonicalize(value)
+      } catch (err) {
+        if (isReachError(err, 'RL-1006')) throw this.fail('RL-3108', `pack returned a value that is not JSON: ${err.message}`)
+        throw err
+      }
+    }
+    return value
+  }
+
+  // -- teardown ---------------------------------------------------------------
+
+  /**
+   * Nothing is freed through QuickJS (its teardown asserts on objects it lost track of after an
+   * out-of-memory, and an abandoned VM is mid-operation): the instance, with everything in it,
+   * goes to the garbage collector once the sandbox is dropped.
+   */
+  private release (): void {
+    this.released = true
+    this.files = {}
+  }
+
+  dispose (): void {
+    this.release()
+  }
+}
+
+/**
+ * What createSandbox hands out: lets go of the VM (and its whole WebAssembly instance) as soon
+ * as the sandbox fails or is disposed, even if the caller keeps the object.
+ */
+class PackSandbox implements Sandbox {
+  private vm: QuickJSSandbox | undefined
+  private fuel = 0
+  private failure: ReachError | undefined
+
+  constructor (vm: QuickJSSandbox) {
+    this.vm = vm
+  }
+
+  get fuelUsed (): number {
+    return this.vm?.fuelUsed ?? this.fuel
+  }
+
+  call (fn: 'init' | 'reduce', args: JsonValue[]): CallResult {
+    if (this.failure !== undefined) throw this.failure
+    const vm = this.vm
+    if (vm === undefined) throw new Error('sandbox is disposed')
+    try {
+      return vm.call(fn, args)
+    } catch (err) {
+      if (vm.failed && err instanceof ReachError) {
+        this.failure = err
+        this.dispose()
+      }
+      throw err
+    }
+  }
+
+  dispose (): void {
+    if (this.vm === undefined) return
+    this.fuel = this.vm.fuelUsed
+    this.vm.dispose()
+    this.vm = undefined
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Spare blanks, so that creating a sandbox does not wait for an instance.
+
+const spares: QuickJSSandbox[] = []
+let refilling: Promise<void> | undefined
+
+async function blank (): Promise<QuickJSSandbox> {
+  return new QuickJSSandbox(await instantiate())
+}
+
+async function fill (): Promise<void> {
+  while (spares.length < SPARE_SANDBOXES) spares.push(await blank())
+}
+
+function refill (): Promise<void> {
+  refilling ??= fill().finally(() => { refilling = undefined })
+  return refilling
+}
+
+/** Compile the WebAssembly module and make the spare sandboxes; reused by every sandbox of the process. */
+export async function loadEngine (): Promise<void> {
+  await compileWasm()
+  await refill()
+}
+
+function checkLimits (limits: SandboxLimits): void {
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value <= 0) {
+      throw new ReachError('RL-1003', { message: `sandbox limit ${name} must be a positive integer, got ${String(value)}`, details: { limit: name } })
+    }
+  }
+  const ceilings: Array<[keyof SandboxLimits, number]> = [['memoryBytes', MAX_MEMORY_BYTES - BASE_MEMORY_BYTES], ['stackBytes', MAX_STACK_BYTES]]
+  for (const [name, max] of ceilings) {
+    if (limits[name] > max) throw new ReachError('RL-1003', { message: `sandbox limit ${name} must be at most ${max}, got ${limits[name]}`, details: { limit: name } })
+  }
+}
+
+/** files: path → source text; entry: the module to load (an ES module that exports init and reduce). */
+export async function createSandbox (files: Record<string, string>, entry: string, limits: Partial<SandboxLimits> = {}): Promise<Sandbox> {
+  const full: SandboxLimits = { ...DEFAULT_LIMITS }
+  for (const key of Object.keys(DEFAULT_LIMITS) as Array<keyof SandboxLimits>) {
+    const v = limits[key]
+    if (v !== undefined) full[key] = v
+  }
+  checkLimits(full)
+  const vm = spares.pop() ?? await blank()
+  setImmediate(() => { refill().catch(() => {}) }).unref()
+  vm.start(files, entry.startsWith('./') ? entry.slice(2) : entry, full)
+  return new PackSandbox(vm)
+}

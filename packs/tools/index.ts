@@ -1,0 +1,111 @@
+/**
+ * Host tools: the only way a pack reaches the world. Each tool is named by
+ * the capability a pack must declare and a node must grant; each says
+ * whether repeating it is harmless (`idempotent`), which decides what a node
+ * that crashed between `ToolCalled` and its result may do on resume.
+ *
+ * Tools run outside the sandbox and outside replay: their results are
+ * recorded as events, and a replay reads them back instead.
+ */
+import { randomBytes } from 'node:crypto'
+import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
+import { ReachError } from '../../protocol/errors.ts'
+
+export interface ToolContext {
+  /** The pack's namespace (its manifest name): kv keys never cross packs. */
+  pack: string
+  signal: AbortSignal
+}
+
+export interface Tool {
+  capability: string
+  idempotent: boolean
+  run (args: JsonObject, ctx: ToolContext): Promise<JsonValue>
+}
+
+export interface KvBackend {
+  get (namespace: string, key: string): Promise<JsonValue | undefined>
+  put (namespace: string, key: string, value: JsonValue): Promise<void>
+}
+
+export interface ToolsInit {
+  kv: KvBackend
+  /** Hosts `http.fetch` may reach (exact host[:port] matches). Empty: none. */
+  httpAllowlist?: readonly string[]
+  /** Largest response body returned to a pack. */
+  httpMaxBytes?: number
+}
+
+/** Random bytes per call: enough for ids and nonces, too little to be a memory lever. */
+export const MAX_RANDOM_BYTES = 1024
+/** Response bodies handed to a pack are capped: they are recorded in the log. */
+export const DEFAULT_HTTP_MAX_BYTES = 64 * 1024
+/** kv keys are short identifiers, not storage for blobs. */
+export const MAX_KV_KEY_LENGTH = 256
+
+function fail (message: string): never {
+  throw new ReachError('RL-3018', { message })
+}
+
+function kvKey (args: JsonObject): string {
+  const key = args.key
+  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KV_KEY_LENGTH) fail(`kv key must be a string of 1 to ${MAX_KV_KEY_LENGTH} characters`)
+  return key
+}
+
+export function hostTools (init: ToolsInit): Map<string, Tool> {
+  const allow = new Set(init.httpAllowlist ?? [])
+  const maxBytes = init.httpMaxBytes ?? DEFAULT_HTTP_MAX_BYTES
+  const tools: Tool[] = [
+    {
+      capability: 'clock.now',
+      idempotent: true,
+      run: async () => ({ now_ms: Date.now() })
+    },
+    {
+      capability: 'random.bytes',
+      idempotent: true,
+      run: async (args) => {
+        const n = args.n ?? 32
+        if (!Number.isSafeInteger(n) || (n as number) < 1 || (n as number) > MAX_RANDOM_BYTES) fail(`random.bytes n must be an integer from 1 to ${MAX_RANDOM_BYTES}`)
+        return { hex: randomBytes(n as number).toString('hex') }
+      }
+    },
+    {
+      capability: 'kv.get',
+      idempotent: true,
+      run: async (args, ctx) => ({ value: (await init.kv.get(ctx.pack, kvKey(args))) ?? null })
+    },
+    {
+      capability: 'kv.put',
+      // Writing the same value under the same key twice leaves the same state.
+      idempotent: true,
+      run: async (args, ctx) => {
+        if (!('value' in args)) fail('kv.put needs a value')
+        await init.kv.put(ctx.pack, kvKey(args), args.value as JsonValue)
+        return { ok: true }
+      }
+    },
+    {
+      capability: 'http.fetch',
+      // GET only, so a repeat after a crash asks the same question again.
+      idempotent: true,
+      run: async (args, ctx) => {
+        let url: URL
+        try {
+          url = new URL(String(args.url))
+        } catch {
+          fail(`http.fetch url is not a URL: ${String(args.url)}`)
+        }
+        if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(`http.fetch allows http and https only, not ${url.protocol}`)
+        if (!allow.has(url.host)) fail(`http.fetch: host ${url.host} is not on this node's allowlist`)
+        const res = await fetch(url, { method: 'GET', redirect: 'error', signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(10_000)]) })
+          .catch((err: Error) => fail(`http.fetch ${url.host}: ${err.message}`))
+        const body = Buffer.from(await res.arrayBuffer())
+        if (body.length > maxBytes) fail(`http.fetch: response of ${body.length} bytes is over the ${maxBytes}-byte limit`)
+        return { status: res.status, body: body.toString('utf8') }
+      }
+    }
+  ]
+  return new Map(tools.map((t) => [t.capability, t]))
+}

@@ -1,0 +1,4 @@
+// No reduce (RL-3107).
+export function init () {
+  return {}
+}

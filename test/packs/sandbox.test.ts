@@ -1,0 +1,308 @@
+import { readFileSync } from 'node:fs'
+import vm from 'node:vm'
+import { beforeAll, describe, expect, it } from 'vitest'
+import type { JsonValue } from '../../protocol/canonical.ts'
+import { ReachError, isReachError } from '../../protocol/errors.ts'
+import { createSandbox, loadEngine, type Sandbox, type SandboxLimits } from '../../packs/sandbox.ts'
+
+const COUNTER = `
+export function init (input) {
+  return { n: input.start ?? 0, seen: [] }
+}
+export function reduce (state, event) {
+  switch (event.type) {
+    case 'Add': return { state: { ...state, n: state.n + event.by, seen: [...state.seen, event.by] } }
+    case 'Stop': return { state, output: { total: state.n } }
+    default: return { state }
+  }
+}
+`
+
+/** Burns a deterministic amount of fuel per event, so ticks actually vary call by call. */
+const WORKER = `
+export function init (input) {
+  return { acc: input.seed }
+}
+export function reduce (state, event) {
+  let acc = state.acc
+  for (let i = 0; i < event.work; i++) acc = (acc * 31 + i) % 1000003
+  return { state: { acc }, output: event.last ? acc : undefined }
+}
+`
+
+function pack (source: string): Record<string, string> {
+  return { 'index.js': source }
+}
+
+function hostile (name: string): Record<string, string> {
+  return pack(readFileSync(new URL(`./hostile/${name}`, import.meta.url), 'utf8'))
+}
+
+/** The error a thunk fails with; the test fails if it succeeds or throws something else. */
+async function failure (fn: () => unknown): Promise<ReachError> {
+  try {
+    await fn()
+  } catch (err) {
+    if (isReachError(err)) return err
+    throw err
+  }
+  throw new Error('expected a ReachError, got success')
+}
+
+/** Runs the counter pack end to end in a new sandbox: the node is still healthy. */
+async function expectHealthy (): Promise<void> {
+  const sandbox = await createSandbox(pack(COUNTER), 'index.js')
+  let state = sandbox.call('init', [{ start: 10 }]).value
+  for (const by of [1, 2, 3]) state = (sandbox.call('reduce', [state, { type: 'Add', by }]).value as { state: JsonValue }).state
+  expect(sandbox.call('reduce', [state, { type: 'Stop' }]).value).toEqual({ state: { n: 16, seen: [1, 2, 3] }, output: { total: 16 } })
+  sandbox.dispose()
+}
+
+/** Given a hostile pack, when `fn` is called, then it fails with `code`, and a new sandbox still works. */
+async function expectContained (file: string, fn: 'init' | 'reduce', code: string, limits: Partial<SandboxLimits> = {}, event: JsonValue = {}): Promise<ReachError> {
+  const err = await failure(async () => {
+    const sandbox = await createSandbox(hostile(file), 'index.js', limits)
+    if (fn === 'init') sandbox.call('init', [{}])
+    else sandbox.call('reduce', [sandbox.call('init', [{}]).value, event])
+  })
+  expect(err.code, err.message).toBe(code)
+  await expectHealthy()
+  return err
+}
+
+/** Small fuel: an infinite loop stops after tens of milliseconds. */
+const LITTLE_FUEL = { fuel: 2_000 }
+
+beforeAll(async () => {
+  await loadEngine()
+})
+
+describe('sandbox: a well-behaved pack', () => {
+  it('given the counter pack, init and reduce round-trip JSON values', async () => {
+    const sandbox = await createSandbox(pack(COUNTER), 'index.js')
+    const init = sandbox.call('init', [{ start: 5 }])
+    expect(init.value).toEqual({ n: 5, seen: [] })
+    const step = sandbox.call('reduce', [init.value, { type: 'Add', by: 2 }])
+    expect(step.value).toEqual({ state: { n: 7, seen: [2] } })
+    expect(sandbox.call('reduce', [(step.value as { state: JsonValue }).state, { type: 'Stop' }]).value).toEqual({ state: { n: 7, seen: [2] }, output: { total: 7 } })
+    expect(sandbox.fuelUsed).toBeGreaterThanOrEqual(0)
+    sandbox.dispose()
+    sandbox.dispose()
+    expect(() => sandbox.call('init', [{}])).toThrow('disposed')
+  })
+
+  it('is deterministic: 100 runs of the same sequence give identical values and identical fuel', async () => {
+    const events = [40_000, 5, 14_000, 1, 0, 24_690, 9_999, 8_000].map((work, i, all) => ({ work, last: i === all.length - 1 }))
+    const runs: string[] = []
+    let sample: { values: JsonValue[], fuel: number[], total: number } | undefined
+    for (let run = 0; run < 100; run++) {
+      const sandbox = await createSandbox(pack(WORKER), 'index.js')
+      const values: JsonValue[] = []
+      const fuel: number[] = []
+      let state = sandbox.call('init', [{ seed: 7 }]).value
+      for (const event of events) {
+        const step = sandbox.call('reduce', [state, event])
+        values.push(step.value)
+        fuel.push(step.fuel)
+        state = (step.value as { state: JsonValue }).state
+      }
+      sample ??= { values, fuel, total: sandbox.fuelUsed }
+      runs.push(JSON.stringify({ values, fuel, total: sandbox.fuelUsed }))
+      sandbox.dispose()
+    }
+    expect(new Set(runs).size).toBe(1)
+    // `output: undefined` is left out, as JSON.stringify leaves it out.
+    expect(sample?.values[0]).not.toHaveProperty('output')
+    expect(sample?.values.at(-1)).toHaveProperty('output')
+    // The work really costs fuel, in proportion: 40,000 iterations ≈ 8 ticks of 10,000 poll points.
+    expect(sample?.fuel[0]).toBeGreaterThan(4)
+    expect(sample?.fuel[1]).toBeLessThanOrEqual(1)
+    expect(sample?.total).toBeGreaterThan(sample?.fuel.reduce((a, b) => a + b, 0) ?? Infinity)
+  })
+
+  it('runs out of stack and of memory at the same point every run', async () => {
+    const probe = pack(`
+export function init () {
+  let depth = 0
+  const down = () => { depth++; down() }
+  try { down() } catch {}
+  let hoard = []
+  try { for (;;) hoard.push({ i: hoard.length }) } catch {}
+  const objects = hoard.length
+  hoard = null
+  return { depth, objects }
+}
+export function reduce (s) { return { state: s } }`)
+    const seen = new Set<string>()
+    for (let run = 0; run < 5; run++) {
+      const sandbox = await createSandbox(probe, 'index.js', { memoryBytes: 4 << 20 })
+      seen.add(JSON.stringify(sandbox.call('init', [{}]).value))
+    }
+    expect(seen.size).toBe(1)
+    expect(JSON.parse([...seen][0] as string)).toMatchObject({ depth: expect.any(Number), objects: expect.any(Number) })
+  })
+
+  it('hands the pack canonical JSON: keys sorted, whatever order the host built them in', async () => {
+    const sandbox = await createSandbox(pack('export function init (v) { return Object.keys(v) }\nexport function reduce (s, e) { return { state: Object.keys(e) } }'), 'index.js')
+    expect(sandbox.call('init', [{ b: 1, a: 2, c: { z: 1, y: 2 } }]).value).toEqual(['a', 'b', 'c'])
+    expect(sandbox.call('reduce', [null, { type: 'T', aggregate: 'x', at: 1 }]).value).toEqual({ state: ['aggregate', 'at', 'type'] })
+  })
+
+  it('refuses limits it cannot honour (RL-1003)', async () => {
+    for (const limits of [{ fuel: 0 }, { memoryBytes: -1 }, { wallMs: Number.NaN }, { stackBytes: 16 << 20 }, { memoryBytes: 4 * 2 ** 30 }]) {
+      expect((await failure(async () => await createSandbox(pack(COUNTER), 'index.js', limits))).code).toBe('RL-1003')
+    }
+  })
+
+  it('refuses host values that are not JSON (RL-1006) and stays usable', async () => {
+    const sandbox = await createSandbox(pack(COUNTER), 'index.js')
+    expect((await failure(() => sandbox.call('init', [{ start: Number.NaN }]))).code).toBe('RL-1006')
+    expect(sandbox.call('init', [{ start: 1 }]).value).toEqual({ n: 1, seen: [] })
+  })
+
+  it('resolves relative imports among the pack files, awaits async functions and top-level await', async () => {
+    const sandbox = await createSandbox({
+      'index.js': "import { add } from './lib/math.js'\nconst base = await Promise.resolve(100)\nexport async function init (i) { await null; return add(base, i.x) }\nexport function reduce (s, e) { return { state: add(s, e.by) } }",
+      'lib/math.js': "import { id } from '../util.js'\nexport const add = (a, b) => id(a) + b",
+      'util.js': 'export const id = (x) => x'
+    }, './index.js')
+    expect(sandbox.call('init', [{ x: 1 }]).value).toBe(101)
+    expect(sandbox.call('reduce', [101, { by: 2 }]).value).toEqual({ state: 103 })
+  })
+
+  it('a failure is final: the sandbox is disposed and every later call throws the same error', async () => {
+    const sandbox = await createSandbox(hostile('throws.js'), 'index.js')
+    const first = await failure(() => sandbox.call('init', [{}]))
+    const again = await failure(() => sandbox.call('init', [{}]))
+    expect(again).toBe(first)
+    expect(first.details).toMatchObject({ phase: 'call', fuel_limit: 10_000 })
+  })
+})
+
+describe('sandbox: hostile corpus, each contained with its code and a healthy sandbox afterwards', () => {
+  it('infinite loop in init → RL-3101', async () => {
+    const err = await expectContained('loop-init.js', 'init', 'RL-3101', LITTLE_FUEL)
+    expect(err.details).toMatchObject({ fuel_used: 2_001, fuel_limit: 2_000 })
+  })
+
+  it('infinite loop in reduce → RL-3101', async () => {
+    await expectContained('loop-reduce.js', 'reduce', 'RL-3101', LITTLE_FUEL)
+  })
+
+  it('a loop that swallows the interrupt through the Promise constructor is torn out → RL-3101', async () => {
+    await expectContained('swallow-interrupt.js', 'init', 'RL-3101', LITTLE_FUEL)
+  })
+
+  it('a loop that swallows the interrupt through async functions is torn out → RL-3101', async () => {
+    await expectContained('swallow-async.js', 'init', 'RL-3101', LITTLE_FUEL)
+  })
+
+  it('infinite loop with fuel to spare hits the wall-clock backstop → RL-3105', async () => {
+    await expectContained('loop-init.js', 'init', 'RL-3105', { fuel: 1e12, wallMs: 100 })
+  })
+
+  it('memory bomb → RL-3102', async () => {
+    await expectContained('memory-bomb.js', 'init', 'RL-3102', { memoryBytes: 8 << 20 })
+  })
+
+  it('many buffers each under the limit → RL-3102 (the limit is the instance memory, not QuickJS\'s count)', async () => {
+    await expectContained('big-buffers.js', 'init', 'RL-3102', { memoryBytes: 16 << 20 })
+  })
+
+  it('deep recursion → RL-3103', async () => {
+    await expectContained('deep-recursion.js', 'init', 'RL-3103')
+  })
+
+  it('deep recursion inside a C built-in (native stack) → RL-3103', async () => {
+    await expectContained('native-recursion.js', 'init', 'RL-3103')
+  })
+
+  it('giant output → RL-3104, counted in UTF-8 bytes', async () => {
+    await expectContained('giant-output.js', 'init', 'RL-3104')
+    // 600 'é' are 600 UTF-16 units but 1,200 bytes.
+    await expectContained('giant-output.js', 'reduce', 'RL-3104', { outputBytes: 1_000 }, { n: 600 })
+  })
+
+  it('a promise that never resolves → RL-3105 once the job queue is empty, without waiting', async () => {
+    const err = await expectContained('never-resolves.js', 'init', 'RL-3105', { wallMs: 600_000 })
+    expect(err.message).toContain('never settles')
+  })
+
+  it('throwing → RL-3106 with the message, truncated', async () => {
+    const err = await expectContained('throws.js', 'init', 'RL-3106')
+    expect(err.message).toMatch(/^pack code threw Error: boom: x+…$/)
+    expect(err.message.length).toBeLessThan(600)
+    const late = await expectContained('rejects.js', 'reduce', 'RL-3106')
+    expect(late.message).toBe('pack code threw RangeError: late failure')
+  })
+
+  it('syntax error, missing export, imports outside the pack → RL-3107', async () => {
+    for (const file of ['syntax-error.js', 'missing-export.js', 'import-builtin.js', 'import-parent.js']) {
+      const err = await failure(async () => await createSandbox(hostile(file), 'index.js'))
+      expect(err.code, `${file}: ${err.message}`).toBe('RL-3107')
+    }
+    expect((await failure(async () => await createSandbox(pack(COUNTER), 'main.js'))).code).toBe('RL-3107')
+    const dynamic = await expectContained('dynamic-import.js', 'reduce', 'RL-3107')
+    expect(dynamic.message).toContain('cannot import "os"')
+  })
+
+  it('returning a function or NaN → RL-3108', async () => {
+    await expectContained('returns-function.js', 'init', 'RL-3108')
+    const nan = await expectContained('returns-nan.js', 'reduce', 'RL-3108')
+    expect(nan.message).toContain('NaN is not a finite number')
+  })
+})
+
+describe('sandbox: no ambient authority', () => {
+  it('process, require, fetch and timers are undefined; Date and Math.random throw; console is a silent stub', async () => {
+    const sandbox = await createSandbox(hostile('ambient.js'), 'index.js')
+    const report = sandbox.call('init', [{}]).value
+    expect(report).toEqual({
+      typeofProcess: 'undefined',
+      typeofRequire: 'undefined',
+      globalProcess: 'undefined',
+      typeofFetch: 'undefined',
+      typeofSetTimeout: 'undefined',
+      typeofSetInterval: 'undefined',
+      typeofWeakRef: 'undefined',
+      typeofFinalizationRegistry: 'undefined',
+      typeofConsole: 'object',
+      consoleLog: { value: 'undefined' },
+      mathRandom: { threw: 'TypeError: Math.random is not available in a Reach pack: randomness arrives in events (request the random.bytes tool)' },
+      dateNow: { threw: 'TypeError: Date.now is not available in a Reach pack: time arrives in events (request the clock.now tool)' },
+      newDate: { threw: 'TypeError: Date is not available in a Reach pack: time arrives in events (request the clock.now tool)' },
+      callProcess: { threw: "ReferenceError: 'process' is not defined" },
+      callRequire: { threw: "ReferenceError: 'require' is not defined" },
+      callFetch: { threw: "ReferenceError: 'fetch' is not defined" }
+    })
+  })
+
+  it('constructor-chain escapes reach only the VM\'s own global object', async () => {
+    const sandbox = await createSandbox(hostile('constructor-escape.js'), 'index.js')
+    expect(sandbox.call('init', [{}]).value).toEqual({
+      viaThis: "threw ReferenceError: 'process' is not defined",
+      reachedOwnGlobal: true,
+      processThroughIt: 'undefined',
+      requireThroughIt: 'undefined',
+      processThroughFunction: 'undefined'
+    })
+  })
+
+  it('negative control: the same escapes on a naive node:vm sandbox reach the host process', () => {
+    // `this` is the contextified object, created by the host: its constructor chain is the host's.
+    expect(vm.runInNewContext('this.constructor.constructor("return process")()')).toBe(process)
+    // Any host object handed in does the same, which is why our boundary carries JSON text only.
+    expect(vm.runInNewContext('input.constructor.constructor("return process")()', { input: {} })).toBe(process)
+  })
+
+  it('prototype pollution inside the VM does not leak to the host, and the sandbox plumbing survives it', async () => {
+    const sandbox = await createSandbox(hostile('pollute.js'), 'index.js')
+    const state = sandbox.call('init', [{}]).value
+    expect(state).toEqual({ polluted: 'yes' })
+    expect(sandbox.call('reduce', [state, { n: 3 }]).value).toEqual({ state: { seen: 3, polluted: 'yes' } })
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+    expect(Object.prototype).not.toHaveProperty('polluted')
+    expect(([] as unknown as Record<string, unknown>).polluted).toBeUndefined()
+    await expectHealthy()
+  })
+})
