@@ -16,6 +16,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
 import { createCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
+import { chainError, verifyChain } from '../protocol/chain.ts'
 import { digestLog } from '../protocol/digest.ts'
 import { ReachError, type ErrorCode } from '../protocol/errors.ts'
 import type { Event, EventDraft } from '../protocol/event.ts'
@@ -201,9 +202,17 @@ export class RunStore {
     return out
   }
 
+  /** Runs a dead process left without an end (their log stops before RunCompleted / RunFailed). */
+  async unfinished (): Promise<RunRecord[]> {
+    return (await this.list()).filter((r) => r.status === 'running')
+  }
+
   /** Replay a recorded run with `pack`; the verdict and the fingerprint the replay computes. */
   async replay (runId: string, pack: RunPack): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
     const events = await this.events(runId)
+    // The record is evidence only if its chain holds: verify before replaying.
+    const chain = verifyChain(events)
+    if (!chain.ok) throw chainError(chain)
     const record = recordOf(runId, events)
     const verdict = await replayRecordedRun(startOf(events, pack), events)
     return verdict.ok ? { verdict, record, fingerprint: recordOf(runId, verdict.outcome.events).fingerprint } : { verdict, record }

@@ -107,6 +107,8 @@ export async function main (argv: string[]): Promise<number> {
   cmd(runs, 'list', 'list runs')
     .option('--limit <n>', 'at most this many', seq('--limit'))
     .action(action(async () => (await import('./commands/run.ts')).list))
+  cmd(runs, 'resume', 'finish runs a killed process left open (no recorded tool call runs twice)')
+    .action(action(async () => (await import('./commands/run.ts')).resume))
   cmd(program, 'verify-determinism', 'replay a run N times in fresh sandboxes; all fingerprints must be equal')
     .argument('<run-id>')
     .option('--n <n>', 'replays', seq('--n'), 5)

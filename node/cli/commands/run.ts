@@ -111,14 +111,51 @@ function describe (record: RunRecord, output: JsonValue | undefined): string[] {
   return lines
 }
 
+/**
+ * Finish every run a killed process left open: recorded tool results are
+ * fed back, never fetched again; a call with no recorded result runs again
+ * only if its tool is idempotent.
+ */
+async function resumeUnfinished (node: Node): Promise<RunRecord[]> {
+  const done: RunRecord[] = []
+  const pending = await node.runs.unfinished()
+  if (pending.length === 0) return done
+  const kv = await openKv(node.home.root)
+  try {
+    const tools = hostTools({ kv, httpAllowlist: node.policy.http_allowlist ?? [] })
+    for (const r of pending) {
+      const pack = await node.packs.get(r.artifact_hash)
+      done.push((await node.runs.resume(r.run_id, runPackOf(pack), node.policy.granted_capabilities, tools)).record)
+    }
+  } finally {
+    await kv.close()
+  }
+  return done
+}
+
+export async function resume (): Promise<Report> {
+  const node = await openNode()
+  const done = await resumeUnfinished(node)
+  return {
+    human: done.length === 0 ? ['No unfinished runs'] : done.map((r) => `Resumed ${r.run_id}: ${r.status.toUpperCase()} (${r.events} events), fingerprint ${short(r.fingerprint)}`),
+    json: { resumed: done }
+  }
+}
+
 export async function run (opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
   const ref = args[0] as string
   const input = parseJsonOption((opts.input as string | undefined) ?? 'null', '--input')
   const budget = opts.budget === undefined ? {} : parseObjectOption(opts.budget as string, '--budget') as Partial<Budget>
   const node = await openNode()
+  // A node resumes what it was doing before it takes on new work.
+  const resumed = await resumeUnfinished(node)
   const pack = await admitted(node, ref)
   const { record, output } = await runPack(node, pack, input, budget)
-  return { human: describe(record, output), json: { record, ...(output === undefined ? {} : { output }) }, ...(record.status === 'failed' ? { exitCode: 1 } : {}) }
+  return {
+    human: [...resumed.map((r) => `Resumed unfinished ${r.run_id}: ${r.status}`), ...describe(record, output)],
+    json: { record, ...(output === undefined ? {} : { output }), ...(resumed.length === 0 ? {} : { resumed }) },
+    ...(record.status === 'failed' ? { exitCode: 1 } : {})
+  }
 }
 
 export async function list (opts: Record<string, unknown>): Promise<Report> {

@@ -1,0 +1,56 @@
+/** Packs and runs through the real executable: demo, supply-chain refusals, replay. */
+import { mkdtemp } from 'node:fs/promises'
+import os from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { reach } from './helpers.ts'
+
+const counter = fileURLToPath(new URL('../../../packs/examples/counter', import.meta.url))
+let env: Record<string, string>
+let home: string
+
+beforeAll(async () => {
+  home = await mkdtemp(join(os.tmpdir(), 'reach-cli-packs-'))
+  env = { REACH_HOME: home }
+})
+
+describe('reach packs and runs', () => {
+  it('demo needs no configuration and ends REPLAY_VERIFIED', async () => {
+    const r = await reach(['demo'], { env })
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/Run run_[0-9a-f]{20}: COMPLETED/)
+    expect(r.stdout).toContain('REPLAY_VERIFIED')
+    const again = await reach(['demo', '--json'], { env })
+    expect(again.json.replay.verified).toBe(true)
+    expect(again.json.record.output_hash).toBe((await reach(['runs', 'list', '--json'], { env })).json.runs.find((x: any) => x.run_id !== again.json.record.run_id).output_hash)
+  })
+
+  it('an unsigned pack is refused by default; a revoked publisher is refused', async () => {
+    const fresh = { REACH_HOME: await mkdtemp(join(os.tmpdir(), 'reach-cli-unsigned-')) }
+    const unsigned = await reach(['run', counter, '--input', '[1,2]', '--json'], { env: fresh })
+    expect(unsigned.json.error.code).toBe('RL-3005')
+    expect((await reach(['runs', 'list', '--json'], { env: fresh })).json.runs).toEqual([])
+
+    const key = join(fresh.REACH_HOME, 'pub.key')
+    await reach(['keygen', '--publisher', '--output', key], { env: fresh })
+    const built = await reach(['pack', 'build', counter, '--json'], { env: fresh })
+    await reach(['pack', 'sign', built.json.cid, '--key', key], { env: fresh })
+    expect((await reach(['run', built.json.cid, '--json'], { env: fresh })).json.error.code).toBe('RL-3006')
+    await reach(['trust', 'add', key, '--name', 'me'], { env: fresh })
+    const ok = await reach(['run', built.json.cid, '--input', '[1,2]', '--json'], { env: fresh })
+    expect(ok.json.output).toMatchObject({ count: 2, sum: 3 })
+    await reach(['trust', 'revoke', key], { env: fresh })
+    expect((await reach(['run', built.json.cid, '--json'], { env: fresh })).json.error.code).toBe('RL-3007')
+  })
+
+  it('replay, verify-determinism and explain-failure on a recorded run; unknown run ids are RL-3019', async () => {
+    const runs = (await reach(['runs', 'list', '--json'], { env })).json.runs
+    const id = runs[0].run_id
+    expect((await reach(['replay', id], { env })).stdout).toContain('REPLAY_VERIFIED')
+    expect((await reach(['verify-determinism', id, '--n', '3', '--json'], { env })).json.verified).toBe(true)
+    expect((await reach(['explain-failure', id], { env })).stdout).toContain('completed')
+    const missing = await reach(['replay', 'run_00000000000000000000', '--json'], { env })
+    expect(missing.json.error.code).toBe('RL-3019')
+  })
+})

@@ -1,0 +1,163 @@
+/**
+ * The run loop end to end: determinism, replay catching non-determinism,
+ * hostile packs ending as RunFailed with their code, and crash resume with a
+ * real child process killed (SIGKILL) right after ToolCalled / ToolResult.
+ */
+import { mkdtemp, mkdir, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import { join } from 'node:path'
+import { beforeAll, describe, expect, it } from 'vitest'
+import type { JsonObject } from '../../protocol/canonical.ts'
+import { computeEventHash, type Event } from '../../protocol/event.ts'
+import { generateKeyPair } from '../../protocol/keys.ts'
+import { replayRecordedRun, startOf, type RunPack } from '../../packs/runner.ts'
+import { hostTools, type KvBackend } from '../../packs/tools/index.ts'
+import { ensureHome, homePaths } from '../../node/home.ts'
+import { RunStore } from '../../node/runs.ts'
+import { reach } from '../node/cli/helpers.ts'
+
+const BUDGET = { fuel: 100_000, memory_bytes: 16 << 20, output_bytes: 65536, tool_calls: 10, wall_ms: 5000 }
+const POLICY = { version: 'p'.repeat(64), granted: ['clock.now', 'kv.get', 'kv.put', 'random.bytes'] }
+
+function pack (source: string, capabilities: string[] = ['clock.now', 'kv.put']): RunPack {
+  return { cid: 'bafy-test-' + computeEventHash({ seq: 0, type: 'X', aggregate_id: source, timestamp: 0, payload: null, metadata: {}, prev_hash: '0'.repeat(64) }).slice(0, 16), name: 'test-pack', entry: 'index.js', capabilities, files: { 'index.js': source } }
+}
+
+// Start → clock.now → kv.put(now) → output {now, stored}
+const CLOCK_PACK = `
+export function init (input) { return { input } }
+export function reduce (state, event) {
+  if (event.type === 'Start') return { state, effects: [{ tool: 'clock.now', args: {} }] }
+  if (event.type === 'ToolResult' && event.tool === 'clock.now') return { state: { ...state, now: event.result.now_ms }, effects: [{ tool: 'kv.put', args: { key: 'last', value: event.result.now_ms } }] }
+  if (event.tool === 'kv.put') return { state, output: { now: state.now, stored: event.type === 'ToolResult', input: state.input } }
+  return { state, output: { unexpected: event } }
+}`
+
+function memoryKv (): KvBackend & { puts: number } {
+  const m = new Map<string, unknown>()
+  const kv = {
+    puts: 0,
+    async get (ns: string, k: string) { return m.get(`${ns}/${k}`) as never },
+    async put (ns: string, k: string, v: unknown) { kv.puts++; m.set(`${ns}/${k}`, v) }
+  }
+  return kv
+}
+
+let store: RunStore
+beforeAll(async () => {
+  const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-runs-'))))
+  store = new RunStore(home, generateKeyPair().seed)
+})
+
+async function recorded (source = CLOCK_PACK, capabilities?: string[], fuel = BUDGET.fuel): Promise<{ events: Event[], p: RunPack, runId: string }> {
+  const p = pack(source, capabilities)
+  const { record } = await store.start({ pack: p, input: { q: 1 }, budget: { ...BUDGET, fuel }, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })
+  return { events: await store.events(record.run_id), p, runId: record.run_id }
+}
+
+describe('runs', () => {
+  it('records the run loop: RunStarted, ToolCalled before each result, RunCompleted', async () => {
+    const { events } = await recorded()
+    expect(events.map((e) => e.type)).toEqual(['RunStarted', 'ToolCalled', 'ToolResult', 'ToolCalled', 'ToolResult', 'RunCompleted'])
+    expect((events[1]!.payload as JsonObject).call_id).toBe('call-1')
+  })
+
+  it('100 replays of a recorded run give the same fingerprint', async () => {
+    const { runId, p } = await recorded()
+    const first = await store.replay(runId, p)
+    expect(first.verdict.ok).toBe(true)
+    for (let i = 0; i < 100; i++) expect((await store.replay(runId, p)).fingerprint).toBe(first.fingerprint)
+    expect(first.fingerprint).toBe(first.record.fingerprint)
+  })
+
+  it('a pack changed after recording fails replay naming the seq', async () => {
+    const { events, p } = await recorded()
+    const changed = { ...p, files: { 'index.js': CLOCK_PACK.replace("key: 'last'", "key: 'other'") } }
+    const verdict = await replayRecordedRun(startOf(events, { ...changed, cid: p.cid }), events)
+    expect(verdict).toMatchObject({ ok: false, divergence: { seq: 3 } })
+  })
+
+  it('a log whose recorded tool call was edited fails: the chain names the seq, and a rehashed edit diverges at it', async () => {
+    const { events, p, runId } = await recorded()
+    const edited = structuredClone(events)
+    ;(edited[3]!.payload as JsonObject).args = { key: 'evil', value: 1 }
+    // Rehash the whole chain so only the replay can notice.
+    for (let i = 3; i < edited.length; i++) {
+      if (i > 0) edited[i]!.prev_hash = edited[i - 1]!.hash
+      edited[i]!.hash = computeEventHash(edited[i]!)
+    }
+    const verdict = await replayRecordedRun(startOf(edited, p), edited)
+    expect(verdict).toMatchObject({ ok: false, divergence: { seq: 3 } })
+    // Without rehashing, the stored chain itself is broken at that seq.
+    const raw = structuredClone(events)
+    ;(raw[3]!.payload as JsonObject).args = { key: 'evil', value: 1 }
+    const { verifyChain } = await import('../../protocol/chain.ts')
+    expect(verifyChain(raw)).toMatchObject({ ok: false, seq: 3, code: 'RL-2001' })
+    expect((await store.replay(runId, p)).verdict.ok).toBe(true)
+  })
+
+  it('the policy gate denies undeclared and ungranted capabilities and a spent budget, in that order', async () => {
+    const src = `
+export function init () { return { n: 0 } }
+export function reduce (s, e) {
+  if (e.type === 'Start') return { state: s, effects: [{ tool: 'kv.get', args: { key: 'a' } }, { tool: 'http.fetch', args: { url: 'http://x' } }, { tool: 'clock.now', args: {} }, { tool: 'clock.now', args: {} }] }
+  const n = s.n + 1
+  const seen = [...(s.seen ?? []), e.type + ':' + (e.error ? e.error.code : 'ok')]
+  return n === 4 ? { state: s, output: seen } : { state: { n, seen } }
+}`
+    const p = pack(src, ['http.fetch', 'clock.now'])
+    const { record, outcome } = await store.start({ pack: p, input: null, budget: { ...BUDGET, tool_calls: 1 }, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })
+    expect(record.status).toBe('completed')
+    expect(outcome.output).toEqual(['ToolDenied:RL-3015', 'ToolDenied:RL-3009', 'ToolResult:ok', 'ToolDenied:RL-3016'])
+    expect((await store.replay(record.run_id, p)).verdict.ok).toBe(true)
+  })
+
+  it('a hostile pack ends as RunFailed with its code, replays the same, and the next run works', async () => {
+    const { events, runId, p } = await recorded('export function init () { for (;;) {} }\nexport function reduce (s) { return { state: s } }', undefined, 1000)
+    expect(events.at(-1)).toMatchObject({ type: 'RunFailed', payload: { error: { code: 'RL-3101' } } })
+    expect((await store.replay(runId, p)).verdict.ok).toBe(true)
+    expect((await recorded()).events.at(-1)!.type).toBe('RunCompleted')
+  })
+})
+
+describe('crash resume (real child process, SIGKILL)', () => {
+  let home: string
+  let dir: string
+  beforeAll(async () => {
+    home = await mkdtemp(join(os.tmpdir(), 'reach-crash-home-'))
+    dir = join(home, 'clock-pack')
+    await mkdir(dir, { recursive: true })
+    await writeFile(join(dir, 'index.js'), CLOCK_PACK)
+    await writeFile(join(dir, 'reach-pack.json'), JSON.stringify({ name: 'clock', version: '1.0.0', description: 'crash test', entry: 'index.js', capabilities: ['clock.now', 'kv.put'], engine: '^1.0.0', budget: BUDGET }))
+    // Unsigned packs only with the explicit legacy override: this is a test fixture folder.
+    await writeFile(join(home, 'policy.json'), JSON.stringify({ version: 1, allow_unsigned_legacy: true }))
+  })
+
+  for (const after of ['ToolCalled', 'ToolResult']) {
+    it(`killed after the first ${after}: resumes, and no tool whose result was recorded runs again`, async () => {
+      const env = { REACH_HOME: home }
+      const killed = await reach(['run', dir, '--input', '{"n":1}'], { env: { ...env, REACH_FAULT: `exit-after:${after}` } })
+      expect(killed.code).not.toBe(0)
+      const listed = await reach(['runs', 'list', '--json'], { env })
+      const open = listed.json.runs.filter((r: { status: string }) => r.status === 'running')
+      expect(open).toHaveLength(1)
+      const runId = open[0].run_id as string
+      const before = await new RunStore(homePaths(home), new Uint8Array(32)).events(runId)
+      expect(before.at(-1)!.type).toBe(after)
+
+      const resumed = await reach(['runs', 'resume', '--json'], { env })
+      expect(resumed.json.resumed).toEqual([expect.objectContaining({ run_id: runId, status: 'completed' })])
+      const events = await new RunStore(homePaths(home), new Uint8Array(32)).events(runId)
+      const calls = events.filter((e) => e.type === 'ToolCalled').map((e) => (e.payload as JsonObject).call_id)
+      const results = events.filter((e) => e.type === 'ToolResult').map((e) => (e.payload as JsonObject).call_id)
+      expect(calls).toEqual(['call-1', 'call-3'])
+      expect(results).toEqual(['call-1', 'call-3'])
+      if (after === 'ToolResult') {
+        // The clock reading recorded before the kill is the one the run used.
+        expect(events[2]).toEqual(before[2])
+        expect((events.at(-1)!.payload as JsonObject).output).toMatchObject({ now: ((before[2]!.payload as JsonObject).result as JsonObject).now_ms })
+      }
+      expect((await reach(['replay', runId, '--json'], { env })).json.verified).toBe(true)
+    })
+  }
+})
