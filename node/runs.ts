@@ -202,6 +202,22 @@ export class RunStore {
     return out
   }
 
+  async checkpointText (runId: string): Promise<string> {
+    return await readFile(join(this.dir(runId), 'final.checkpoint'), 'utf8')
+  }
+
+  /** Store a run verified elsewhere (readRunArchive); refuses a run id already here. */
+  async importRun (runId: string, events: readonly Event[], record: RunRecord, checkpointText: string): Promise<void> {
+    const store = await openStore(join(this.dir(runId), 'log'), { kind: 'level', create: true })
+    try {
+      await store.appendBatch(events)
+    } finally {
+      await store.close()
+    }
+    await writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), checkpointText)
+    await writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n')
+  }
+
   /** Runs a dead process left without an end (their log stops before RunCompleted / RunFailed). */
   async unfinished (): Promise<RunRecord[]> {
     return (await this.list()).filter((r) => r.status === 'running')

@@ -3,7 +3,7 @@
  * `reach verify-determinism`, `reach explain-failure`, `reach demo`,
  * `reach data-dir`.
  */
-import { stat } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import type { JsonObject, JsonValue } from '../../../protocol/canonical.ts'
 import { ReachError, isReachError } from '../../../protocol/errors.ts'
@@ -16,6 +16,7 @@ import type { RunPack } from '../../../packs/runner.ts'
 import { hostTools } from '../../../packs/tools/index.ts'
 import { openTrustRegistry, signPack } from '../../../packs/trust.ts'
 import { ensureHome, homePaths, type HomePaths } from '../../home.ts'
+import { writeFileAtomic } from '../../fs.ts'
 import { readKeyFile, writeKeyFile } from '../../keys.ts'
 import { openKv } from '../../kv.ts'
 import { openPackStore } from '../../pack-store.ts'
@@ -272,4 +273,62 @@ export async function demo (): Promise<Report> {
     json: { pack: pack.cid, record, output, replay: replay.json },
     ...(replay.ok && record.status === 'completed' ? {} : { exitCode: 1 })
   }
+}
+
+export async function exportRun (opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const node = await openNode()
+  const runId = args[0] as string
+  const { writeRunArchive } = await import('../../run-archive.ts')
+  const record = await node.runs.record(runId)
+  if (record.status === 'running') throw new ReachError('RL-3019', { message: `${runId} has not finished; resume it first (reach runs resume)` })
+  const pack = await node.packs.get(record.artifact_hash)
+  const bytes = writeRunArchive({ record, pack, signatures: pack.signatures, events: await node.runs.events(runId), checkpointText: await node.runs.checkpointText(runId) })
+  const output = opts.output as string
+  await writeFileAtomic(output, bytes)
+  return { human: [`Exported ${runId} to ${output} (${bytes.length} bytes)`], json: { run_id: runId, path: output, bytes: bytes.length } }
+}
+
+export async function importRun (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const node = await openNode()
+  const { readRunArchive } = await import('../../run-archive.ts')
+  let bytes: Uint8Array
+  try {
+    bytes = await readFile(args[0] as string)
+  } catch (err) {
+    throw new ReachError('RL-1004', { message: `cannot read ${args[0] as string}: ${(err as Error).message}` })
+  }
+  const a = await readRunArchive(bytes)
+  // Replaying runs the pack's code here, so it must pass this node's policy.
+  admitPack({ bundle: a.pack.bundle, cid: a.pack.cid, signatures: a.signatures, registry: await openTrustRegistry(node.home.trust), policy: node.policy })
+  if ((await node.runs.list()).some((r) => r.run_id === a.record.run_id)) throw new ReachError('RL-1008', { message: `run ${a.record.run_id} is already in this data dir` })
+  await node.packs.put(a.pack.bytes, a.signatures)
+  await node.runs.importRun(a.record.run_id, a.events, a.record, a.checkpointText)
+  return { human: [`Imported ${a.record.run_id} (${a.events.length} events, pack ${a.pack.bundle.manifest.name}); verified: chain, checkpoint, record, pack`, `Replay it offline: reach replay ${a.record.run_id}`], json: { run_id: a.record.run_id, record: a.record } }
+}
+
+/** Field-level comparison of two runs: first divergent event, record, output. */
+export async function diffRun (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const node = await openNode()
+  const [a, b] = args as [string, string]
+  const [ea, eb] = [await node.runs.events(a), await node.runs.events(b)]
+  const { diffValues } = await import('../../../protocol/diff.ts')
+  // Seq 0 differs by its nonce in every pair of runs; compare what the pack did.
+  const comparable = (e: Event): JsonValue => ({ type: e.type, payload: e.type === 'RunStarted' ? { ...(e.payload as JsonObject), nonce: null } : e.payload })
+  let first: { seq: number, a: JsonValue, b: JsonValue } | undefined
+  for (let i = 0; i < Math.max(ea.length, eb.length); i++) {
+    const x = ea[i] === undefined ? null : comparable(ea[i] as Event)
+    const y = eb[i] === undefined ? null : comparable(eb[i] as Event)
+    if (JSON.stringify(x) !== JSON.stringify(y)) {
+      first = { seq: i, a: x, b: y }
+      break
+    }
+  }
+  const [ra, rb] = [await node.runs.record(a), await node.runs.record(b)]
+  const outputOf = (es: Event[]): JsonValue => ((es.at(-1)?.payload as JsonObject | undefined)?.output ?? null) as JsonValue
+  const recordDiff = diffValues(ra as unknown as JsonValue, rb as unknown as JsonValue).filter((c) => c.path !== '/run_id')
+  const outputDiff = diffValues(outputOf(ea), outputOf(eb))
+  const human = first === undefined ? ['Events: identical (apart from the run nonce)'] : [`First divergent event: seq ${first.seq}`, `  ${a}: ${JSON.stringify(first.a)}`, `  ${b}: ${JSON.stringify(first.b)}`]
+  human.push(outputDiff.length === 0 ? 'Output: identical' : 'Output differs:', ...outputDiff.map((c) => `  ${c.op} ${c.path}: ${JSON.stringify(c.before)} -> ${JSON.stringify(c.after)}`))
+  human.push(...recordDiff.map((c) => `  record ${c.path}: ${JSON.stringify(c.before)} -> ${JSON.stringify(c.after)}`))
+  return { human, json: { first_divergence: first ?? null, output_diff: outputDiff, record_diff: recordDiff } }
 }

@@ -1,5 +1,5 @@
 /** Packs and runs through the real executable: demo, supply-chain refusals, replay. */
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -52,5 +52,29 @@ describe('reach packs and runs', () => {
     expect((await reach(['explain-failure', id], { env })).stdout).toContain('completed')
     const missing = await reach(['replay', 'run_00000000000000000000', '--json'], { env })
     expect(missing.json.error.code).toBe('RL-3019')
+  })
+
+  it('export, import into a second data dir (verified first), replay offline; a flipped byte is refused', async () => {
+    const id = (await reach(['runs', 'list', '--json'], { env })).json.runs[0].run_id
+    const car = join(home, 'run.car')
+    expect((await reach(['export', id, '-o', car], { env })).code).toBe(0)
+    const second = { REACH_HOME: await mkdtemp(join(os.tmpdir(), 'reach-cli-second-')) }
+    expect((await reach(['import', car, '--json'], { env: second })).json.error.code).toBe('RL-3006')
+    const publisher = JSON.parse(await readFile(join(home, 'keys', 'demo-publisher.key'), 'utf8')).public_key
+    await reach(['trust', 'add', publisher, '--name', 'demo'], { env: second })
+    expect((await reach(['import', car, '--json'], { env: second })).json.run_id).toBe(id)
+    expect((await reach(['replay', id], { env: second })).stdout).toContain('REPLAY_VERIFIED')
+    expect((await reach(['import', car, '--json'], { env: second })).json.error.code).toBe('RL-1008')
+
+    const bytes = await readFile(car)
+    const third = { REACH_HOME: await mkdtemp(join(os.tmpdir(), 'reach-cli-third-')) }
+    for (const at of [bytes.length - 40, Math.floor(bytes.length / 2), 120]) {
+      const bad = Buffer.from(bytes)
+      bad[at] = (bad[at] as number) ^ 1
+      await writeFile(join(home, 'bad.car'), bad)
+      const r = await reach(['import', join(home, 'bad.car'), '--json'], { env: third })
+      expect(r.code, `byte ${at}`).not.toBe(0)
+    }
+    expect((await reach(['runs', 'list', '--json'], { env: third })).json.runs).toEqual([])
   })
 })
