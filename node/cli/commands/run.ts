@@ -332,3 +332,51 @@ export async function diffRun (_opts: Record<string, unknown>, _io: unknown, arg
   human.push(...recordDiff.map((c) => `  record ${c.path}: ${JSON.stringify(c.before)} -> ${JSON.stringify(c.after)}`))
   return { human, json: { first_divergence: first ?? null, output_diff: outputDiff, record_diff: recordDiff } }
 }
+
+/** Delete finished runs beyond the newest N (unfinished runs are never deleted: they still resume). */
+export async function gc (opts: Record<string, unknown>): Promise<Report> {
+  const node = await openNode()
+  const keep = (opts.keepLast as number | undefined) ?? 100
+  const { rm, stat: statFile } = await import('node:fs/promises')
+  const finished = []
+  for (const r of await node.runs.list()) {
+    if (r.status === 'running') continue
+    const dir = `${node.home.runs}/${r.run_id}`
+    finished.push({ r, dir, mtime: (await statFile(`${dir}/record.json`)).mtimeMs })
+  }
+  finished.sort((x, y) => y.mtime - x.mtime)
+  const removed = finished.slice(keep)
+  for (const { dir } of removed) await rm(dir, { recursive: true, force: true })
+  return { human: [`Removed ${removed.length} finished run(s), kept ${Math.min(keep, finished.length)}`], json: { removed: removed.map((x) => x.r.run_id), kept: Math.min(keep, finished.length) } }
+}
+
+/** Check the node's data dir, keys, policy, registry, packs, runs and sandbox, one line each. */
+export async function doctor (): Promise<Report> {
+  const checks: Array<{ check: string, ok: boolean, detail: string }> = []
+  const probe = async (check: string, fn: () => Promise<string>): Promise<void> => {
+    try {
+      checks.push({ check, ok: true, detail: await fn() })
+    } catch (err) {
+      checks.push({ check, ok: false, detail: isReachError(err) ? `${err.code} ${err.message}` : String(err) })
+    }
+  }
+  const home = homePaths()
+  await probe('node', async () => process.version)
+  await probe('data dir', async () => (await ensureHome(home)).root)
+  await probe('node key', async () => (await readKeyFile(home.nodeKey).catch(async (err) => {
+    if (!isReachError(err, 'RL-1004')) throw err
+    await nodeSeed(home)
+    return await readKeyFile(home.nodeKey)
+  })).publicKey)
+  await probe('policy', async () => { const p = await loadPolicy(home.policy); return `version ${short(policyVersion(p))}, grants ${p.granted_capabilities.join(', ')}${p.allow_unsigned_legacy ? ', UNSIGNED PACKS ALLOWED' : ''}` })
+  await probe('trust registry', async () => `${(await openTrustRegistry(home.trust)).list().length} key(s)`)
+  await probe('packs', async () => `${(await openPackStore(home.packs).list()).length} pack(s), all matching their CIDs`)
+  await probe('runs', async () => { const runs = await new RunStore(home, new Uint8Array(32)).list(); const open = runs.filter((r) => r.status === 'running').length; return `${runs.length} run(s)${open > 0 ? `, ${open} unfinished (reach runs resume)` : ''}` })
+  await probe('sandbox', async () => { const { loadEngine } = await import('../../../packs/sandbox.ts'); await loadEngine(); return 'QuickJS engine loads' })
+  const failed = checks.filter((c) => !c.ok)
+  return {
+    human: [...checks.map((c) => `${c.ok ? 'OK  ' : 'FAIL'} ${c.check}: ${c.detail}`), failed.length === 0 ? 'Healthy' : `${failed.length} problem(s)`],
+    json: { healthy: failed.length === 0, checks },
+    ...(failed.length === 0 ? {} : { exitCode: 1 })
+  }
+}

@@ -77,4 +77,16 @@ describe('reach packs and runs', () => {
     }
     expect((await reach(['runs', 'list', '--json'], { env: third })).json.runs).toEqual([])
   })
+
+  it('doctor reports a healthy node; gc keeps the newest runs; data-dir names the home', async () => {
+    const d = await reach(['doctor', '--json'], { env })
+    expect(d.json.healthy).toBe(true)
+    expect(d.json.checks.map((c: { check: string }) => c.check)).toContain('sandbox')
+    expect((await reach(['data-dir'], { env })).stdout.trim()).toBe(home)
+    const before = (await reach(['runs', 'list', '--json'], { env })).json.runs.length
+    expect(before).toBeGreaterThan(1)
+    const g = await reach(['gc', '--keep-last', '1', '--json'], { env })
+    expect(g.json.removed).toHaveLength(before - 1)
+    expect((await reach(['runs', 'list', '--json'], { env })).json.runs).toHaveLength(1)
+  })
 })
