@@ -1,0 +1,97 @@
+/**
+ * `npm run bench:runs` — the run loop's figures, beside the engine's raw
+ * chain verify measured in the same run:
+ *
+ *   warm sandbox instantiate per run (createSandbox + init)
+ *   trivial reduce steps/s, in a replay of a recorded run (pack code, no tools)
+ *   runs/s of a trivial pack end to end (durable LevelDB log, closing checkpoint)
+ *   replay of a 100k-event run (events/s), vs verifyChain of the same events
+ *
+ * Options: --quick, --json. Prints numbers; the README records them.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import type { JsonObject } from '../protocol/canonical.ts'
+import { verifyChain } from '../protocol/chain.ts'
+import { nextEvent, type Event, type EventDraft } from '../protocol/event.ts'
+import { generateKeyPair } from '../protocol/keys.ts'
+import { executeRun, replayRecordedRun, startOf, type RunPack } from '../packs/runner.ts'
+import { createSandbox, loadEngine } from '../packs/sandbox.ts'
+import type { Tool } from '../packs/tools/index.ts'
+import { ensureHome, homePaths } from '../node/home.ts'
+import { RunStore } from '../node/runs.ts'
+import { median, report, type Figure } from './report.ts'
+
+const { values: args } = parseArgs({ options: { quick: { type: 'boolean' }, json: { type: 'boolean' } } })
+const quick = args.quick === true
+const EVENTS = quick ? 20_000 : 100_000
+const RUNS = quick ? 50 : 200
+const figures: Figure[] = []
+const rate = (n: number, ms: number): number => n / (ms / 1000)
+
+const TRIVIAL: RunPack = {
+  cid: 'bafy-bench-trivial', name: 'trivial', entry: 'index.js', capabilities: [],
+  files: { 'index.js': 'export function init (input) { return { n: 0 } }\nexport function reduce (s, e) { return { state: s, output: { ok: true } } }' }
+}
+// One tool call per step until `steps` results have been seen: a run of ~2 events per step.
+const LOOPER: RunPack = {
+  cid: 'bafy-bench-looper', name: 'looper', entry: 'index.js', capabilities: ['bench.echo'],
+  files: { 'index.js': `export function init (input) { return { n: 0, steps: input.steps } }
+export function reduce (s, e) {
+  const n = e.type === 'ToolResult' ? s.n + 1 : s.n
+  if (n >= s.steps) return { state: { ...s, n }, output: { n } }
+  return { state: { ...s, n }, effects: [{ tool: 'bench.echo', args: { i: n } }] }
+}` }
+}
+const echo: Tool = { capability: 'bench.echo', idempotent: true, run: async (a) => a }
+const budget = { fuel: 10_000_000, memory_bytes: 32 << 20, output_bytes: 65536, tool_calls: 1_000_000, wall_ms: 600_000 }
+const policy = { version: '0'.repeat(64), granted: ['bench.echo'] }
+
+/** An in-memory sink: the bench measures the loop, not the disk (runs/s below includes the disk). */
+function memorySink (): { append: (d: EventDraft) => Promise<Event> } {
+  let head: Event | null = null
+  return { append: async (d) => { head = nextEvent(head, d); return head } }
+}
+
+await loadEngine()
+const root = await mkdtemp(join(os.tmpdir(), 'reach-bench-runs-'))
+try {
+  // Warm instantiate.
+  const times: number[] = []
+  for (let i = 0; i < 200; i++) {
+    const t = performance.now()
+    const sb = await createSandbox(TRIVIAL.files, TRIVIAL.entry)
+    sb.call('init', [null])
+    times.push(performance.now() - t)
+    sb.dispose()
+  }
+  figures.push({ name: 'warm sandbox instantiate per run (createSandbox + init), median of 200', value: median(times), unit: 'ms', lowerIsBetter: true })
+
+  // A recorded run with ~2 × EVENTS/2 events, replayed.
+  const steps = EVENTS / 2
+  const live = await executeRun({ pack: LOOPER, input: { steps }, budget, policy, engineVersion: '1.0.0', nonce: '0'.repeat(32) }, memorySink(), new Map([['bench.echo', echo]]))
+  const events = live.events
+  let t = performance.now()
+  const verdict = await replayRecordedRun(startOf(events, LOOPER), events)
+  const replayMs = performance.now() - t
+  if (!verdict.ok) throw new Error('bench replay diverged')
+  t = performance.now()
+  const chain = verifyChain(events)
+  const chainMs = performance.now() - t
+  if (!chain.ok) throw new Error('bench log invalid')
+  const chainRate = rate(events.length, chainMs)
+  figures.push({ name: `replay of a ${events.length.toLocaleString('en')}-event run (events/s)`, value: rate(events.length, replayMs), unit: 'events/s', baseline: 'raw chain verify of the same events', baselineValue: chainRate })
+  figures.push({ name: 'trivial reduce steps/s in that replay (one reduce per recorded outcome)', value: rate(steps, replayMs), unit: 'steps/s', baseline: 'raw chain verify (events/s)', baselineValue: chainRate, bar: '>= 100k steps/s', pass: rate(steps, replayMs) >= 100_000 })
+
+  // Runs/s end to end, durable.
+  const home = await ensureHome(homePaths(join(root, 'home')))
+  const store = new RunStore(home, generateKeyPair().seed)
+  t = performance.now()
+  for (let i = 0; i < RUNS; i++) await store.start({ pack: TRIVIAL, input: { i } as JsonObject, budget, policy, engineVersion: '1.0.0', tools: new Map() })
+  figures.push({ name: `runs/s of a trivial pack end to end (${RUNS} runs; LevelDB log, fsync, signed checkpoint, record)`, value: rate(RUNS, performance.now() - t), unit: 'runs/s' })
+  report('bench:runs', figures, { json: args.json === true, extra: { events: events.length } })
+} finally {
+  await rm(root, { recursive: true, force: true })
+}
