@@ -1,5 +1,5 @@
 /** Small file-system helpers shared by the node's writers. */
-import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 
 /**
@@ -23,4 +23,20 @@ export async function writeFileAtomic (path: string, data: string | Uint8Array, 
   await rename(tmp, path)
   const d = await open(dir, 'r')
   try { await d.sync() } finally { await d.close() }
+}
+
+/** The error code of a failed file-system call (ENOENT, EEXIST …), if any. */
+export function errno (err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code
+}
+
+/** Whether `path` exists; other errors (permissions, I/O) are thrown, not taken for "no". */
+export async function pathExists (path: string): Promise<boolean> {
+  try {
+    await stat(path)
+    return true
+  } catch (err) {
+    if (errno(err) === 'ENOENT') return false
+    throw err
+  }
 }

@@ -18,6 +18,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { errno, pathExists } from './fs.ts'
 import { basename, dirname, join } from 'node:path'
 import { ReachError } from '../protocol/errors.ts'
 import { isPublicKey, keyPairFromSeed, SEED_LENGTH, type KeyPair } from '../protocol/keys.ts'
@@ -106,9 +107,6 @@ export function decodeKeyFile (text: string, path = '(key file)', opts: { requir
   return { ...keyPair, kind: file.kind }
 }
 
-function errno (err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code
-}
 
 async function fsyncDir (dir: string): Promise<void> {
   // Make the new directory entry durable. Not supported everywhere (Windows);
@@ -131,7 +129,7 @@ export async function writeKeyFile (path: string, keyPair: KeyPair, kind: KeyKin
   const refuse = (): never => {
     throw new ReachError('RL-1008', { message: `key file ${path} already exists; refusing to overwrite it`, details: { path } })
   }
-  if (options.overwrite !== true && await exists(path)) refuse()
+  if (options.overwrite !== true && await pathExists(path)) refuse()
 
   const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
   const handle = await open(temp, 'wx', 0o600)
@@ -153,7 +151,7 @@ export async function writeKeyFile (path: string, keyPair: KeyPair, kind: KeyKin
       } catch (err) {
         if (errno(err) === 'EEXIST') refuse()
         // File systems without hard links: fall back to check + rename.
-        if (await exists(path)) refuse()
+        if (await pathExists(path)) refuse()
         await rename(temp, path)
       }
     }
@@ -163,15 +161,6 @@ export async function writeKeyFile (path: string, keyPair: KeyPair, kind: KeyKin
   await fsyncDir(dir)
 }
 
-async function exists (path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch (err) {
-    if (errno(err) === 'ENOENT') return false
-    throw err
-  }
-}
 
 async function readText (path: string, checkMode: boolean): Promise<string> {
   let handle

@@ -18,7 +18,7 @@ import semver from 'semver'
 import { ReachError } from '../protocol/errors.ts'
 import { decodeBundle, isPackCid, MAX_BUNDLE_BYTES, type Pack } from '../packs/bundle.ts'
 import { parsePackSignature, verifyPackSignature, type PackSignature } from '../packs/trust.ts'
-import { writeFileAtomic } from './fs.ts'
+import { errno, pathExists, writeFileAtomic } from './fs.ts'
 
 export const PACK_SUFFIX = '.pack'
 export const SIGS_SUFFIX = '.sigs.json'
@@ -58,9 +58,6 @@ export interface PackStore {
   list (): Promise<PackSummary[]>
 }
 
-function errno (err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code
-}
 
 function notFound (what: string, dir: string): never {
   throw new ReachError('RL-3012', { message: `no pack ${what} in ${dir}`, details: { pack: what, dir } })
@@ -111,15 +108,6 @@ export function openPackStore (dir: string): PackStore {
     return { ...decodeBundle(bytes, cid), signatures: await readSignatures(cid) }
   }
 
-  async function exists (path: string): Promise<boolean> {
-    try {
-      await stat(path)
-      return true
-    } catch (err) {
-      if (errno(err) === 'ENOENT') return false
-      throw err
-    }
-  }
 
   async function cids (): Promise<string[]> {
     let names: string[]
@@ -139,10 +127,10 @@ export function openPackStore (dir: string): PackStore {
       const pack = decodeBundle(bytes, options.cid)
       const subject = { cid: pack.cid, manifest: pack.bundle.manifest }
       const offered = signatures.map((s) => verifyPackSignature(s, subject))
-      if (!(await exists(packPath(pack.cid)))) await writeFileAtomic(packPath(pack.cid), pack.bytes)
+      if (!(await pathExists(packPath(pack.cid)))) await writeFileAtomic(packPath(pack.cid), pack.bytes)
       const existing = await readSignatures(pack.cid)
       const merged = mergeSignatures(existing, offered)
-      if (offered.length > 0 || !(await exists(sigsPath(pack.cid)))) await writeSignatures(pack.cid, merged)
+      if (offered.length > 0 || !(await pathExists(sigsPath(pack.cid)))) await writeSignatures(pack.cid, merged)
       return { ...pack, signatures: merged }
     },
 
@@ -170,7 +158,7 @@ export function openPackStore (dir: string): PackStore {
     },
 
     async has (cid) {
-      return isPackCid(cid) && await exists(packPath(cid))
+      return isPackCid(cid) && await pathExists(packPath(cid))
     },
 
     async addSignature (cid, envelope) {
