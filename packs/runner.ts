@@ -15,7 +15,7 @@
  *    the first effect or outcome that differs from the record is reported
  *    with its seq (RL-3017).
  */
-import { canonicalize, type JsonObject, type JsonValue } from '../protocol/canonical.ts'
+import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { deriveId, type Event, type EventDraft } from '../protocol/event.ts'
 import { hashCanonical } from '../protocol/hash.ts'
@@ -100,8 +100,23 @@ function errorOf (err: unknown): { code: ErrorCode, message: string } {
   return { code: 'RL-3106', message: err instanceof Error ? err.message : String(err) }
 }
 
+/**
+ * JSON equality (what equal canonical forms mean), without serialising:
+ * replay compares every recorded effect, so this is its hot path.
+ */
 function same (a: unknown, b: unknown): boolean {
-  return canonicalize(a) === canonicalize(b)
+  if (a === b) return true
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!same(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) if (!Object.hasOwn(b, k) || !same((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false
+  return true
 }
 
 /** Drives one run in any mode. */
