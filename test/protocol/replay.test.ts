@@ -83,6 +83,18 @@ describe('replay', () => {
     expect(stateHash(b.state)).toBe(a.state_hash)
   })
 
+  it('replay to 500, checkpoint, replay again: the states match the signed state hash', async () => {
+    const { digestLog } = await import('../../protocol/digest.ts')
+    const { createCheckpoint, verifyCheckpoint } = await import('../../protocol/checkpoint.ts')
+    const { createSigner, generateKeyPair } = await import('../../protocol/keys.ts')
+    const first = replay(events, { untilSeq: 500 })
+    const d = digestLog(events, { untilSeq: 500 })
+    const cp = createCheckpoint({ log_id: d.log_id, at_seq: 500, state_hash: d.state_hash!, log_hash: d.log_hash, merkle_root: d.merkle_root, timestamp: d.timestamp }, createSigner(generateKeyPair().seed))
+    verifyCheckpoint(cp)
+    expect(cp.state_hash).toBe(first.state_hash)
+    expect(replay(events, { untilSeq: 500 }).state_hash).toBe(cp.state_hash)
+  })
+
   it('refuses to replay past the end of the log with RL-1007', () => {
     expect(() => replay(events.slice(0, 10), { untilSeq: 20 })).toThrow(expect.objectContaining({ code: 'RL-1007' }))
   })
