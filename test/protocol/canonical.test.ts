@@ -61,7 +61,9 @@ function reordered (v: unknown, seed: number): unknown {
   const turn = entries.length === 0 ? 0 : seed % entries.length
   const order = [...entries.slice(turn), ...entries.slice(0, turn)].reverse()
   const out: Record<string, unknown> = {}
-  for (const [k, x] of order) out[k] = reordered(x, seed * 31 + 7)
+  // defineProperty, not assignment: a "__proto__" member must stay an own
+  // property (as JSON.parse makes it), not become the prototype.
+  for (const [k, x] of order) Object.defineProperty(out, k, { value: reordered(x, seed * 31 + 7), enumerable: true, writable: true, configurable: true })
   return out
 }
 
@@ -142,6 +144,12 @@ describe('properties', () => {
       expect(canonicalize(JSON.parse(c))).toBe(c)
       expect(isCanonical(c)).toBe(true)
     }))
+  })
+
+  it('a "__proto__" member is an ordinary member', () => {
+    const v = JSON.parse('{"b":1,"__proto__":{"x":2},"a":3}')
+    expect(canonicalize(v)).toBe('{"__proto__":{"x":2},"a":3,"b":1}')
+    expect(canonicalize(reordered(v, 1))).toBe(canonicalize(v))
   })
 
   it('independent of member insertion order', () => {
