@@ -3,7 +3,8 @@
  * manifest (manifest.ts), built into a deterministic DAG-CBOR bundle named by
  * its CIDv1 (bundle.ts), vouched for by publisher signatures checked against
  * the node's trusted-key registry (trust.ts), and admitted or refused by the
- * node policy (policy.ts). Formats: protocol/SPEC.md §8.
+ * node policy (policy.ts). Formats: protocol/SPEC.md §9. The registry file
+ * itself is the node's (node/trust-registry.ts); packs/ does no file writing.
  */
 export {
   BUDGET_FIELDS, CAPABILITIES, ENGINE_VERSION, MANIFEST_FILE,
@@ -16,8 +17,8 @@ export {
   type Bundle, type Pack
 } from './bundle.ts'
 export {
-  SIGNATURE_KIND, manifestHash, openTrustRegistry, parsePackSignature, parseTrustFile, signPack, verifyPackSignature,
-  type PackSignature, type SignedSubject, type TrustFile, type TrustRegistry, type TrustStatus, type TrustedKey
+  SIGNATURE_KIND, manifestHash, parsePackSignature, parseTrustFile, signPack, verifyPackSignature,
+  type PackSignature, type SignedSubject, type TrustFile, type TrustStatus, type TrustedKey
 } from './trust.ts'
 export {
   DEFAULT_GRANTED, DEFAULT_MAX_BUDGET, DEFAULT_POLICY, POLICY_VERSION,

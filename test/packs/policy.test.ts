@@ -6,7 +6,8 @@ import { encodeBundle, type Pack } from '../../packs/bundle.ts'
 import {
   admitPack, DEFAULT_MAX_BUDGET, defaultPolicy, loadPolicy, parsePolicy, policyVersion, type NodePolicy
 } from '../../packs/policy.ts'
-import { openTrustRegistry, signPack, type TrustRegistry } from '../../packs/trust.ts'
+import { signPack } from '../../packs/trust.ts'
+import { openTrustRegistry, type TrustRegistry } from '../../node/trust-registry.ts'
 import { code, failure, manifest, tempDir } from './helpers.ts'
 
 const enc = new TextEncoder()

@@ -6,7 +6,8 @@ import { canonicalize } from '../../protocol/canonical.ts'
 import { sha256Hex } from '../../protocol/hash.ts'
 import { createSigner, decodePublicKey, generateKeyPair, keyPairFromSeed, verifyDomain } from '../../protocol/keys.ts'
 import { encodeBundle } from '../../packs/bundle.ts'
-import { manifestHash, openTrustRegistry, parsePackSignature, signPack, verifyPackSignature } from '../../packs/trust.ts'
+import { manifestHash, parsePackSignature, signPack, verifyPackSignature } from '../../packs/trust.ts'
+import { openTrustRegistry } from '../../node/trust-registry.ts'
 import { code, failure, manifest, tempDir } from './helpers.ts'
 
 const enc = new TextEncoder()

@@ -2,7 +2,8 @@
  * `reach trust add|list|revoke`: the publisher keys this node accepts pack
  * signatures from (`<home>/trust.json`).
  */
-import { openTrustRegistry, type TrustedKey } from '../../../packs/trust.ts'
+import { type TrustedKey } from '../../../packs/trust.ts'
+import { openTrustRegistry } from '../../trust-registry.ts'
 import { homePaths } from '../../home.ts'
 import { readPublicKey } from '../../keys.ts'
 import type { Io, Report } from '../io.ts'
