@@ -12,7 +12,7 @@
  * error and counts. The fingerprint is what two replays must agree on.
  */
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
 import { createCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
@@ -189,17 +189,18 @@ export class RunStore {
     }
   }
 
+  /** Every run, most recently active first (a run's directory changes when it starts and when it ends). */
   async list (): Promise<RunRecord[]> {
     const names = await readdir(this.home.runs).catch(() => [] as string[])
-    const out: RunRecord[] = []
+    const found: Array<{ record: RunRecord, mtime: number }> = []
     for (const name of names.filter((n) => /^run_[0-9a-f]{20}$/.test(n))) {
       try {
-        out.push(await this.record(name))
+        found.push({ record: await this.record(name), mtime: (await stat(join(this.home.runs, name))).mtimeMs })
       } catch {
         // An empty directory from a run that died before RunStarted: nothing to list.
       }
     }
-    return out
+    return found.sort((a, b) => b.mtime - a.mtime || (a.record.run_id < b.record.run_id ? -1 : 1)).map((f) => f.record)
   }
 
   async checkpointText (runId: string): Promise<string> {

@@ -23,6 +23,8 @@ describe('reach packs and runs', () => {
     expect(r.stdout).toContain('REPLAY_VERIFIED')
     const again = await reach(['demo', '--json'], { env })
     expect(again.json.replay.verified).toBe(true)
+    // Newest first.
+    expect((await reach(['runs', 'list', '--json'], { env })).json.runs[0].run_id).toBe(again.json.record.run_id)
     expect(again.json.record.output_hash).toBe((await reach(['runs', 'list', '--json'], { env })).json.runs.find((x: any) => x.run_id !== again.json.record.run_id).output_hash)
   })
 
