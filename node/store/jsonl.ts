@@ -36,6 +36,7 @@ import { dirname } from 'node:path'
 import { ReachError } from '../../protocol/errors.ts'
 import { headOf, type ChainHead, type Event } from '../../protocol/event.ts'
 import { INDEX_EVERY, READ_CHUNK_SIZE, TAIL_CHUNK_SIZE } from './constants.ts'
+import { StoreLifecycle } from './lifecycle.ts'
 import { GroupCommit, type CommitBatch } from './group-commit.ts'
 import { commitRecord, inspectJsonlTail, openForReading, readFully, scanJsonl } from './jsonl-reader.ts'
 import { acquireLock, type LockFile } from './lock-file.ts'
@@ -50,18 +51,16 @@ export interface JsonlStoreInit {
   maxBatchBytes?: number
 }
 
-type State = 'closed' | 'opening' | 'open' | 'closing'
 
 export class JsonlEventStore implements EventStore {
   readonly kind = 'jsonl'
   readonly path: string
   #lastRepair: RepairReport | undefined
   readonly #init: JsonlStoreInit
-  #state: State = 'closed'
+  readonly #life: StoreLifecycle
   #fh: FileHandle | undefined
   #lock: LockFile | undefined
   #commit: GroupCommit | undefined
-  #closing: Promise<void> | undefined
   /** Bytes of the file that are durable: the end of the last commit record. */
   #size = 0
   /** seq (a multiple of INDEX_EVERY) → byte offset of its line. */
@@ -71,6 +70,7 @@ export class JsonlEventStore implements EventStore {
 
   constructor (path: string, init: JsonlStoreInit = {}) {
     this.path = path
+    this.#life = new StoreLifecycle(path)
     this.#init = init
   }
 
@@ -79,19 +79,7 @@ export class JsonlEventStore implements EventStore {
   }
 
   async open (options: OpenOptions = {}): Promise<void> {
-    if (this.#state !== 'closed') {
-      if (this.#state === 'open') return
-      throw new ReachError('RL-5007', { message: `${this.path} is ${this.#state}` })
-    }
-    this.#state = 'opening'
-    try {
-      await this.#open(options)
-      this.#state = 'open'
-    } catch (err) {
-      await this.#release()
-      this.#state = 'closed'
-      throw err
-    }
+    await this.#life.open(async () => await this.#open(options), async () => await this.#release())
   }
 
   async #open (options: OpenOptions): Promise<void> {
@@ -156,19 +144,7 @@ export class JsonlEventStore implements EventStore {
   }
 
   async close (): Promise<void> {
-    if (this.#state === 'closed') return
-    if (this.#closing !== undefined) return await this.#closing
-    this.#state = 'closing'
-    this.#closing = (async () => {
-      try {
-        await this.#commit?.idle()
-      } finally {
-        await this.#release()
-        this.#state = 'closed'
-        this.#closing = undefined
-      }
-    })()
-    return await this.#closing
+    await this.#life.close(async () => await this.#commit?.idle(), async () => await this.#release())
   }
 
   async #release (): Promise<void> {
@@ -255,10 +231,7 @@ export class JsonlEventStore implements EventStore {
 
   /** The group commit of an open store, or RL-5007. */
   #open_ (): GroupCommit {
-    if (this.#state !== 'open' || this.#commit === undefined) {
-      throw new ReachError('RL-5007', { message: `${this.path} is ${this.#state === 'open' ? 'not open' : this.#state}` })
-    }
-    return this.#commit
+    return this.#life.require(this.#commit)
   }
 
   /** One batch: its lines and commit record in one write at the durable end, then fdatasync. */

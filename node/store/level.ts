@@ -27,6 +27,7 @@ import { ReachError } from '../../protocol/errors.ts'
 import { computeEventHash, eventShapeProblem, type ChainHead, type Event } from '../../protocol/event.ts'
 import { isHash } from '../../protocol/hash.ts'
 import { LEVEL_FORMAT_VERSION, LEVEL_KEY_WIDTH, LEVEL_READ_BATCH } from './constants.ts'
+import { StoreLifecycle } from './lifecycle.ts'
 import { GroupCommit, type CommitBatch } from './group-commit.ts'
 import type { EventStore, OpenOptions, ReadRange, RepairReport } from './types.ts'
 
@@ -41,7 +42,6 @@ type Sub = ReturnType<typeof sublevel>
 function sublevel (db: Db, name: string) {
   return db.sublevel<string, string>(name, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
 }
-type State = 'closed' | 'opening' | 'open' | 'closing'
 
 /** The key of a segment: its first seq as 16-digit zero-padded decimal. */
 export function levelSegmentKey (seq: number): string {
@@ -52,16 +52,16 @@ export class LevelEventStore implements EventStore {
   readonly kind = 'level'
   readonly path: string
   readonly #init: LevelStoreInit
-  #state: State = 'closed'
+  readonly #life: StoreLifecycle
   #db: Db | undefined
   #segments: Sub | undefined
   #meta: Sub | undefined
   #commit: GroupCommit | undefined
-  #closing: Promise<void> | undefined
   #lastRepair: RepairReport | undefined
 
   constructor (path: string, init: LevelStoreInit = {}) {
     this.path = path
+    this.#life = new StoreLifecycle(path)
     this.#init = init
   }
 
@@ -70,20 +70,8 @@ export class LevelEventStore implements EventStore {
   }
 
   async open (options: OpenOptions = {}): Promise<void> {
-    if (this.#state !== 'closed') {
-      if (this.#state === 'open') return
-      throw new ReachError('RL-5007', { message: `${this.path} is ${this.#state}` })
-    }
-    this.#state = 'opening'
-    try {
-      await this.#open(options)
-      this.#state = 'open'
-    } catch (err) {
-      await this.#db?.close().catch(() => {})
-      this.#db = undefined
-      this.#state = 'closed'
-      throw err
-    }
+    // A failed open must not hide its own error behind one from closing.
+    await this.#life.open(async () => await this.#open(options), async () => await this.#releaseDb().catch(() => {}))
   }
 
   async #open (options: OpenOptions): Promise<void> {
@@ -190,21 +178,13 @@ export class LevelEventStore implements EventStore {
   }
 
   async close (): Promise<void> {
-    if (this.#state === 'closed') return
-    if (this.#closing !== undefined) return await this.#closing
-    this.#state = 'closing'
-    this.#closing = (async () => {
-      try {
-        await this.#commit?.idle()
-      } finally {
-        const db = this.#db
-        this.#db = undefined
-        this.#state = 'closed'
-        this.#closing = undefined
-        await db?.close()
-      }
-    })()
-    return await this.#closing
+    await this.#life.close(async () => await this.#commit?.idle(), async () => await this.#releaseDb())
+  }
+
+  async #releaseDb (): Promise<void> {
+    const db = this.#db
+    this.#db = undefined
+    await db?.close()
   }
 
   head (): ChainHead | null {
@@ -283,10 +263,7 @@ export class LevelEventStore implements EventStore {
   }
 
   #open_ (): GroupCommit {
-    if (this.#state !== 'open' || this.#commit === undefined) {
-      throw new ReachError('RL-5007', { message: `${this.path} is ${this.#state === 'open' ? 'not open' : this.#state}` })
-    }
-    return this.#commit
+    return this.#life.require(this.#commit)
   }
 
   /** One batch: its segment and the new head in one atomic, synced LevelDB batch. */
