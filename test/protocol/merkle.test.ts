@@ -502,15 +502,11 @@ describe('properties', () => {
     const N = 1_000_000
     const checkpoints = new Set([1, 2, 3, 1023, 1024, 1025, 65_535, 65_536, 524_288, 524_289, 999_999, N])
     const acc = new MerkleAccumulator()
-    const started = performance.now()
     for (let n = 1; n <= N; n++) {
       acc.push(leaf)
       if (checkpoints.has(n)) expect(hex(acc.root()), `size ${n}`).toBe(hex(refEqual(n)))
     }
-    const ms = performance.now() - started
     expect(acc.size).toBe(N)
-    // Generous bound (measured ~1 s): fails only if pushing stops being O(1) amortised.
-    expect(ms).toBeLessThan(20_000)
   })
 })
 
