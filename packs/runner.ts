@@ -15,7 +15,7 @@
  *    the first effect or outcome that differs from the record is reported
  *    with its seq (RL-3017).
  */
-import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
+import { canonicalize, type JsonObject, type JsonValue } from '../protocol/canonical.ts'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { deriveId, type Event, type EventDraft } from '../protocol/event.ts'
 import { hashCanonical } from '../protocol/hash.ts'
@@ -76,8 +76,12 @@ export interface Divergence {
   actual: JsonValue
 }
 
-/** The event the pack sees for each step. */
-type PackEvent = JsonObject
+/**
+ * The event the pack sees for each step, as canonical JSON text: the pack sees the same keys in
+ * the same order in a live run (a tool's own object) and in a replay (a value read from the log).
+ */
+type PackEvent = string
+const START: PackEvent = '{"type":"Start"}'
 
 interface Mode {
   kind: 'run' | 'resume' | 'replay'
@@ -119,6 +123,29 @@ function same (a: unknown, b: unknown): boolean {
   return true
 }
 
+interface ToolRequest extends JsonObject {
+  call_id: string
+  tool: string
+  args: JsonObject
+}
+
+/** What the pack asked for, made well-formed (a malformed effect names no tool, and the gate denies it). */
+function requestOf (effect: JsonValue, seq: number): ToolRequest {
+  const e = (effect !== null && typeof effect === 'object' && !Array.isArray(effect) ? effect : {}) as JsonObject
+  const tool = typeof e.tool === 'string' ? e.tool : ''
+  const args = (e.args !== null && typeof e.args === 'object' && !Array.isArray(e.args) ? e.args : {}) as JsonObject
+  return { call_id: deriveId('call', seq), tool, args }
+}
+
+/** A recorded ToolCalled or ToolDenied asks for exactly this. */
+function sameRequest (recorded: Event, request: ToolRequest): boolean {
+  const p = recorded.payload as JsonObject
+  return p.call_id === request.call_id && p.tool === request.tool && same(p.args, request.args)
+}
+
+const NOT_RECORDED = 0
+const CALLED = 1
+
 /** Drives one run in any mode. */
 class Interpreter {
   readonly events: Event[] = []
@@ -137,22 +164,25 @@ class Interpreter {
     return this.mode.recorded[this.cursor]
   }
 
+  /** Take the next recorded event, checking it is what this run would write. */
+  private take (recorded: Event, draft: EventDraft, compare: (recorded: Event) => boolean): Event {
+    if (recorded.type !== draft.type || !compare(recorded)) {
+      throw new DivergenceError({
+        seq: recorded.seq,
+        reason: `replay diverged at seq ${recorded.seq}: the pack produced ${draft.type}, the record has ${recorded.type}`,
+        expected: { type: recorded.type, payload: recorded.payload },
+        actual: { type: draft.type, payload: draft.payload ?? null }
+      })
+    }
+    this.cursor++
+    this.events.push(recorded)
+    return recorded
+  }
+
   /** Take the next event: from the record (checking it is what this run would write), else append it live. */
   private async emit (draft: EventDraft, compare: (recorded: Event) => boolean): Promise<Event> {
     const recorded = this.peek()
-    if (recorded !== undefined) {
-      if (recorded.type !== draft.type || !compare(recorded)) {
-        throw new DivergenceError({
-          seq: recorded.seq,
-          reason: `replay diverged at seq ${recorded.seq}: the pack produced ${draft.type}, the record has ${recorded.type}`,
-          expected: { type: recorded.type, payload: recorded.payload },
-          actual: { type: draft.type, payload: draft.payload ?? null }
-        })
-      }
-      this.cursor++
-      this.events.push(recorded)
-      return recorded
-    }
+    if (recorded !== undefined) return this.take(recorded, draft, compare)
     if (this.mode.kind === 'replay' || this.mode.sink === undefined) {
       throw new DivergenceError({
         seq: this.events.length,
@@ -187,70 +217,82 @@ class Interpreter {
   }
 
   private async loop (sandbox: Sandbox): Promise<RunOutcome> {
-    let state = sandbox.call('init', [this.start.input]).value
-    const queue: PackEvent[] = [{ type: 'Start' }]
-    while (queue.length > 0) {
+    // The pack's state lives in the sandbox from init to the end: only events go in and only
+    // effects and output come out (the host never needs the state itself).
+    sandbox.begin(this.start.input)
+    // FIFO by index: shift() is linear on a long queue (a step may request thousands of effects).
+    const queue: PackEvent[] = [START]
+    for (let next = 0; next < queue.length; next++) {
       this.mode.signal.throwIfAborted()
-      const step = sandbox.call('reduce', [state, queue.shift() as PackEvent]).value
-      if (step === null || typeof step !== 'object' || Array.isArray(step) || !('state' in step)) {
-        throw new ReachError('RL-3108', { message: 'reduce must return an object { state, effects?, output? }' })
-      }
-      state = step.state as JsonValue
-      if ('output' in step && step.output !== undefined) {
-        const output = step.output as JsonValue
+      const step = sandbox.step(queue[next] as PackEvent)
+      queue[next] = ''
+      if (step.output !== undefined) {
+        const output = step.output
         const payload = { output, output_hash: hashCanonical(output), fuel_used: sandbox.fuelUsed }
         await this.emit({ type: 'RunCompleted', aggregate_id: RUN_AGGREGATE, payload }, (r) => same(r.payload, payload))
         return { status: 'completed', output, fuel_used: sandbox.fuelUsed, events: this.events }
       }
       const effects = Array.isArray(step.effects) ? step.effects : []
-      for (const effect of effects) queue.push(await this.effect(effect))
+      for (const effect of effects) {
+        const request = requestOf(effect, this.events.length)
+        // Replay (and the recorded prefix of a resume) stays synchronous: no promise per effect.
+        const recorded = this.fromRecord(request)
+        queue.push(typeof recorded === 'string' ? recorded : await this.live(request, recorded === CALLED))
+      }
     }
     throw new ReachError('RL-3020')
   }
 
-  /** Gate one effect, record it, run it (or read its recorded outcome); returns what the pack sees next. */
-  private async effect (effect: JsonValue): Promise<PackEvent> {
-    const e = (effect !== null && typeof effect === 'object' && !Array.isArray(effect) ? effect : {}) as JsonObject
-    const tool = typeof e.tool === 'string' ? e.tool : ''
-    const args = (e.args !== null && typeof e.args === 'object' && !Array.isArray(e.args) ? e.args : {}) as JsonObject
-    const callId = deriveId('call', this.events.length)
-    const request = { call_id: callId, tool, args }
-    const sameRequest = (r: Event): boolean => {
-      const p = r.payload as JsonObject
-      return same({ call_id: p.call_id, tool: p.tool, args: p.args }, request)
-    }
-    // The gate's verdict is part of the record: a recorded run replays (and
-    // resumes) with the decisions it was made with, whatever the policy now.
+  /**
+   * An effect whose fate is recorded: its ToolDenied, or its ToolCalled and outcome, are taken
+   * from the record (the gate's verdict is part of the record: a recorded run replays and resumes
+   * with the decisions it was made with, whatever the policy now). NOT_RECORDED when the record
+   * has ended; CALLED when it ends right after the ToolCalled (a node died while the tool ran).
+   */
+  private fromRecord (request: ToolRequest): PackEvent | typeof NOT_RECORDED | typeof CALLED {
     const recorded = this.peek()
-    const denied = recorded !== undefined
-      ? (recorded.type === 'ToolDenied' ? (recorded.payload as JsonObject).error as { code: ErrorCode, message: string } : undefined)
-      : this.gate(tool)
-    if (denied !== undefined) {
-      const ev = await this.emit({ type: 'ToolDenied', aggregate_id: RUN_AGGREGATE, payload: { ...request, error: denied } }, sameRequest)
-      return this.packEvent(ev, tool)
+    if (recorded === undefined) return NOT_RECORDED
+    const matches = (r: Event): boolean => sameRequest(r, request)
+    if (recorded.type === 'ToolDenied') {
+      return this.packEvent(this.take(recorded, { type: 'ToolDenied', aggregate_id: RUN_AGGREGATE, payload: request }, matches), request.tool)
     }
     this.toolCalls++
-    const impl = this.mode.tools?.get(tool)
-    // Durable before the tool runs: a crash after this line never loses the fact that we called it.
-    await this.emit({ type: 'ToolCalled', aggregate_id: RUN_AGGREGATE, payload: { ...request, idempotent: impl?.idempotent ?? false } }, sameRequest)
+    this.take(recorded, { type: 'ToolCalled', aggregate_id: RUN_AGGREGATE, payload: request }, matches)
     const outcome = this.peek()
-    if (outcome !== undefined) {
-      if (outcome.type !== 'ToolResult' && outcome.type !== 'ToolFailed') {
-        throw new DivergenceError({ seq: outcome.seq, reason: `replay diverged at seq ${outcome.seq}: expected the outcome of ${callId}, the record has ${outcome.type}`, expected: { type: outcome.type }, actual: { type: 'ToolResult or ToolFailed' } })
+    if (outcome === undefined) {
+      if (this.mode.kind === 'replay') {
+        throw new DivergenceError({ seq: this.events.length, reason: `replay diverged: the record ends before the outcome of ${request.call_id}`, expected: null, actual: request })
       }
-      this.cursor++
-      this.events.push(outcome)
-      return this.packEvent(outcome, tool)
+      return CALLED
     }
-    if (this.mode.kind === 'replay') {
-      throw new DivergenceError({ seq: this.events.length, reason: `replay diverged: the record ends before the outcome of ${callId}`, expected: null, actual: request })
+    if (outcome.type !== 'ToolResult' && outcome.type !== 'ToolFailed') {
+      throw new DivergenceError({ seq: outcome.seq, reason: `replay diverged at seq ${outcome.seq}: expected the outcome of ${request.call_id}, the record has ${outcome.type}`, expected: { type: outcome.type }, actual: { type: 'ToolResult or ToolFailed' } })
     }
-    // Resuming at a ToolCalled whose result was never recorded: run it
-    // again only if that is harmless.
-    const interrupted = this.events.length === this.mode.recorded.length
-    if (interrupted && impl !== undefined && !impl.idempotent) {
-      const error = { code: 'RL-3018' as const, message: `${tool} was interrupted by a node restart and is not idempotent: not repeated` }
-      return this.packEvent(await this.emit({ type: 'ToolFailed', aggregate_id: RUN_AGGREGATE, payload: { call_id: callId, error } }, () => true), tool)
+    this.cursor++
+    this.events.push(outcome)
+    return this.packEvent(outcome, request.tool)
+  }
+
+  /** Gate an effect, record it, run the tool; `called`: its ToolCalled is already recorded. */
+  private async live (request: ToolRequest, called: boolean): Promise<PackEvent> {
+    const { tool, args, call_id: callId } = request
+    if (!called) {
+      const denied = this.gate(tool)
+      if (denied !== undefined) {
+        return this.packEvent(await this.emit({ type: 'ToolDenied', aggregate_id: RUN_AGGREGATE, payload: { ...request, error: denied } }, () => true), tool)
+      }
+    }
+    const impl = this.mode.tools?.get(tool)
+    if (called) {
+      // Resuming at a ToolCalled whose result was never recorded: run it again only if that is harmless.
+      if (impl !== undefined && !impl.idempotent) {
+        const error = { code: 'RL-3018' as const, message: `${tool} was interrupted by a node restart and is not idempotent: not repeated` }
+        return this.packEvent(await this.emit({ type: 'ToolFailed', aggregate_id: RUN_AGGREGATE, payload: { call_id: callId, error } }, () => true), tool)
+      }
+    } else {
+      this.toolCalls++
+      // Durable before the tool runs: a crash after this line never loses the fact that we called it.
+      await this.emit({ type: 'ToolCalled', aggregate_id: RUN_AGGREGATE, payload: { ...request, idempotent: impl?.idempotent ?? false } }, () => true)
     }
     try {
       if (impl === undefined) throw new ReachError('RL-3018', { message: `no host tool provides ${tool}` })
@@ -271,11 +313,13 @@ class Interpreter {
     return undefined
   }
 
+  /** `{ type, call_id, tool, result | error }`, written in canonical key order without sorting (the hot path of replay). */
   private packEvent (event: Event, tool: string): PackEvent {
     const p = event.payload as JsonObject
-    if (event.type === 'ToolResult') return { type: 'ToolResult', call_id: p.call_id as string, tool, result: p.result as JsonValue }
-    return { type: event.type, call_id: p.call_id as string, tool, error: p.error as JsonValue }
+    const body = event.type === 'ToolResult' ? `"result":${canonicalize(p.result ?? null)}` : `"error":${canonicalize(p.error ?? null)}`
+    return `{"call_id":${canonicalize(p.call_id ?? null)},${body},"tool":${canonicalize(tool)},"type":${canonicalize(event.type)}}`
   }
+
 }
 
 /** Start a new run, writing every event to `sink` (an empty log). */

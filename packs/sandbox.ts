@@ -100,9 +100,29 @@ export interface CallResult {
   fuel: number
 }
 
+/** What one step of the run loop hands the host: the state stayed in the sandbox. */
+export interface StepResult {
+  effects?: JsonValue
+  output?: JsonValue
+  /** Ticks used by this step. */
+  fuel: number
+}
+
 export interface Sandbox {
-  /** Synchronous. Throws ReachError RL-31xx; the sandbox is then disposed and every later call throws the same error. */
+  /**
+   * Stateless: the state goes in and comes back as JSON. Synchronous. Throws ReachError RL-31xx;
+   * the sandbox is then disposed and every later call throws the same error.
+   */
   call (fn: 'init' | 'reduce', args: JsonValue[]): CallResult
+  /**
+   * The run loop's path. `begin(input)` runs init and keeps the state inside the sandbox; each
+   * `step(event)` runs reduce on it, keeps the new state and returns only effects and output,
+   * so a step copies the event in and the effects out, never the state. Returns the ticks used.
+   * Same errors as `call`; a reduce result without `state` is RL-3108.
+   */
+  begin (input: JsonValue): number
+  /** `eventText` is the event's canonical JSON text (the caller writes it once, on its hot path). */
+  step (eventText: string): StepResult
   /** Ticks used so far, loading included. */
   readonly fuelUsed: number
   /** Idempotent. */
@@ -283,12 +303,19 @@ const OP_REDUCE = 1
 const OP_TAKE = 2
 const OP_FAULT = 3
 const OP_INSTALL = 4
+const OP_BEGIN = 5
+const OP_STEP = 6
 
 /*
  * Harness results are strings. JSON text never starts with '!', so a '!' marks a fault:
  *   !M memory   !L string too long   !S stack   !I interrupted   !0 null thrown
  *   !Y SyntaxError   !T anything else thrown   !N not JSON   !B<n> too long   !X bad module
  *   !P pending promise (call OP_TAKE once the job queue is empty)   !W still pending
+ *   !R reduce returned something that is not { state, ... }
+ *
+ * OP_INIT and OP_REDUCE are stateless: the host passes the state and gets it back as JSON.
+ * OP_BEGIN and OP_STEP are the run loop's path: the state stays in the VM between steps
+ * (the host never needs it), so a step copies only the event in and the effects and output out.
  */
 const PRELUDE = `(function () {
   'use strict'
@@ -369,48 +396,68 @@ const PRELUDE = `(function () {
     return notJson
   }
 
-  // JSON.stringify replacer: plain JSON only, at most MAX_DEPTH levels. 'path' holds the objects
-  // on the current path (index 0 stands for stringify's wrapper); it has no prototype, so the
-  // pack's prototypes cannot reach it. Primitives, the common case, never touch it.
-  const path = create(null)
-  let top = 0
-  let high = 0
-  let atRoot = false
-  function check (key, value) {
-    const root = atRoot
-    atRoot = false
+  // Plain JSON only, at most MAX_DEPTH levels, checked by an explicit walk before JSON.stringify
+  // (a replacer would cost a call from C into JS for every key). The walk's stack is two
+  // prototype-less arrays (fast arrays: a plain object with numeric keys makes a new shape per
+  // key, quadratic in QuickJS), so the pack's prototypes cannot reach it; a cycle ends at MAX_DEPTH.
+  // A getter may answer the walk and stringify differently: the pack only fools its own check,
+  // since the host re-parses the text as JSON whatever it holds.
+  const keys = Object.keys
+  const items = Object.setPrototypeOf([], null)
+  const depths = Object.setPrototypeOf([], null)
+  function primitive (value, key, inArray) {
     const type = typeof value
-    if (type === 'string' || type === 'boolean') return value
+    if (type === 'string' || type === 'boolean') return
     if (type === 'number') {
-      if (value - value === 0) return value
+      if (value - value === 0) return
       throw reject(value + ' is not a finite number (at key "' + key + '")')
     }
     // An undefined property is left out, as JSON.stringify does ({ output: undefined } has no
     // output); undefined as the value itself or in an array has no JSON form.
-    if (type === 'undefined' && !root && !isArray(this)) return value
-    if (type !== 'object') throw reject(type + ' is not a JSON value (at key "' + key + '")')
-    if (value === null) return value
-    if (!isArray(value)) {
-      const p = getPrototypeOf(value)
-      if (p !== ObjectPrototype && p !== null) throw reject('only plain objects and arrays are JSON (at key "' + key + '")')
+    if (type === 'undefined' && !inArray) return
+    throw reject(type + ' is not a JSON value (at key "' + key + '")')
+  }
+  function validate (root) {
+    if (typeof root !== 'object' || root === null) {
+      if (root !== null) primitive(root, '', true)
+      return
     }
-    // Depth first: the holder is on the path, and whatever is above it is finished.
-    while (top > 0 && path[top] !== this) top--
-    if (top >= MAX_DEPTH) throw reject('nested deeper than ' + MAX_DEPTH + ' levels')
-    path[++top] = value
-    if (top > high) high = top
-    return value
+    let sp = 0
+    items[sp] = root
+    depths[sp++] = 1
+    try {
+      while (sp > 0) {
+        const o = items[--sp]
+        items[sp] = undefined
+        const depth = depths[sp]
+        if (depth > MAX_DEPTH) throw reject('nested deeper than ' + MAX_DEPTH + ' levels')
+        if (isArray(o)) {
+          const n = o.length
+          for (let i = 0; i < n; i++) {
+            const x = o[i]
+            const t = typeof x
+            if (t === 'object') { if (x !== null) { items[sp] = x; depths[sp++] = depth + 1 } } else if (t !== 'string' && t !== 'boolean') primitive(x, i, true)
+          }
+        } else {
+          const p = getPrototypeOf(o)
+          if (p !== ObjectPrototype && p !== null) throw reject('only plain objects and arrays are JSON')
+          const ks = keys(o)
+          for (let i = 0; i < ks.length; i++) {
+            const x = o[ks[i]]
+            const t = typeof x
+            if (t === 'object') { if (x !== null) { items[sp] = x; depths[sp++] = depth + 1 } } else if (t !== 'string' && t !== 'boolean') primitive(x, ks[i], false)
+          }
+        }
+      }
+    } finally {
+      // Let go of what we walked: the pack's memory is its own.
+      for (let i = 0; i < sp; i++) items[i] = undefined
+    }
   }
 
   function serialise (v) {
-    top = 0
-    atRoot = true
-    try {
-      return stringify(v, check)
-    } finally {
-      // Let go of what we walked: the pack's memory is its own.
-      for (; high > 0; high--) path[high] = undefined
-    }
+    validate(v)
+    return stringify(v)
   }
 
   function finish (v) {
@@ -427,17 +474,42 @@ const PRELUDE = `(function () {
 
   let init
   let reduce
+  let state
   let settled = false
   let outcome = ''
-  function onFulfilled (v) { outcome = finish(v); settled = true }
+  let after = finish
+  function onFulfilled (v) { outcome = after(v); settled = true }
   function onRejected (e) { outcome = fault(e); settled = true }
+
+  // What the stepping path keeps of a result: init's value is the state; a step's state is kept
+  // and only its effects and output go to the host.
+  function began (v) {
+    state = v
+    return ''
+  }
+  function stepped (r) {
+    try {
+      if (r === null || typeof r !== 'object' || isArray(r) || !('state' in r)) return '!R'
+      state = r.state
+      const effects = r.effects
+      const output = r.output
+      // Most steps only update the state.
+      if (effects === undefined && output === undefined) return '{}'
+      return finish({ effects, output })
+    } catch (e) {
+      return fault(e)
+    }
+  }
 
   function invoke (op, argsText) {
     let r
     try {
       const args = parse(argsText)
-      r = op === ${OP_INIT} ? init(args[0]) : reduce(args[0], args[1])
-      if (r === null || (typeof r !== 'object' && typeof r !== 'function') || typeof r.then !== 'function') return finish(r)
+      if (op === ${OP_STEP}) { after = stepped; r = reduce(state, args) }
+      else if (op === ${OP_BEGIN}) { after = began; r = init(args) }
+      else if (op === ${OP_INIT}) { after = finish; r = init(args[0]) }
+      else { after = finish; r = reduce(args[0], args[1]) }
+      if (r === null || (typeof r !== 'object' && typeof r !== 'function') || typeof r.then !== 'function') return after(r)
       settled = false
       apply(promiseThen, apply(promiseResolve, PromiseCtor, [r]), [onFulfilled, onRejected])
     } catch (e) {
@@ -462,7 +534,9 @@ const PRELUDE = `(function () {
   return function harness (op, arg, arg2) {
     switch (op) {
       case ${OP_INIT}:
-      case ${OP_REDUCE}: return invoke(op, arg)
+      case ${OP_REDUCE}:
+      case ${OP_BEGIN}:
+      case ${OP_STEP}: return invoke(op, arg)
       case ${OP_TAKE}: return settled ? outcome : '!W'
       case ${OP_FAULT}: return fault(arg)
       case ${OP_INSTALL}: return install(arg, arg2)
@@ -505,6 +579,8 @@ type Abort = 'fuel' | 'wall'
 const SURROGATE_ESCAPE = /\\u[dD][89abcdefABCDEF]/
 
 const encoder = new TextEncoder()
+/** A step that only updated the state (most steps): nothing to parse. */
+const STATE_ONLY: JsonValue = Object.freeze({})
 
 /**
  * A sandbox is made blank (instance, runtime, context, prelude; see `blank`) and bound to a
@@ -621,6 +697,7 @@ class QuickJSSandbox implements Sandbox {
       case 'B': return this.fail('RL-3104', `pack returned ${rest} characters of JSON, more than the ${this.limits.outputBytes}-byte limit`)
       case 'W': return this.fail('RL-3105', 'pack returned a promise that never settles (the job queue is empty)')
       case 'N': return this.fail('RL-3108', `pack returned a value that is not JSON: ${rest}`)
+      case 'R': return this.fail('RL-3108', 'reduce must return an object { state, effects?, output? }')
       case 'X': return this.fail('RL-3107', `pack code invalid: ${rest}`)
       // QuickJS throws null when it cannot even allocate its out-of-memory error.
       case '0': if (this.instance.refused) return this.memoryError()
@@ -698,7 +775,7 @@ class QuickJSSandbox implements Sandbox {
     }
   }
 
-  private begin (): void {
+  private enter (): void {
     this.abort = undefined
     this.refusedImport = undefined
     this.instance.refused = false
@@ -712,7 +789,7 @@ class QuickJSSandbox implements Sandbox {
     this.limits = limits
     this.instance.capBytes = this.instance.heap.HEAPU8.length + limits.memoryBytes
     this.rt.setMaxStackSize(limits.stackBytes)
-    this.begin()
+    this.enter()
     const source = Object.hasOwn(files, entry) ? files[entry] : undefined
     if (source === undefined) throw this.fail('RL-3107', `pack code invalid: entry "${truncate(entry)}" is not a file of the pack`)
 
@@ -743,14 +820,29 @@ class QuickJSSandbox implements Sandbox {
   // -- calls ------------------------------------------------------------------
 
   call (fn: 'init' | 'reduce', args: JsonValue[]): CallResult {
-    if (this.failure !== undefined) throw this.failure
-    if (this.released) throw new Error('sandbox is disposed')
     const op = fn === 'init' ? OP_INIT : fn === 'reduce' ? OP_REDUCE : -1
     if (op < 0) throw new TypeError(`unknown pack function ${String(fn)}`)
+    return this.exec(op, args)
+  }
+
+  begin (input: JsonValue): number {
+    return this.exec(OP_BEGIN, input).fuel
+  }
+
+  step (eventText: string): StepResult {
+    const { value, fuel } = this.exec(OP_STEP, eventText, true)
+    if (value === STATE_ONLY) return { fuel }
+    const v = value as { effects?: JsonValue, output?: JsonValue }
+    return { effects: v.effects, output: v.output, fuel }
+  }
+
+  private exec (op: number, args: JsonValue, isText = false): CallResult {
+    if (this.failure !== undefined) throw this.failure
+    if (this.released) throw new Error('sandbox is disposed')
     // Canonical text: the pack sees keys in the same order however the host built the value.
-    const argsText = canonicalize(args)
+    const argsText = isText ? args as string : canonicalize(args)
     const before = this.ticks
-    this.begin()
+    this.enter()
     let text = this.invoke(op, argsText)
     const pending = text === '!P'
     if (!pending && text.charCodeAt(0) === 33 /* ! */) throw this.faultError(text)
@@ -760,19 +852,22 @@ class QuickJSSandbox implements Sandbox {
       text = this.harnessCall(OP_TAKE)
       if (text.charCodeAt(0) === 33) throw this.faultError(text)
     }
-    return { value: this.parse(text), fuel: this.ticks - before }
+    const value = op === OP_BEGIN ? null : op === OP_STEP && text === '{}' ? STATE_ONLY : this.parse(text)
+    return { value, fuel: this.ticks - before }
   }
 
   /** harness(op, text) through the raw FFI: the hot path of every call. */
   private invoke (op: number, text: string): string {
     const { ffi, heap } = this.instance
     const ctx = this.ctxPtr
-    const bytes = Buffer.byteLength(text, 'utf8')
-    const chars = heap._malloc(bytes + 1)
+    // Small texts (every step's event): room for the worst case, 3 bytes a UTF-16 unit, instead of
+    // counting the bytes first. Large ones are counted, so the pack's memory is not charged 3×.
+    const room = text.length < 16384 ? text.length * 3 : Buffer.byteLength(text, 'utf8')
+    const chars = heap._malloc(room + 1)
     if (chars === 0) throw this.memoryError()
     let mem = heap.HEAPU8
-    encoder.encodeInto(text, mem.subarray(chars, chars + bytes))
-    mem[chars + bytes] = 0
+    const { written } = encoder.encodeInto(text, mem.subarray(chars, chars + room))
+    mem[chars + written] = 0
     const arg = ffi.QTS_NewString(ctx, chars)
     heap._free(chars)
     if (this.instance.refused) throw this.memoryError()
@@ -796,7 +891,9 @@ class QuickJSSandbox implements Sandbox {
     if (this.abort !== undefined) throw this.abortError()
     const out = ffi.QTS_GetString(ctx, result)
     if (out === 0) throw this.memoryError()
-    const s = heap.UTF8ToString(out)
+    // '{}' (a step that only updated the state) is most results: skip the decoder.
+    const h = heap.HEAPU8
+    const s = h[out] === 0x7b && h[out + 1] === 0x7d && h[out + 2] === 0 ? '{}' : heap.UTF8ToString(out)
     ffi.QTS_FreeCString(ctx, out)
     ffi.QTS_FreeValuePointer(ctx, result)
     return s
@@ -862,11 +959,23 @@ class PackSandbox implements Sandbox {
   }
 
   call (fn: 'init' | 'reduce', args: JsonValue[]): CallResult {
+    return this.guard((vm) => vm.call(fn, args))
+  }
+
+  begin (input: JsonValue): number {
+    return this.guard((vm) => vm.begin(input))
+  }
+
+  step (eventText: string): StepResult {
+    return this.guard((vm) => vm.step(eventText))
+  }
+
+  private guard<T> (body: (vm: QuickJSSandbox) => T): T {
     if (this.failure !== undefined) throw this.failure
     const vm = this.vm
     if (vm === undefined) throw new Error('sandbox is disposed')
     try {
-      return vm.call(fn, args)
+      return body(vm)
     } catch (err) {
       if (vm.failed && err instanceof ReachError) {
         this.failure = err

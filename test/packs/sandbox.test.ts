@@ -179,6 +179,69 @@ export function reduce (s) { return { state: s } }`)
   })
 })
 
+describe('sandbox: the run loop path (begin/step), the state kept in the VM', () => {
+  const text = (v: JsonValue): string => JSON.stringify(v)
+
+  it('keeps the state between steps and hands back only effects and output', async () => {
+    const sandbox = await createSandbox(pack(COUNTER), 'index.js')
+    expect(sandbox.begin({ start: 5 })).toBeGreaterThanOrEqual(0)
+    const add = sandbox.step(text({ type: 'Add', by: 2 }))
+    expect(add).not.toHaveProperty('effects')
+    expect(add).not.toHaveProperty('output')
+    sandbox.step(text({ type: 'Add', by: 3 }))
+    expect(sandbox.step(text({ type: 'Stop' })).output).toEqual({ total: 10 })
+  })
+
+  it('gives the same outputs and the same fuel on every run', async () => {
+    const events = [40_000, 5, 14_000, 1, 0, 24_690].map((work, i, all) => text({ work, last: i === all.length - 1 }))
+    const runs = new Set<string>()
+    for (let run = 0; run < 20; run++) {
+      const sandbox = await createSandbox(pack(WORKER), 'index.js')
+      sandbox.begin({ seed: 7 })
+      const steps = events.map((e) => sandbox.step(e))
+      runs.add(JSON.stringify({ steps, total: sandbox.fuelUsed }))
+    }
+    expect(runs.size).toBe(1)
+    const [sample] = [...runs]
+    expect(JSON.parse(sample as string).steps[0].fuel).toBeGreaterThan(4)
+  })
+
+  it('a reduce result without state, a non-JSON effect, a cyclic output → RL-3108', async () => {
+    const cases = [
+      'export function reduce () { return { effects: [] } }',
+      'export function reduce (s) { return { state: s, effects: [{ tool: "t", args: { f () {} } }] } }',
+      'export function reduce (s) { const a = []; a.push(a); return { state: s, output: a } }'
+    ]
+    for (const body of cases) {
+      const sandbox = await createSandbox(pack(`export function init () { return 0 }\n${body}`), 'index.js')
+      sandbox.begin(null)
+      expect((await failure(() => sandbox.step('{"type":"Start"}'))).code).toBe('RL-3108')
+    }
+  })
+
+  it('accepts a wide output (20,000 effects) and still counts output bytes', async () => {
+    const wide = 'export function init () { return 0 }\nexport function reduce (s, e) { const effects = []; for (let i = 0; i < e.n; i++) effects.push({ tool: "t", args: { i } }); return { state: s, effects } }'
+    const sandbox = await createSandbox(pack(wide), 'index.js', { outputBytes: 4 << 20 })
+    sandbox.begin(null)
+    expect((sandbox.step(text({ n: 20_000 })).effects as JsonValue[]).length).toBe(20_000)
+    const small = await createSandbox(pack(wide), 'index.js', { outputBytes: 1000 })
+    small.begin(null)
+    expect((await failure(() => small.step(text({ n: 1000 })))).code).toBe('RL-3104')
+  })
+
+  it('the output check walks with its own arrays: a setter planted on Array.prototype cannot see or stop it', async () => {
+    // Negative control: inside the VM, a plain array's new index does run such a setter.
+    const planted = `
+let caught = 0
+Object.defineProperty(Array.prototype, '0', { set (v) { caught++ }, configurable: true })
+export function init () { const naive = []; naive[0] = 'x'; return { naive: caught } }
+export function reduce (s, e) { s.n = (s.n ?? 0) + 1; return { state: s, output: { effects_walked: true, caught, naive: s.naive } } }`
+    const sandbox = await createSandbox(pack(planted), 'index.js')
+    sandbox.begin(null)
+    expect(sandbox.step('{"type":"Start"}').output).toEqual({ effects_walked: true, caught: 1, naive: 1 })
+  })
+})
+
 describe('sandbox: hostile corpus, each contained with its code and a healthy sandbox afterwards', () => {
   it('infinite loop in init → RL-3101', async () => {
     const err = await expectContained('loop-init.js', 'init', 'RL-3101', LITTLE_FUEL)
