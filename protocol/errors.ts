@@ -76,6 +76,26 @@ export const CODES = {
   'RL-3107': 'pack code invalid',
   'RL-3108': 'pack returned a value that is not JSON',
 
+  // federation
+  'RL-4001': 'no provider found for the pack',
+  'RL-4002': 'peer unavailable',
+  'RL-4003': 'peer circuit breaker open',
+  'RL-4004': 'delegation depth exceeded',
+  'RL-4005': 'delegation cycle',
+  'RL-4006': 'peer identity or hop signature invalid',
+  'RL-4007': 'peer busy',
+  'RL-4008': 'delegation deadline expired',
+  'RL-4009': 'delegation nonce replayed',
+  'RL-4010': 'malformed protocol frame',
+  'RL-4011': 'protocol frame too large',
+  'RL-4012': 'unsupported protocol version',
+  'RL-4013': 'pack fetch failed at every provider',
+  'RL-4014': 'remote result invalid',
+  'RL-4015': 'delegation cancelled',
+  'RL-4016': 'no peer available',
+  'RL-4017': 'remote run not found',
+  'RL-4018': 'remote replay did not verify',
+
   // storage
   'RL-5001': 'duplicate sequence number: append rejected',
   'RL-5002': 'append does not extend the log head',
@@ -85,7 +105,14 @@ export const CODES = {
   'RL-5006': 'log not found',
   'RL-5007': 'store is closed',
   'RL-5008': 'store is locked by another process',
-  'RL-5009': 'store corrupt'
+  'RL-5009': 'store corrupt',
+
+  // control API
+  'RL-6001': 'control API: missing or wrong bearer token',
+  'RL-6002': 'node is not running',
+  'RL-6003': 'control API: unknown route',
+  'RL-6004': 'control API: bad request',
+  'RL-6005': 'node already running'
 } as const
 
 export type ErrorCode = keyof typeof CODES

@@ -1,0 +1,111 @@
+/**
+ * Frames on a libp2p stream (SPEC §10): length-prefixed JSON through
+ * `lpStream`, with the protocol's maximum frame size enforced before a byte
+ * of an oversized frame is buffered, a deadline on every read, and a reset
+ * (abort) of the stream on any protocol violation, so the peer learns at once
+ * and the node's resources are released.
+ */
+import type { Stream } from '@libp2p/interface'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import { ReachError, isReachError } from '../protocol/errors.ts'
+import { decodeFrame, encodeFrame, errorFrame, type ErrorFrame, type FrameType, type Frames } from '../protocol/wire.ts'
+
+export interface FrameStream {
+  readonly stream: Stream
+  /** The next frame, one of `expected` (or an `error` frame from the peer). Throws RL-4010/4011/4012/4002. */
+  read<T extends FrameType>(expected: readonly T[], options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Frames[T] | ErrorFrame>
+  /** Raw bytes of the next frame (a pack bundle), at most `max` bytes. */
+  readBytes (max: number, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array>
+  write (frame: { v: 1, type: FrameType }): Promise<void>
+  writeBytes (bytes: Uint8Array): Promise<void>
+  /** Tell the peer why, then reset the stream (never throws). */
+  refuse (err: unknown): Promise<void>
+  close (): Promise<void>
+  reset (err?: Error): void
+}
+
+export const DEFAULT_READ_TIMEOUT_MS = 10_000
+
+/** What a failed read means, as a ReachError. */
+function readError (err: unknown, max: number): ReachError {
+  if (isReachError(err)) return err
+  const name = (err as { name?: string })?.name
+  if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError') {
+    return new ReachError('RL-4011', { message: `frame larger than the ${max}-byte limit`, cause: err })
+  }
+  if (name === 'InvalidMessageLengthError' || name === 'UnexpectedEOFError') {
+    return new ReachError('RL-4010', { message: 'stream ended inside a frame', cause: err })
+  }
+  if (name === 'TimeoutError' || name === 'AbortError') return new ReachError('RL-4002', { message: 'peer did not answer in time', cause: err })
+  return new ReachError('RL-4002', { message: `stream failed: ${(err as Error)?.message ?? String(err)}`, cause: err })
+}
+
+function signalOf (options?: { signal?: AbortSignal, timeoutMs?: number }): AbortSignal {
+  const timeout = AbortSignal.timeout(options?.timeoutMs ?? DEFAULT_READ_TIMEOUT_MS)
+  return options?.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout])
+}
+
+/** A frame stream whose frames are at most `maxFrame` bytes. */
+export function frames (stream: Stream, maxFrame: number): FrameStream {
+  // lpStream checks the varint length against maxDataLength before reading the body.
+  let lp: LengthPrefixedStream<Stream> = lpStream(stream, { maxDataLength: maxFrame })
+  let limit = maxFrame
+  const readRaw = async (max: number, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array> => {
+    if (max !== limit) {
+      lp = lpStream(stream, { maxDataLength: max })
+      limit = max
+    }
+    try {
+      return (await lp.read({ signal: signalOf(options) })).subarray()
+    } catch (err) {
+      throw readError(err, max)
+    }
+  }
+  const fs: FrameStream = {
+    stream,
+    async read (expected, options) {
+      return decodeFrame(await readRaw(maxFrame, options), expected)
+    },
+    async readBytes (max, options) {
+      return await readRaw(max, options)
+    },
+    async write (frame) {
+      const bytes = encodeFrame(frame)
+      if (bytes.byteLength > maxFrame) throw new ReachError('RL-4011', { message: `refusing to send a ${frame.type} frame of ${bytes.byteLength} bytes (limit ${maxFrame})` })
+      await lp.write(bytes)
+    },
+    async writeBytes (bytes) {
+      await lp.write(bytes)
+    },
+    async refuse (err) {
+      const e = isReachError(err) ? err : new ReachError('RL-4010', { message: (err as Error)?.message ?? String(err) })
+      try {
+        await lp.write(encodeFrame(errorFrame(e.code, e.message)), { signal: AbortSignal.timeout(1000) })
+        await stream.close({ signal: AbortSignal.timeout(1000) })
+      } catch {
+        stream.abort(e)
+      }
+    },
+    async close () {
+      try {
+        await stream.close({ signal: AbortSignal.timeout(2000) })
+      } catch (err) {
+        stream.abort(err as Error)
+      }
+    },
+    reset (err) {
+      stream.abort(err ?? new Error('reset'))
+    }
+  }
+  return fs
+}
+
+/** A peer's error frame as a ReachError carrying the peer's own code. */
+export function peerError (frame: ErrorFrame, peer: string): ReachError {
+  const code = /^RL-[1-6]\d{3}$/.test(frame.code) ? frame.code as ReachError['code'] : 'RL-4010'
+  return new ReachError(code, { message: `peer ${peer}: ${frame.message}`, details: { peer, remote: true } })
+}
+
+export function isErrorFrame (frame: { type: string }): frame is ErrorFrame {
+  return frame.type === 'error'
+}

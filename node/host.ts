@@ -1,0 +1,109 @@
+/**
+ * The libp2p host of a Reach node (DESIGN.md §2, §4): TCP, noise, yamux,
+ * identify, ping, a federation-private Kademlia DHT and gossipsub.
+ *
+ * The node's Ed25519 key is its PeerId: the libp2p private key is made from
+ * the same 32-byte seed as the checkpoint signer, so a peer id names the key
+ * that signs that node's checkpoints and results (`publicKeyOfPeer`).
+ *
+ * Everything here is imported lazily by callers (`await import('./host.ts')`):
+ * libp2p's modules cost ~400 ms to load and offline commands never need them.
+ */
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ping, type Ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { encodePublicKey } from '../protocol/keys.ts'
+import { ReachError } from '../protocol/errors.ts'
+
+/** The DHT of a Reach federation is its own: it never mixes with the public IPFS DHT. */
+export const DHT_PROTOCOL = '/reach/kad/1.0.0'
+
+export interface HostOptions {
+  /** The node key's 32-byte seed. */
+  seed: Uint8Array
+  /** Multiaddrs to listen on (default: TCP on 127.0.0.1, a free port). */
+  listen?: string[]
+  /** Peers to dial at start (multiaddrs with /p2p/<id>). */
+  bootstrap?: string[]
+  /** Connection limits (explicit, so a busy mesh degrades predictably). */
+  maxConnections?: number
+}
+
+export type ReachServices = {
+  identify: ReturnType<ReturnType<typeof identify>>
+  ping: Ping
+  dht: KadDHT
+  pubsub: ReturnType<ReturnType<typeof gossipsub>>
+}
+
+export type ReachHost = Libp2p<ReachServices>
+
+export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0']
+export const DEFAULT_MAX_CONNECTIONS = 128
+
+export async function createHost (options: HostOptions): Promise<ReachHost> {
+  const privateKey = await generateKeyPairFromSeed('Ed25519', options.seed)
+  const listen = options.listen ?? DEFAULT_LISTEN
+  for (const addr of [...listen, ...(options.bootstrap ?? [])]) {
+    try {
+      multiaddr(addr)
+    } catch (err) {
+      throw new ReachError('RL-1003', { message: `not a multiaddr: ${addr}`, cause: err })
+    }
+  }
+  const host = await createLibp2p({
+    privateKey,
+    addresses: { listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: {
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      // Local meshes dial the same host many times a second; the default (5/s per host) resets them.
+      inboundConnectionThreshold: 1000,
+      maxIncomingPendingConnections: 64,
+      dialTimeout: 5_000
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: DHT_PROTOCOL,
+        clientMode: false,
+        // Loopback and LAN addresses are how a private federation reaches itself.
+        peerInfoMapper: passthroughMapper,
+        allowQueryWithZeroPeers: true
+      }),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
+    }
+  }) as unknown as ReachHost
+  for (const addr of options.bootstrap ?? []) {
+    // A bootstrap peer that is down must not stop the node: it is retried by the caller.
+    await host.dial(multiaddr(addr)).catch(() => {})
+  }
+  return host
+}
+
+/** The multibase Ed25519 key (as in checkpoints and signatures) that a peer id names. */
+export function publicKeyOfPeer (peer: PeerId | string): string {
+  const id = typeof peer === 'string' ? peerIdFromString(peer) : peer
+  if (id.type !== 'Ed25519' || id.publicKey === undefined) throw new ReachError('RL-4006', { message: `peer ${id.toString()} does not have an Ed25519 identity` })
+  return encodePublicKey(id.publicKey.raw)
+}
+
+export function parsePeerId (text: string): PeerId {
+  try {
+    return peerIdFromString(text)
+  } catch (err) {
+    throw new ReachError('RL-1003', { message: `not a peer id: ${text}`, cause: err })
+  }
+}

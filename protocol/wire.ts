@@ -1,0 +1,219 @@
+/**
+ * Node-to-node messages (DESIGN.md §4; SPEC §10): protocol ids, message
+ * types, versions and size limits. Pure: no I/O.
+ *
+ * Every frame is one length-prefixed (unsigned varint) UTF-8 JSON object with
+ * `v` (the message version) and `type`. A receiver refuses, in this order:
+ * a frame over the protocol's maximum (RL-4011, before a byte of it is
+ * buffered), text that is not a JSON object (RL-4010), a version it does not
+ * speak (RL-4012), a type the protocol does not have at that point, and
+ * fields of the wrong type or unknown fields (RL-4010). Validation is by JSON
+ * Schema (ajv, compiled once), so the shapes below are the documentation.
+ */
+import { Ajv, type ValidateFunction } from 'ajv'
+import { ReachError } from './errors.ts'
+
+export const WIRE_VERSION = 1
+
+export const PROTOCOLS = {
+  pack: '/reach/pack/1.0.0',
+  delegate: '/reach/delegate/1.0.0',
+  log: '/reach/log/1.0.0'
+} as const
+
+/** Largest frame each protocol accepts, in bytes (a bundle frame is bounded by the bundle limit). */
+export const MAX_FRAME = {
+  request: 64 * 1024,
+  packHeader: 256 * 1024,
+  packBytes: 9 * 1024 * 1024,
+  delegateRequest: 1024 * 1024,
+  delegateResult: 4 * 1024 * 1024,
+  logBatch: 2 * 1024 * 1024
+} as const
+
+/** Events per `log.events` frame. */
+export const LOG_BATCH_EVENTS = 1000
+
+const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' }
+const CID_TEXT = { type: 'string', minLength: 8, maxLength: 128, pattern: '^[a-z0-9]+$' }
+const PEER = { type: 'string', minLength: 16, maxLength: 128, pattern: '^[1-9A-HJ-NP-Za-km-z]+$' }
+const RUN_ID = { type: 'string', pattern: '^run_[0-9a-f]{20}$' }
+const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' }
+const SIG = { type: 'string', pattern: '^[A-Za-z0-9_-]{86}$' }
+const CODE = { type: 'string', pattern: '^RL-[1-6][0-9]{3}$' }
+const MESSAGE = { type: 'string', maxLength: 4096 }
+const ANY = {}
+const OBJECT = { type: 'object' }
+
+function frame (type: string, properties: Record<string, unknown>, required: string[]): object {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    required: ['v', 'type', ...required],
+    properties: { v: { const: WIRE_VERSION }, type: { const: type }, ...properties }
+  }
+}
+
+const BUDGET = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    fuel: { type: 'integer', minimum: 1 },
+    memory_bytes: { type: 'integer', minimum: 1 },
+    output_bytes: { type: 'integer', minimum: 1 },
+    tool_calls: { type: 'integer', minimum: 0 },
+    wall_ms: { type: 'integer', minimum: 1 }
+  }
+}
+
+export const HOP_SIGNATURE_KIND = 'delegation-hop'
+
+/** One hop of a delegation's ancestry: `from` asked `to`, signed by `from` (see hopBody). */
+const HOP = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['from', 'to', 'signature'],
+  properties: { from: PEER, to: PEER, signature: SIG }
+}
+
+const SCHEMAS = {
+  'error': frame('error', { code: CODE, message: MESSAGE }, ['code', 'message']),
+  'pack.get': frame('pack.get', { cid: CID_TEXT }, ['cid']),
+  'pack': frame('pack', { cid: CID_TEXT, size: { type: 'integer', minimum: 1, maximum: MAX_FRAME.packBytes }, signatures: { type: 'array', maxItems: 64, items: OBJECT } }, ['cid', 'size', 'signatures']),
+  'delegate': frame('delegate', {
+    delegation_id: ID,
+    pack_cid: CID_TEXT,
+    input: ANY,
+    budget: BUDGET,
+    depth: { type: 'integer', minimum: 1, maximum: 64 },
+    ancestry: { type: 'array', minItems: 1, maxItems: 64, items: HOP },
+    deadline: { type: 'integer', minimum: 0 },
+    nonce: ID
+  }, ['delegation_id', 'pack_cid', 'input', 'budget', 'depth', 'ancestry', 'deadline', 'nonce']),
+  'cancel': frame('cancel', { delegation_id: ID }, ['delegation_id']),
+  'accepted': frame('accepted', { delegation_id: ID, run_id: RUN_ID }, ['delegation_id', 'run_id']),
+  'result': frame('result', {
+    delegation_id: ID,
+    run_id: RUN_ID,
+    status: { enum: ['completed', 'failed', 'cancelled'] },
+    output: ANY,
+    error: { type: 'object', additionalProperties: false, required: ['code', 'message'], properties: { code: CODE, message: MESSAGE } },
+    record: OBJECT,
+    checkpoint: { type: 'string', maxLength: 8192 },
+    log_head: { type: 'object', additionalProperties: false, required: ['seq', 'hash'], properties: { seq: { type: 'integer', minimum: 0 }, hash: HASH } }
+  }, ['delegation_id', 'run_id', 'status', 'record', 'checkpoint', 'log_head']),
+  'log.get': frame('log.get', { run_id: RUN_ID }, ['run_id']),
+  'log': frame('log', { run_id: RUN_ID, events: { type: 'integer', minimum: 0 }, pack_cid: CID_TEXT, checkpoint: { type: 'string', maxLength: 8192 } }, ['run_id', 'events', 'pack_cid', 'checkpoint']),
+  'log.events': frame('log.events', { events: { type: 'array', minItems: 1, maxItems: LOG_BATCH_EVENTS, items: OBJECT } }, ['events']),
+  'log.end': frame('log.end', {}, [])
+} as const
+
+export type FrameType = keyof typeof SCHEMAS
+
+export interface ErrorFrame { v: 1, type: 'error', code: string, message: string }
+export interface PackGet { v: 1, type: 'pack.get', cid: string }
+export interface PackHeader { v: 1, type: 'pack', cid: string, size: number, signatures: unknown[] }
+export interface Hop { from: string, to: string, signature: string }
+export interface WireBudget { fuel?: number, memory_bytes?: number, output_bytes?: number, tool_calls?: number, wall_ms?: number }
+export interface DelegateRequest {
+  v: 1
+  type: 'delegate'
+  delegation_id: string
+  pack_cid: string
+  input: unknown
+  budget: WireBudget
+  depth: number
+  ancestry: Hop[]
+  deadline: number
+  nonce: string
+}
+export interface CancelFrame { v: 1, type: 'cancel', delegation_id: string }
+export interface AcceptedFrame { v: 1, type: 'accepted', delegation_id: string, run_id: string }
+export interface ResultFrame {
+  v: 1
+  type: 'result'
+  delegation_id: string
+  run_id: string
+  status: 'completed' | 'failed' | 'cancelled'
+  output?: unknown
+  error?: { code: string, message: string }
+  record: Record<string, unknown>
+  checkpoint: string
+  log_head: { seq: number, hash: string }
+}
+export interface LogGet { v: 1, type: 'log.get', run_id: string }
+export interface LogHeader { v: 1, type: 'log', run_id: string, events: number, pack_cid: string, checkpoint: string }
+export interface LogEvents { v: 1, type: 'log.events', events: unknown[] }
+export interface LogEnd { v: 1, type: 'log.end' }
+
+export interface Frames {
+  'error': ErrorFrame
+  'pack.get': PackGet
+  'pack': PackHeader
+  'delegate': DelegateRequest
+  'cancel': CancelFrame
+  'accepted': AcceptedFrame
+  'result': ResultFrame
+  'log.get': LogGet
+  'log': LogHeader
+  'log.events': LogEvents
+  'log.end': LogEnd
+}
+
+let validators: Map<string, ValidateFunction> | undefined
+
+function validator (type: FrameType): ValidateFunction {
+  if (validators === undefined) {
+    const ajv = new Ajv({ allErrors: false, strict: true })
+    validators = new Map(Object.entries(SCHEMAS).map(([name, schema]) => [name, ajv.compile(schema)]))
+  }
+  return validators.get(type) as ValidateFunction
+}
+
+/**
+ * Parse and check one frame's bytes as one of `expected` types (an `error`
+ * frame is always accepted, so a peer can refuse at any point). Throws
+ * RL-4010 / RL-4012.
+ */
+export function decodeFrame<T extends FrameType> (bytes: Uint8Array, expected: readonly T[]): Frames[T] | ErrorFrame {
+  let value: unknown
+  try {
+    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
+  } catch {
+    throw new ReachError('RL-4010', { message: 'frame is not JSON' })
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ReachError('RL-4010', { message: 'frame is not a JSON object' })
+  const { v, type } = value as { v?: unknown, type?: unknown }
+  if (v !== WIRE_VERSION) throw new ReachError('RL-4012', { message: `frame version ${JSON.stringify(v)} is not spoken here (this node speaks ${WIRE_VERSION})` })
+  if (typeof type !== 'string' || (type !== 'error' && !(expected as readonly string[]).includes(type))) {
+    throw new ReachError('RL-4010', { message: `unexpected frame type ${JSON.stringify(type)} (expected ${expected.join(' or ')})` })
+  }
+  const check = validator(type as FrameType)
+  if (!check(value)) {
+    const e = check.errors?.[0]
+    throw new ReachError('RL-4010', { message: `malformed ${type} frame: ${e?.instancePath ?? ''} ${e?.message ?? 'invalid'}`.replace('  ', ' ') })
+  }
+  return value as Frames[T] | ErrorFrame
+}
+
+export function encodeFrame (frame: { v: 1, type: FrameType }): Uint8Array {
+  return Buffer.from(JSON.stringify(frame), 'utf8')
+}
+
+export function errorFrame (code: string, message: string): ErrorFrame {
+  return { v: 1, type: 'error', code, message: message.length > 4096 ? message.slice(0, 4095) + '…' : message }
+}
+
+/** What a hop signs: who asked whom, for which delegation, at which depth, after which previous hop. */
+export function hopBody (request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'nonce' | 'deadline'>, index: number, hop: Pick<Hop, 'from' | 'to'>, previous: string | null): Record<string, unknown> {
+  return {
+    delegation_id: request.delegation_id,
+    pack_cid: request.pack_cid,
+    nonce: request.nonce,
+    deadline: request.deadline,
+    depth: index + 1,
+    from: hop.from,
+    to: hop.to,
+    previous
+  }
+}
