@@ -40,7 +40,7 @@ export interface RunRecord {
   output_hash: string | null
   event_log_hash: string
   fingerprint: string
-  status: 'running' | 'completed' | 'failed'
+  status: 'running' | 'completed' | 'failed' | 'cancelled'
   error: { code: ErrorCode, message: string } | null
   events: number
   fuel_used: number
@@ -55,7 +55,7 @@ export function fingerprintOf (r: Pick<RunRecord, 'engine_version' | 'policy_ver
 export function recordOf (runId: string, events: readonly Event[], outcome?: RunOutcome): RunRecord {
   const started = events[0]?.payload as JsonObject
   const last = events.at(-1) as Event
-  const end = last.type === 'RunCompleted' || last.type === 'RunFailed' ? last.payload as JsonObject : undefined
+  const end = last.type === 'RunCompleted' || last.type === 'RunFailed' || last.type === 'RunCancelled' ? last.payload as JsonObject : undefined
   const base = {
     engine_version: started.engine_version as string,
     policy_version: started.policy_version as string,
@@ -70,8 +70,8 @@ export function recordOf (runId: string, events: readonly Event[], outcome?: Run
     pack_name: started.pack_name as string,
     ...base,
     fingerprint: fingerprintOf(base),
-    status: last.type === 'RunCompleted' ? 'completed' : last.type === 'RunFailed' ? 'failed' : 'running',
-    error: last.type === 'RunFailed' ? (end?.error as RunRecord['error']) : null,
+    status: last.type === 'RunCompleted' ? 'completed' : last.type === 'RunFailed' ? 'failed' : last.type === 'RunCancelled' ? 'cancelled' : 'running',
+    error: last.type === 'RunFailed' || last.type === 'RunCancelled' ? (end?.error as RunRecord['error']) : null,
     events: events.length,
     fuel_used: (end?.fuel_used as number | undefined) ?? outcome?.fuel_used ?? 0,
     checkpoint_id: null

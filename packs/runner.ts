@@ -61,7 +61,7 @@ export interface RunStart {
 }
 
 export interface RunOutcome {
-  status: 'completed' | 'failed'
+  status: 'completed' | 'failed' | 'cancelled'
   output?: JsonValue
   error?: { code: ErrorCode, message: string }
   fuel_used: number
@@ -89,6 +89,21 @@ interface Mode {
   sink?: RunSink
   tools?: Map<string, Tool>
   signal: AbortSignal
+}
+
+/** The run was cancelled (its signal aborted, or the record says so): it ends with RunCancelled. */
+class Cancelled extends Error {
+  readonly error: { code: ErrorCode, message: string }
+  constructor (error: { code: ErrorCode, message: string }) {
+    super(error.message)
+    this.error = error
+  }
+}
+
+/** What a cancellation is recorded as: the abort reason if it is a Reach error, else RL-4015. */
+function cancellationOf (reason: unknown): { code: ErrorCode, message: string } {
+  if (isReachError(reason)) return { code: reason.code, message: reason.message }
+  return { code: 'RL-4015', message: reason instanceof Error ? reason.message : 'run cancelled' }
 }
 
 class DivergenceError extends Error {
@@ -207,8 +222,15 @@ class Interpreter {
       return outcome
     } catch (err) {
       if (err instanceof DivergenceError) throw err
-      const error = errorOf(err)
       const fuel = sandbox?.fuelUsed ?? 0
+      if (err instanceof Cancelled) return { status: 'cancelled', error: err.error, fuel_used: fuel, events: this.events }
+      if (this.mode.signal.aborted && this.mode.kind !== 'replay') {
+        // Aborted while loading the sandbox: the run still ends on the record.
+        const error = cancellationOf(this.mode.signal.reason)
+        await this.emit({ type: 'RunCancelled', aggregate_id: RUN_AGGREGATE, payload: { error, fuel_used: fuel } }, () => true)
+        return { status: 'cancelled', error, fuel_used: fuel, events: this.events }
+      }
+      const error = errorOf(err)
       await this.emit({ type: 'RunFailed', aggregate_id: RUN_AGGREGATE, payload: { error, fuel_used: fuel } }, (r) => same((r.payload as JsonObject).error, error))
       return { status: 'failed', error, fuel_used: fuel, events: this.events }
     } finally {
@@ -223,7 +245,7 @@ class Interpreter {
     // FIFO by index: shift() is linear on a long queue (a step may request thousands of effects).
     const queue: PackEvent[] = [START]
     for (let next = 0; next < queue.length; next++) {
-      this.mode.signal.throwIfAborted()
+      await this.checkCancelled(sandbox)
       const step = sandbox.step(queue[next] as PackEvent)
       queue[next] = ''
       if (step.output !== undefined) {
@@ -234,6 +256,7 @@ class Interpreter {
       }
       const effects = Array.isArray(step.effects) ? step.effects : []
       for (const effect of effects) {
+        await this.checkCancelled(sandbox)
         const request = requestOf(effect, this.events.length)
         // Replay (and the recorded prefix of a resume) stays synchronous: no promise per effect.
         const recorded = this.fromRecord(request)
@@ -241,6 +264,21 @@ class Interpreter {
       }
     }
     throw new ReachError('RL-3020')
+  }
+
+  /**
+   * Cancellation is checked before every step and every effect: live, when the signal has
+   * aborted; in replay (and resume), where the record has RunCancelled, so a cancelled run
+   * replays to the same point. Ends the run with RunCancelled.
+   */
+  private async checkCancelled (sandbox: Sandbox): Promise<void> {
+    const recorded = this.peek()
+    let error: { code: ErrorCode, message: string } | undefined
+    if (recorded?.type === 'RunCancelled') error = (recorded.payload as JsonObject).error as { code: ErrorCode, message: string }
+    else if (recorded === undefined && this.mode.signal.aborted) error = cancellationOf(this.mode.signal.reason)
+    if (error === undefined) return
+    await this.emit({ type: 'RunCancelled', aggregate_id: RUN_AGGREGATE, payload: { error, fuel_used: sandbox.fuelUsed } }, () => true)
+    throw new Cancelled(error)
   }
 
   /**

@@ -8,6 +8,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { JsonObject } from '../../protocol/canonical.ts'
+import { ReachError } from '../../protocol/errors.ts'
 import { computeEventHash, type Event } from '../../protocol/event.ts'
 import { generateKeyPair } from '../../protocol/keys.ts'
 import { replayRecordedRun, startOf, type RunPack } from '../../packs/runner.ts'
@@ -117,6 +118,39 @@ export function reduce (s, e) {
     expect(events.at(-1)).toMatchObject({ type: 'RunFailed', payload: { error: { code: 'RL-3101' } } })
     expect((await store.replay(runId, p)).verdict.ok).toBe(true)
     expect((await recorded()).events.at(-1)!.type).toBe('RunCompleted')
+  })
+})
+
+describe('cancellation', () => {
+  // A tool that waits until the run is cancelled, then fails with the abort reason.
+  const waiter = { capability: 'clock.now', idempotent: true, run: async (_a: JsonObject, ctx: { signal: AbortSignal }) => await new Promise<never>((_resolve, reject) => { ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true }) }) }
+
+  it('an abort during a tool call ends the run with RunCancelled after the recorded ToolFailed, and it replays', async () => {
+    const p = pack(CLOCK_PACK)
+    const abort = new AbortController()
+    const tools = new Map([['clock.now', waiter]])
+    const running = store.start({ pack: p, input: { q: 1 }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools, signal: abort.signal })
+    setTimeout(() => abort.abort(new ReachError('RL-4015', { message: 'cancelled by the test' })), 50)
+    const { record, outcome } = await running
+    expect(outcome.status).toBe('cancelled')
+    expect(record).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
+    const events = await store.events(record.run_id)
+    expect(events.map((e) => e.type)).toEqual(['RunStarted', 'ToolCalled', 'ToolFailed', 'RunCancelled'])
+    const replay = await store.replay(record.run_id, p)
+    expect(replay.verdict.ok).toBe(true)
+    expect(replay.fingerprint).toBe(record.fingerprint)
+  })
+
+  it('a run cancelled before it starts records RunCancelled right after RunStarted; a replay that goes past it diverges', async () => {
+    const p = pack(CLOCK_PACK)
+    const abort = new AbortController()
+    abort.abort(new ReachError('RL-4015', { message: 'cancelled early' }))
+    const { record } = await store.start({ pack: p, input: { q: 1 }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }), signal: abort.signal })
+    const events = await store.events(record.run_id)
+    expect(events.map((e) => e.type)).toEqual(['RunStarted', 'RunCancelled'])
+    // The record without its RunCancelled: replay goes on past the end and says so.
+    const verdict = await replayRecordedRun(startOf(events, p), events.slice(0, 1))
+    expect(verdict.ok).toBe(false)
   })
 })
 

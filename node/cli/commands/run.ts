@@ -3,105 +3,41 @@
  * `reach verify-determinism`, `reach explain-failure`, `reach demo`,
  * `reach data-dir`.
  */
-import { readFile, stat } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import type { JsonObject, JsonValue } from '../../../protocol/canonical.ts'
 import { ReachError, isReachError } from '../../../protocol/errors.ts'
 import type { Event } from '../../../protocol/event.ts'
 import { generateKeyPair, createSigner } from '../../../protocol/keys.ts'
 import { buildBundle, type Pack } from '../../../packs/bundle.ts'
-import { ENGINE_VERSION, type Budget } from '../../../packs/manifest.ts'
-import { admitPack, checkBudget, loadPolicy, policyVersion, type NodePolicy } from '../../../packs/policy.ts'
-import type { RunPack } from '../../../packs/runner.ts'
-import { hostTools } from '../../../packs/tools/index.ts'
+import type { Budget } from '../../../packs/manifest.ts'
+import { admitPack, loadPolicy, policyVersion } from '../../../packs/policy.ts'
 import { signPack } from '../../../packs/trust.ts'
 import { openTrustRegistry } from '../../trust-registry.ts'
-import { ensureHome, homePaths, type HomePaths } from '../../home.ts'
+import { ensureHome, homePaths } from '../../home.ts'
 import { writeFileAtomic } from '../../fs.ts'
 import { readKeyFile, writeKeyFile } from '../../keys.ts'
-import { openKv } from '../../kv.ts'
 import { openPackStore } from '../../pack-store.ts'
+import { LocalNode, nodeSeed, runPackOf } from '../../node.ts'
 import { RunStore, type RunRecord } from '../../runs.ts'
 import type { Report } from '../io.ts'
 import { parseJsonOption, parseObjectOption, short } from '../io.ts'
 
-/** The node identity key, created on first use (0600). */
-async function nodeSeed (home: HomePaths): Promise<Uint8Array> {
-  try {
-    return (await readKeyFile(home.nodeKey)).seed
-  } catch (err) {
-    if (!isReachError(err, 'RL-1004')) throw err
-    const pair = generateKeyPair()
-    await writeKeyFile(home.nodeKey, pair, 'node')
-    return pair.seed
-  }
-}
-
-function runPackOf (pack: Pack): RunPack {
-  const { manifest, files } = pack.bundle
-  return {
-    cid: pack.cid,
-    name: manifest.name,
-    entry: manifest.entry,
-    capabilities: manifest.capabilities,
-    files: Object.fromEntries(Object.entries(files).map(([path, bytes]) => [path, Buffer.from(bytes).toString('utf8')]))
-  }
-}
-
-async function isDirectory (path: string): Promise<boolean> {
-  return await stat(path).then((s) => s.isDirectory(), () => false)
-}
-
-interface Node {
-  home: HomePaths
-  policy: NodePolicy
-  packs: ReturnType<typeof openPackStore>
-  runs: RunStore
-}
+type Node = LocalNode
 
 async function openNode (): Promise<Node> {
-  const home = await ensureHome(homePaths())
-  return { home, policy: await loadPolicy(home.policy), packs: openPackStore(home.packs), runs: new RunStore(home, await nodeSeed(home)) }
+  return await LocalNode.open()
 }
 
-/** A pack by directory (built and stored) or by CID / name from the pack store, admitted by policy. */
-async function admitted (node: Node, ref: string): Promise<Pack> {
-  const registry = await openTrustRegistry(node.home.trust)
-  if (await isDirectory(ref)) {
-    // Admitted before it is stored: nothing rejected is kept. A folder
-    // carries no signatures, so only the legacy override runs it unsigned.
-    const built = await buildBundle(ref)
-    const signatures = await node.packs.has(built.cid) ? (await node.packs.get(built.cid)).signatures : []
-    admitPack({ bundle: built.bundle, cid: built.cid, signatures, registry, policy: node.policy })
-    return await node.packs.put(built.bytes, signatures)
-  }
-  const stored = await node.packs.get(ref)
-  admitPack({ bundle: stored.bundle, cid: stored.cid, signatures: stored.signatures, registry, policy: node.policy })
-  return stored
-}
-
-async function runPack (node: Node, pack: Pack, input: JsonValue, budgetOverride: Partial<Budget>): Promise<{ record: RunRecord, output?: JsonValue }> {
-  const budget = { ...pack.bundle.manifest.budget, ...budgetOverride }
-  checkBudget(budget, node.policy)
-  const kv = await openKv(node.home.root)
+async function runPack (node: Node, pack: Pack, input: JsonValue, budget: Partial<Budget>): Promise<{ record: RunRecord, output?: JsonValue }> {
   const abort = new AbortController()
-  const onSignal = (): void => abort.abort(new ReachError('RL-3105', { message: 'run cancelled' }))
+  const onSignal = (): void => abort.abort(new ReachError('RL-4015', { message: 'run cancelled (interrupted)' }))
   process.once('SIGINT', onSignal)
   try {
-    const tools = hostTools({ kv, httpAllowlist: node.policy.http_allowlist ?? [] })
-    const { record, outcome } = await node.runs.start({
-      pack: runPackOf(pack),
-      input,
-      budget,
-      policy: { version: policyVersion(node.policy), granted: node.policy.granted_capabilities },
-      engineVersion: ENGINE_VERSION,
-      tools,
-      signal: abort.signal
-    })
+    const { record, outcome } = await node.runPack({ pack, input, budget, signal: abort.signal })
     return { record, ...(outcome.output === undefined ? {} : { output: outcome.output }) }
   } finally {
     process.off('SIGINT', onSignal)
-    await kv.close()
   }
 }
 
@@ -113,31 +49,9 @@ function describe (record: RunRecord, output: JsonValue | undefined): string[] {
   return lines
 }
 
-/**
- * Finish every run a killed process left open: recorded tool results are
- * fed back, never fetched again; a call with no recorded result runs again
- * only if its tool is idempotent.
- */
-async function resumeUnfinished (node: Node): Promise<RunRecord[]> {
-  const done: RunRecord[] = []
-  const pending = await node.runs.unfinished()
-  if (pending.length === 0) return done
-  const kv = await openKv(node.home.root)
-  try {
-    const tools = hostTools({ kv, httpAllowlist: node.policy.http_allowlist ?? [] })
-    for (const r of pending) {
-      const pack = await node.packs.get(r.artifact_hash)
-      done.push((await node.runs.resume(r.run_id, runPackOf(pack), node.policy.granted_capabilities, tools)).record)
-    }
-  } finally {
-    await kv.close()
-  }
-  return done
-}
-
 export async function resume (): Promise<Report> {
   const node = await openNode()
-  const done = await resumeUnfinished(node)
+  const done = await node.resumeUnfinished()
   return {
     human: done.length === 0 ? ['No unfinished runs'] : done.map((r) => `Resumed ${r.run_id}: ${r.status.toUpperCase()} (${r.events} events), fingerprint ${short(r.fingerprint)}`),
     json: { resumed: done }
@@ -150,8 +64,8 @@ export async function run (opts: Record<string, unknown>, _io: unknown, args: st
   const budget = opts.budget === undefined ? {} : parseObjectOption(opts.budget as string, '--budget') as Partial<Budget>
   const node = await openNode()
   // A node resumes what it was doing before it takes on new work.
-  const resumed = await resumeUnfinished(node)
-  const pack = await admitted(node, ref)
+  const resumed = await node.resumeUnfinished()
+  const pack = await node.admitted(ref)
   const { record, output } = await runPack(node, pack, input, budget)
   return {
     human: [...resumed.map((r) => `Resumed unfinished ${r.run_id}: ${r.status}`), ...describe(record, output)],
