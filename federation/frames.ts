@@ -16,7 +16,7 @@ export interface FrameStream {
   read<T extends FrameType>(expected: readonly T[], options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Frames[T] | ErrorFrame>
   /** Raw bytes of the next frame (a pack bundle), at most `max` bytes. */
   readBytes (max: number, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array>
-  write (frame: { v: 1, type: FrameType }): Promise<void>
+  write (frame: Frames[FrameType]): Promise<void>
   writeBytes (bytes: Uint8Array): Promise<void>
   /** Tell the peer why, then reset the stream (never throws). */
   refuse (err: unknown): Promise<void>
@@ -33,9 +33,9 @@ function readError (err: unknown, max: number): ReachError {
   if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError') {
     return new ReachError('RL-4011', { message: `frame larger than the ${max}-byte limit`, cause: err })
   }
-  if (name === 'InvalidMessageLengthError' || name === 'UnexpectedEOFError') {
-    return new ReachError('RL-4010', { message: 'stream ended inside a frame', cause: err })
-  }
+  if (name === 'InvalidMessageLengthError') return new ReachError('RL-4010', { message: 'frame length prefix is not a valid varint', cause: err })
+  // The peer closed or died before a whole frame arrived: it is gone, not confused.
+  if (name === 'UnexpectedEOFError') return new ReachError('RL-4002', { message: 'the peer closed the stream before answering', cause: err })
   if (name === 'TimeoutError' || name === 'AbortError') return new ReachError('RL-4002', { message: 'peer did not answer in time', cause: err })
   return new ReachError('RL-4002', { message: `stream failed: ${(err as Error)?.message ?? String(err)}`, cause: err })
 }
@@ -48,11 +48,15 @@ function signalOf (options?: { signal?: AbortSignal, timeoutMs?: number }): Abor
 /** A frame stream whose frames are at most `maxFrame` bytes. */
 export function frames (stream: Stream, maxFrame: number): FrameStream {
   // lpStream checks the varint length against maxDataLength before reading the body.
-  let lp: LengthPrefixedStream<Stream> = lpStream(stream, { maxDataLength: maxFrame })
+  // The read buffer must hold one whole frame (lpStream's default buffer is 4 MiB).
+  const open = (max: number): LengthPrefixedStream<Stream> => lpStream(stream, { maxDataLength: max, maxBufferSize: max + 16 })
+  let lp = open(maxFrame)
   let limit = maxFrame
   const readRaw = async (max: number, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array> => {
     if (max !== limit) {
-      lp = lpStream(stream, { maxDataLength: max })
+      // Hand the buffered bytes back to the stream before reading with another limit.
+      lp.unwrap()
+      lp = open(max)
       limit = max
     }
     try {

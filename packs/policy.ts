@@ -45,6 +45,8 @@ export interface NodePolicy {
    */
   http_allowlist: string[]
   max_budget: Budget
+  /** How deep a chain of delegations this node serves (A→B is depth 1). */
+  max_delegation_depth: number
 }
 
 /**
@@ -76,17 +78,21 @@ export const DEFAULT_MAX_BUDGET: Readonly<Budget> = {
   wall_ms: 30_000
 }
 
+/** Four hops: enough for a pack that fans out through a helper, few enough that a loop dies fast. */
+export const DEFAULT_MAX_DELEGATION_DEPTH = 4
+
 export const DEFAULT_POLICY: Readonly<NodePolicy> = Object.freeze({
   version: POLICY_VERSION,
   allow_unsigned_legacy: false,
   granted_capabilities: [...DEFAULT_GRANTED],
   http_allowlist: [],
-  max_budget: { ...DEFAULT_MAX_BUDGET }
+  max_budget: { ...DEFAULT_MAX_BUDGET },
+  max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH
 })
 
 /** The default policy as a fresh object. */
 export function defaultPolicy (): NodePolicy {
-  return { version: POLICY_VERSION, allow_unsigned_legacy: false, granted_capabilities: [...DEFAULT_GRANTED], http_allowlist: [], max_budget: { ...DEFAULT_MAX_BUDGET } }
+  return { version: POLICY_VERSION, allow_unsigned_legacy: false, granted_capabilities: [...DEFAULT_GRANTED], http_allowlist: [], max_budget: { ...DEFAULT_MAX_BUDGET }, max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH }
 }
 
 /** An allowlist is a handful of APIs; 256 entries bounds the list without getting in anyone's way. */
@@ -107,7 +113,8 @@ const schema = {
       type: 'object',
       additionalProperties: false,
       properties: Object.fromEntries(BUDGET_FIELDS.map((f) => [f, { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER }]))
-    }
+    },
+    max_delegation_depth: { type: 'integer', minimum: 0, maximum: 64 }
   }
 } as const
 
@@ -151,7 +158,8 @@ export function parsePolicy (value: unknown, path = '(policy)'): NodePolicy {
     allow_unsigned_legacy: v.allow_unsigned_legacy ?? false,
     granted_capabilities: [...(v.granted_capabilities ?? DEFAULT_GRANTED)].sort((a, b) => order(a) - order(b)),
     http_allowlist: [...(v.http_allowlist ?? [])].sort(),
-    max_budget: Object.fromEntries(BUDGET_FIELDS.map((f) => [f, v.max_budget?.[f] ?? DEFAULT_MAX_BUDGET[f]])) as Budget
+    max_budget: Object.fromEntries(BUDGET_FIELDS.map((f) => [f, v.max_budget?.[f] ?? DEFAULT_MAX_BUDGET[f]])) as Budget,
+    max_delegation_depth: v.max_delegation_depth ?? DEFAULT_MAX_DELEGATION_DEPTH
   }
 }
 

@@ -12,6 +12,7 @@
  */
 import { Ajv, type ValidateFunction } from 'ajv'
 import { ReachError } from './errors.ts'
+import { hashCanonical } from './hash.ts'
 
 export const WIRE_VERSION = 1
 
@@ -68,12 +69,12 @@ const BUDGET = {
 
 export const HOP_SIGNATURE_KIND = 'delegation-hop'
 
-/** One hop of a delegation's ancestry: `from` asked `to`, signed by `from` (see hopBody). */
+/** One hop of a delegation's ancestry: `from` asked `to` (the request with digest `request`), signed by `from` (see hopBody). */
 const HOP = {
   type: 'object',
   additionalProperties: false,
-  required: ['from', 'to', 'signature'],
-  properties: { from: PEER, to: PEER, signature: SIG }
+  required: ['from', 'to', 'request', 'signature'],
+  properties: { from: PEER, to: PEER, request: HASH, signature: SIG }
 }
 
 const SCHEMAS = {
@@ -113,7 +114,7 @@ export type FrameType = keyof typeof SCHEMAS
 export interface ErrorFrame { v: 1, type: 'error', code: string, message: string }
 export interface PackGet { v: 1, type: 'pack.get', cid: string }
 export interface PackHeader { v: 1, type: 'pack', cid: string, size: number, signatures: unknown[] }
-export interface Hop { from: string, to: string, signature: string }
+export interface Hop { from: string, to: string, request: string, signature: string }
 export interface WireBudget { fuel?: number, memory_bytes?: number, output_bytes?: number, tool_calls?: number, wall_ms?: number }
 export interface DelegateRequest {
   v: 1
@@ -196,7 +197,7 @@ export function decodeFrame<T extends FrameType> (bytes: Uint8Array, expected: r
   return value as Frames[T] | ErrorFrame
 }
 
-export function encodeFrame (frame: { v: 1, type: FrameType }): Uint8Array {
+export function encodeFrame (frame: Frames[FrameType]): Uint8Array {
   return Buffer.from(JSON.stringify(frame), 'utf8')
 }
 
@@ -204,16 +205,16 @@ export function errorFrame (code: string, message: string): ErrorFrame {
   return { v: 1, type: 'error', code, message: message.length > 4096 ? message.slice(0, 4095) + '…' : message }
 }
 
-/** What a hop signs: who asked whom, for which delegation, at which depth, after which previous hop. */
-export function hopBody (request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'nonce' | 'deadline'>, index: number, hop: Pick<Hop, 'from' | 'to'>, previous: string | null): Record<string, unknown> {
-  return {
-    delegation_id: request.delegation_id,
-    pack_cid: request.pack_cid,
-    nonce: request.nonce,
-    deadline: request.deadline,
-    depth: index + 1,
-    from: hop.from,
-    to: hop.to,
-    previous
-  }
+/** The request a hop was made for: its last hop must carry this digest. */
+export function requestDigest (request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'nonce' | 'deadline'>): string {
+  return hashCanonical({ delegation_id: request.delegation_id, pack_cid: request.pack_cid, nonce: request.nonce, deadline: request.deadline })
+}
+
+/**
+ * What a hop signs: who asked whom, for which request, at which depth, after which previous
+ * hop. Every hop carries its own request digest, so a node deeper in the chain can verify
+ * earlier hops without the requests they were made for.
+ */
+export function hopBody (index: number, hop: Pick<Hop, 'from' | 'to' | 'request'>, previous: string | null): Record<string, unknown> {
+  return { depth: index + 1, from: hop.from, to: hop.to, request: hop.request, previous }
 }

@@ -1,0 +1,491 @@
+/**
+ * `/reach/delegate/1.0.0`: run a pack on a peer (DESIGN.md §3, SPEC §10).
+ *
+ *   client → delegate {delegation_id, pack_cid, input, budget, depth, ancestry, deadline, nonce}
+ *   client → cancel {delegation_id}                (optional, any time before the result)
+ *   server → result {delegation_id, run_id, status, output?, error?, record, checkpoint, log_head}
+ *          | error {code, message}                 (refused; the stream is then closed)
+ *
+ * The server refuses, in this order, so every node gives the same answer to
+ * the same request: a malformed frame (RL-4010/4011/4012), an expired
+ * deadline (RL-4008), a replayed nonce (RL-4009), an ancestry whose hops do
+ * not chain from the caller to this node or whose signatures fail (RL-4006),
+ * depth over the policy's maximum (RL-4004), itself already in the ancestry
+ * (RL-4005: A→B→A, and A→B→C→B), a full queue (RL-4007); then the pack is
+ * fetched if missing and admitted by policy (RL-30xx, engine RL-3013) and the
+ * budget checked (RL-3010). The run is cancelled when the client sends
+ * `cancel`, goes away, or the deadline passes; it then ends with RunCancelled.
+ *
+ * The client signs a hop for each request it sends (`from` asked `to` for this
+ * delegation, after the previous hop's signature), checks the result against
+ * the peer's own key (the signed checkpoint must be the peer's and must cover
+ * the record it sent), retries on the next-best peer when a peer is
+ * unavailable or busy, and records every outcome in the peer registry.
+ */
+import { randomBytes } from 'node:crypto'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import type { JsonValue } from '../protocol/canonical.ts'
+import { decodeCheckpoint, verifyCheckpoint } from '../protocol/checkpoint.ts'
+import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
+import { hashCanonical } from '../protocol/hash.ts'
+import { createSigner, signDomain, verifyDomain } from '../protocol/keys.ts'
+import { HOP_SIGNATURE_KIND, MAX_FRAME, PROTOCOLS, hopBody, requestDigest, type DelegateRequest, type Hop, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
+import type { Budget } from '../packs/manifest.ts'
+import type { Tool } from '../packs/tools/index.ts'
+import type { LocalNode } from '../node/node.ts'
+import type { StoredPack } from '../node/pack-store.ts'
+import { fingerprintOf, type RunRecord } from '../node/runs.ts'
+import type { ReachHost } from '../node/host.ts'
+import { parsePeerId, publicKeyOfPeer } from '../node/host.ts'
+import { frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
+
+/** Codes that say something about the request, not the peer: retrying elsewhere gives the same answer. */
+const FINAL: ReadonlySet<string> = new Set(['RL-4004', 'RL-4008', 'RL-4009', 'RL-4012', 'RL-4015', 'RL-3010', 'RL-3013'])
+
+export const DEFAULT_DEADLINE_MS = 30_000
+export const DEFAULT_ATTEMPTS = 3
+/** How long a nonce is remembered past its deadline (clock skew between nodes). */
+const NONCE_GRACE_MS = 60_000
+
+export interface Delegation {
+  delegation_id: string
+  pack_cid: string
+  peer: string
+  status: 'completed' | 'failed' | 'cancelled'
+  output?: JsonValue
+  error?: { code: string, message: string }
+  run_id: string
+  record: RunRecord
+  checkpoint: string
+  log_head: { seq: number, hash: string }
+  attempts: Array<{ peer: string, code: string, message: string }>
+}
+
+/** Where a delegation stands in the chain: depth of the run asking, and the hops that led to it. */
+export interface Lineage {
+  depth: number
+  ancestry: Hop[]
+  deadline?: number
+}
+
+export const ROOT: Lineage = { depth: 0, ancestry: [] }
+
+// ---------------------------------------------------------------------------
+// Hops
+
+function signHop (seed: Uint8Array, request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'nonce' | 'deadline'>, ancestry: readonly Hop[], from: string, to: string): Hop {
+  const previous = ancestry.at(-1)?.signature ?? null
+  const hop = { from, to, request: requestDigest(request) }
+  const signature = signDomain(createSigner(seed), HOP_SIGNATURE_KIND, hopBody(ancestry.length, hop, previous))
+  return { ...hop, signature: Buffer.from(signature).toString('base64url') }
+}
+
+/**
+ * The ancestry chains from its first hop to `self`, the last hop is the caller's and is for
+ * this very request, and every hop is signed by its `from` after the hop before it.
+ */
+function checkAncestry (request: DelegateRequest, caller: string, self: string): void {
+  const hops = request.ancestry
+  if (hops.length !== request.depth) throw new ReachError('RL-4006', { message: `depth ${request.depth} but ${hops.length} hops in the ancestry` })
+  const last = hops.at(-1) as Hop
+  if (last.from !== caller || last.to !== self) throw new ReachError('RL-4006', { message: `the last hop is ${last.from} → ${last.to}, but ${caller} is asking ${self}` })
+  if (last.request !== requestDigest(request)) throw new ReachError('RL-4006', { message: 'the last hop was signed for another request' })
+  let previous: string | null = null
+  hops.forEach((hop, i) => {
+    if (i > 0 && hop.from !== hops[i - 1]?.to) throw new ReachError('RL-4006', { message: `hop ${i + 1} starts at ${hop.from}, not where hop ${i} ended` })
+    let key: string
+    try {
+      key = publicKeyOfPeer(hop.from)
+    } catch {
+      throw new ReachError('RL-4006', { message: `hop ${i + 1}: ${hop.from} is not an Ed25519 peer id` })
+    }
+    if (!verifyDomain(key, HOP_SIGNATURE_KIND, hopBody(i, hop, previous), Buffer.from(hop.signature, 'base64url'))) {
+      throw new ReachError('RL-4006', { message: `hop ${i + 1} (${hop.from} → ${hop.to}) is not signed by ${hop.from}` })
+    }
+    previous = hop.signature
+  })
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+export interface DelegationServerInit {
+  host: ReachHost
+  node: LocalNode
+  /** The pack, from the store or fetched from providers, admitted by this node's policy. */
+  getPack: (cid: string, signal: AbortSignal, timeoutMs: number) => Promise<StoredPack>
+  /** Tools a delegated run gets beyond the host's own (the nested `reach.delegate`), given its lineage. */
+  toolsFor?: (lineage: Lineage, budget: Budget, signal: AbortSignal) => Tool[]
+  maxConcurrent?: number
+  maxQueue?: number
+  now?: () => number
+  onServed?: (outcome: string) => void
+  log?: (line: string) => void
+}
+
+interface Active {
+  delegation_id: string
+  peer: string
+  abort: AbortController
+  started: number
+}
+
+export class DelegationServer {
+  private readonly init: DelegationServerInit
+  private readonly self: string
+  private readonly nonces = new Map<string, number>()
+  private readonly active = new Map<string, Active>()
+  private running = 0
+  private readonly waiting: Array<() => void> = []
+  private readonly maxConcurrent: number
+  private readonly maxQueue: number
+
+  constructor (init: DelegationServerInit) {
+    this.init = init
+    this.self = init.host.peerId.toString()
+    this.maxConcurrent = init.maxConcurrent ?? 4
+    this.maxQueue = init.maxQueue ?? 16
+  }
+
+  async start (): Promise<void> {
+    await this.init.host.handle(PROTOCOLS.delegate, async (stream, connection) => { await this.serve(stream, connection) }, { maxInboundStreams: this.maxConcurrent + this.maxQueue + 4 })
+  }
+
+  async stop (): Promise<void> {
+    await this.init.host.unhandle(PROTOCOLS.delegate)
+    for (const a of this.active.values()) a.abort.abort(new ReachError('RL-4015', { message: 'the serving node is shutting down' }))
+  }
+
+  list (): Array<{ delegation_id: string, peer: string, started: number }> {
+    return [...this.active.values()].map(({ delegation_id, peer, started }) => ({ delegation_id, peer, started }))
+  }
+
+  private now (): number {
+    return this.init.now?.() ?? Date.now()
+  }
+
+  private rememberNonce (nonce: string, deadline: number): void {
+    const now = this.now()
+    for (const [n, until] of this.nonces) if (until < now) this.nonces.delete(n)
+    if (this.nonces.has(nonce)) throw new ReachError('RL-4009', { message: 'this request was already received (replayed nonce)' })
+    this.nonces.set(nonce, deadline + NONCE_GRACE_MS)
+  }
+
+  /** Wait for a run slot; RL-4007 when the queue is full. */
+  private async slot (signal: AbortSignal): Promise<() => void> {
+    if (this.running >= this.maxConcurrent) {
+      if (this.waiting.length >= this.maxQueue) throw new ReachError('RL-4007', { message: `busy: ${this.running} runs and ${this.waiting.length} waiting` })
+      await new Promise<void>((resolve, reject) => {
+        const go = (): void => { signal.removeEventListener('abort', onAbort); resolve() }
+        const onAbort = (): void => {
+          const i = this.waiting.indexOf(go)
+          if (i >= 0) this.waiting.splice(i, 1)
+          reject(signal.reason as Error)
+        }
+        signal.addEventListener('abort', onAbort, { once: true })
+        this.waiting.push(go)
+      })
+    }
+    this.running++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      this.running--
+      this.waiting.shift()?.()
+    }
+  }
+
+  private async serve (stream: Stream, connection: Connection): Promise<void> {
+    const caller = connection.remotePeer.toString()
+    const fs = frames(stream, MAX_FRAME.delegateRequest)
+    let request: DelegateRequest
+    try {
+      const first = await fs.read(['delegate'])
+      if (isErrorFrame(first)) return await fs.close()
+      request = first
+      if (request.deadline <= this.now()) throw new ReachError('RL-4008', { message: 'the request arrived after its deadline' })
+      this.rememberNonce(request.nonce, request.deadline)
+      checkAncestry(request, caller, this.self)
+      const max = this.init.node.policy.max_delegation_depth
+      if (request.depth > max) throw new ReachError('RL-4004', { message: `depth ${request.depth} is over this node's maximum of ${max}` })
+      if (request.ancestry.some((hop) => hop.from === this.self)) throw new ReachError('RL-4005', { message: `${this.self} is already in this delegation's ancestry` })
+    } catch (err) {
+      this.init.onServed?.('refused')
+      this.init.log?.(`delegate: refused ${caller}: ${(err as Error).message}`)
+      return await fs.refuse(err)
+    }
+
+    const abort = new AbortController()
+    const deadline = setTimeout(() => abort.abort(new ReachError('RL-4008', { message: 'the delegation deadline passed' })), Math.max(0, request.deadline - this.now()))
+    const active: Active = { delegation_id: request.delegation_id, peer: caller, abort, started: this.now() }
+    this.active.set(request.delegation_id, active)
+    // The client may cancel at any time: a `cancel` frame, or the stream going away.
+    void this.watchCancel(fs, request.delegation_id, abort)
+    let release: (() => void) | undefined
+    try {
+      release = await this.slot(abort.signal)
+      const pack = await this.init.getPack(request.pack_cid, abort.signal, Math.max(1, request.deadline - this.now()))
+      const budget = { ...pack.bundle.manifest.budget, ...request.budget } as Budget
+      const lineage: Lineage = { depth: request.depth, ancestry: request.ancestry, deadline: request.deadline }
+      const { record, outcome, checkpoint } = await this.init.node.runPack({
+        pack,
+        input: request.input as JsonValue,
+        budget: request.budget as Partial<Budget>,
+        signal: abort.signal,
+        extraTools: this.init.toolsFor?.(lineage, budget, abort.signal) ?? []
+      })
+      const last = outcome.events.at(-1)
+      const result: ResultFrame = {
+        v: 1,
+        type: 'result',
+        delegation_id: request.delegation_id,
+        run_id: record.run_id,
+        status: outcome.status,
+        ...(outcome.output === undefined ? {} : { output: outcome.output }),
+        ...(outcome.error === undefined ? {} : { error: outcome.error }),
+        record: record as unknown as Record<string, unknown>,
+        checkpoint: (await this.init.node.runs.checkpointText(record.run_id)),
+        log_head: { seq: last?.seq ?? checkpoint.at_seq, hash: last?.hash ?? checkpoint.log_hash }
+      }
+      this.init.onServed?.(outcome.status)
+      await fs.write(result)
+      await fs.close()
+    } catch (err) {
+      this.init.onServed?.('error')
+      this.init.log?.(`delegate: ${request.delegation_id} from ${caller} failed: ${(err as Error).message}`)
+      await fs.refuse(abort.signal.aborted && !isReachError(err) ? abort.signal.reason : err)
+    } finally {
+      clearTimeout(deadline)
+      release?.()
+      this.active.delete(request.delegation_id)
+    }
+  }
+
+  private async watchCancel (fs: FrameStream, delegationId: string, abort: AbortController): Promise<void> {
+    try {
+      const frame = await fs.read(['cancel'], { signal: abort.signal, timeoutMs: 2 ** 31 - 1 })
+      if (!isErrorFrame(frame) && frame.delegation_id !== delegationId) return
+      abort.abort(new ReachError('RL-4015', { message: 'cancelled by the client' }))
+    } catch (err) {
+      // The stream ended or broke before the result: nobody is waiting for the run any more.
+      if (!abort.signal.aborted) abort.abort(new ReachError('RL-4015', { message: `the client went away (${(err as Error).message})` }))
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+/** What the client needs from the peer registry (federation/peers.ts). */
+export interface PeerChooser {
+  select (candidates: readonly string[], exclude?: ReadonlySet<string>): string[]
+  call<T> (peer: string, fn: () => Promise<T>): Promise<T>
+  recordVerificationFailure (peer: string): void
+}
+
+export interface DelegatorInit {
+  host: ReachHost
+  seed: Uint8Array
+  peers: PeerChooser
+  onOutcome?: (outcome: string, seconds: number) => void
+  onRetry?: () => void
+  log?: (line: string) => void
+}
+
+export interface DelegateOptions {
+  pack_cid: string
+  input: JsonValue
+  budget?: WireBudget
+  /** Only this peer (no retries elsewhere). */
+  peer?: string
+  lineage?: Lineage
+  timeoutMs?: number
+  attempts?: number
+  signal?: AbortSignal
+  delegation_id?: string
+}
+
+export class Delegator {
+  private readonly init: DelegatorInit
+  private readonly self: string
+  private readonly inflight = new Map<string, AbortController>()
+
+  constructor (init: DelegatorInit) {
+    this.init = init
+    this.self = init.host.peerId.toString()
+  }
+
+  /** Cancel a delegation this node is waiting on; false when there is none. */
+  cancel (delegationId: string): boolean {
+    const a = this.inflight.get(delegationId)
+    a?.abort(new ReachError('RL-4015', { message: 'cancelled (reach cancel)' }))
+    return a !== undefined
+  }
+
+  list (): string[] {
+    return [...this.inflight.keys()]
+  }
+
+  /** Connected peers that could take the work, best first (never one already in the chain). */
+  candidates (lineage: Lineage, tried: ReadonlySet<string>): string[] {
+    const inChain = new Set(lineage.ancestry.flatMap((h) => [h.from, h.to]))
+    const connected = [...new Set(this.init.host.getConnections().map((c) => c.remotePeer.toString()))]
+      .filter((p) => p !== this.self && !inChain.has(p))
+    return this.init.peers.select(connected, tried)
+  }
+
+  async delegate (options: DelegateOptions): Promise<Delegation> {
+    const lineage = options.lineage ?? ROOT
+    const delegationId = options.delegation_id ?? randomBytes(16).toString('hex')
+    const deadline = Math.min(Date.now() + (options.timeoutMs ?? DEFAULT_DEADLINE_MS), lineage.deadline ?? Infinity)
+    const abort = new AbortController()
+    this.inflight.set(delegationId, abort)
+    const signal = options.signal === undefined ? abort.signal : AbortSignal.any([options.signal, abort.signal])
+    const started = performance.now()
+    const attempts: Delegation['attempts'] = []
+    const tried = new Set<string>()
+    const maxAttempts = options.peer !== undefined ? 1 : options.attempts ?? DEFAULT_ATTEMPTS
+    try {
+      for (let i = 0; i < maxAttempts; i++) {
+        signal.throwIfAborted()
+        const peer = options.peer ?? this.candidates(lineage, tried)[0]
+        if (peer === undefined) break
+        if (i > 0) this.init.onRetry?.()
+        tried.add(peer)
+        try {
+          const result = await this.init.peers.call(peer, async () => await this.attempt(peer, { ...options, delegation_id: delegationId }, lineage, deadline, signal))
+          this.init.onOutcome?.(result.status, (performance.now() - started) / 1000)
+          return { ...result, attempts }
+        } catch (err) {
+          const e = isReachError(err) ? err : new ReachError('RL-4002', { message: (err as Error).message, cause: err })
+          attempts.push({ peer, code: e.code, message: e.message })
+          this.init.log?.(`delegate: ${delegationId} on ${peer} failed: ${e.code} ${e.message}`)
+          if (signal.aborted) throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
+          if (FINAL.has(e.code) || e.code.startsWith('RL-30') || options.peer !== undefined) {
+            this.init.onOutcome?.('refused', (performance.now() - started) / 1000)
+            throw e
+          }
+        }
+      }
+      this.init.onOutcome?.('error', (performance.now() - started) / 1000)
+      throw new ReachError('RL-4016', { message: attempts.length === 0 ? 'no connected peer can take this delegation' : `every attempt failed: ${attempts.map((a) => `${a.peer.slice(-8)} ${a.code}`).join(', ')}`, details: { attempts } })
+    } finally {
+      this.inflight.delete(delegationId)
+    }
+  }
+
+  /** One request to one peer: sign our hop, send, wait for the result (or cancel), check it. */
+  private async attempt (peer: string, options: DelegateOptions & { delegation_id: string }, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
+    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, nonce: randomBytes(16).toString('hex'), deadline }
+    const hop = signHop(this.init.seed, base, lineage.ancestry, this.self, peer)
+    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, input: options.input, budget: options.budget ?? {}, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
+    let stream: Stream
+    try {
+      stream = await this.init.host.dialProtocol(parsePeerId(peer) as PeerId, PROTOCOLS.delegate, { signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
+    } catch (err) {
+      throw new ReachError('RL-4002', { message: `cannot reach ${peer}: ${(err as Error).message}`, cause: err })
+    }
+    const fs = frames(stream, MAX_FRAME.delegateResult)
+    const onAbort = (): void => { void fs.write({ v: 1, type: 'cancel', delegation_id: options.delegation_id }).catch(() => {}) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      await fs.write(request)
+      // The result may be a cancelled run: after a cancel, wait up to a second for it.
+      const waitMs = Math.max(1, deadline - Date.now()) + 1_000
+      const frame = await fs.read(['result'], { timeoutMs: waitMs, ...(signal.aborted ? {} : {}) })
+      if (isErrorFrame(frame)) throw peerError(frame, peer)
+      const checked = this.check(peer, options, frame)
+      await fs.close()
+      return checked
+    } catch (err) {
+      fs.reset(err as Error)
+      if (signal.aborted && isReachError(err, 'RL-4002')) throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
+      throw err
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** The result must be this delegation's, signed by the peer that ran it, and consistent with itself. */
+  private check (peer: string, options: DelegateOptions & { delegation_id: string }, frame: ResultFrame): Omit<Delegation, 'attempts'> {
+    const invalid = (why: string): never => {
+      this.init.peers.recordVerificationFailure(peer)
+      throw new ReachError('RL-4014', { message: `result from ${peer}: ${why}` })
+    }
+    if (frame.delegation_id !== options.delegation_id) invalid('it answers another delegation')
+    const record = frame.record as unknown as RunRecord
+    let checkpoint
+    try {
+      checkpoint = decodeCheckpoint(frame.checkpoint)
+      verifyCheckpoint(checkpoint, { expectedSigner: publicKeyOfPeer(peer) })
+    } catch (err) {
+      return invalid(`its checkpoint does not verify as the peer's (${(err as Error).message})`)
+    }
+    if (record.artifact_hash !== options.pack_cid) invalid('it ran another pack')
+    if (record.input_hash !== hashCanonical(options.input)) invalid('it ran another input')
+    if (record.fingerprint !== fingerprintOf(record)) invalid('its record does not hash to its fingerprint')
+    if (record.event_log_hash !== frame.log_head.hash || checkpoint.log_hash !== frame.log_head.hash || checkpoint.at_seq !== frame.log_head.seq) invalid('its checkpoint, record and log head disagree')
+    const outputHash = frame.output === undefined ? null : hashCanonical(frame.output)
+    if (record.output_hash !== outputHash) invalid('its output does not match the record')
+    if (checkpoint.state_hash !== hashCanonical({ status: record.status, output_hash: record.output_hash, error: record.error })) invalid('its checkpoint does not sign this outcome')
+    if (record.status !== frame.status) invalid('its status does not match the record')
+    return {
+      delegation_id: frame.delegation_id,
+      pack_cid: options.pack_cid,
+      peer,
+      status: frame.status,
+      ...(frame.output === undefined ? {} : { output: frame.output as JsonValue }),
+      ...(frame.error === undefined ? {} : { error: frame.error as { code: ErrorCode, message: string } }),
+      run_id: frame.run_id,
+      record,
+      checkpoint: frame.checkpoint,
+      log_head: frame.log_head
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The reach.delegate tool
+
+/**
+ * `reach.delegate {pack, input, budget?, peer?}` for one run at `lineage`:
+ * the sub-run goes one hop deeper, its fuel comes out of what the parent run
+ * was given (the children of a run never get more fuel in total than the
+ * parent's budget), and it is cancelled when the parent's run ends. Its
+ * result, with the peer's signed checkpoint, is what the log records, so the
+ * parent replays offline.
+ */
+export function delegateTool (delegator: Delegator, lineage: Lineage, parent: Budget, runSignal: AbortSignal): Tool {
+  let fuelLeft = parent.fuel
+  return {
+    capability: 'reach.delegate',
+    idempotent: false,
+    async run (args, ctx) {
+      const pack = args.pack
+      if (typeof pack !== 'string') throw new ReachError('RL-3018', { message: 'reach.delegate needs { pack: <cid>, input }' })
+      const asked = (args.budget !== null && typeof args.budget === 'object' && !Array.isArray(args.budget) ? args.budget : {}) as WireBudget
+      const fuel = Math.min(asked.fuel ?? Math.floor(fuelLeft / 2), fuelLeft)
+      if (fuel < 1) throw new ReachError('RL-3016', { message: 'no fuel left in this run for a delegation' })
+      fuelLeft -= fuel
+      const d = await delegator.delegate({
+        pack_cid: pack,
+        input: (args.input ?? null) as JsonValue,
+        budget: { ...asked, fuel },
+        lineage,
+        signal: AbortSignal.any([ctx.signal, runSignal]),
+        ...(typeof args.peer === 'string' ? { peer: args.peer } : {})
+      })
+      return {
+        peer: d.peer,
+        status: d.status,
+        ...(d.output === undefined ? {} : { output: d.output }),
+        ...(d.error === undefined ? {} : { error: d.error }),
+        run_id: d.run_id,
+        fingerprint: d.record.fingerprint,
+        checkpoint: d.checkpoint,
+        fuel_granted: fuel
+      } as JsonValue
+    }
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The mesh commands: `reach init` (node identity), `reach node start|status`,
+ * `reach peers`, `reach pack publish|fetch`, `reach delegate`, `reach cancel`,
+ * `reach verify-remote`.
+ *
+ * `node start` runs the daemon in the foreground; every other command here
+ * talks to that daemon through its control API (node/api-client.ts), so they
+ * start as fast as any offline command and never load libp2p themselves.
+ */
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import type { JsonObject } from '../../../protocol/canonical.ts'
+import { ReachError } from '../../../protocol/errors.ts'
+import { keyPairFromSeed } from '../../../protocol/keys.ts'
+import { ensureHome, homePaths } from '../../home.ts'
+import { nodeSeed } from '../../node.ts'
+import type { Report } from '../io.ts'
+import { parseJsonOption, parseObjectOption, short } from '../io.ts'
+
+async function api<T = Record<string, unknown>> (method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const { callApi } = await import('../../api-client.ts')
+  return await callApi<T>(homePaths().root, method, path, body, signal === undefined ? {} : { signal, timeoutMs: 24 * 3600_000 })
+}
+
+/** `reach init` without --log-path: the node's identity (its libp2p PeerId) and data dir. */
+export async function initNode (): Promise<Report> {
+  const home = await ensureHome(homePaths())
+  const seed = await nodeSeed(home)
+  const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
+  const { generateKeyPairFromSeed } = await import('@libp2p/crypto/keys')
+  const peerId = peerIdFromPrivateKey(await generateKeyPairFromSeed('Ed25519', seed))
+  const { ensureApiToken } = await import('../../api.ts')
+  await ensureApiToken(join(home.root, 'api.token'))
+  const publicKey = keyPairFromSeed(seed).publicKey
+  return {
+    human: [`Data dir: ${home.root}`, `Node key: ${home.nodeKey} (0600)`, `Peer id: ${peerId.toString()}`, `Public key: ${publicKey}`, 'Start it: reach node start'],
+    json: { home: home.root, peer_id: peerId.toString(), public_key: publicKey }
+  }
+}
+
+function list (opts: Record<string, unknown>, name: string): string[] | undefined {
+  const v = opts[name]
+  if (v === undefined) return undefined
+  return (Array.isArray(v) ? v : [v]).flatMap((s) => String(s).split(',')).map((s) => s.trim()).filter((s) => s !== '')
+}
+
+export async function nodeStart (opts: Record<string, unknown>): Promise<Report | undefined> {
+  const { runDaemon } = await import('../../daemon.ts')
+  const listen = list(opts, 'listen')
+  const bootstrap = list(opts, 'bootstrap')
+  const apiPort = opts.apiPort === undefined ? undefined : Number(opts.apiPort)
+  if (apiPort !== undefined && (!Number.isInteger(apiPort) || apiPort < 0 || apiPort > 65535)) throw new ReachError('RL-1003', { message: '--api-port must be a port number' })
+  await runDaemon({
+    ...(listen === undefined ? {} : { listen }),
+    ...(bootstrap === undefined ? {} : { bootstrap }),
+    ...(typeof opts.federation === 'string' ? { federation: opts.federation } : {}),
+    ...(apiPort === undefined ? {} : { apiPort }),
+    // Operator knobs without a flag yet (tests and simulations use short breakers).
+    ...(process.env.REACH_BREAKER_RESET_MS === undefined ? {} : { breakerResetMs: Number(process.env.REACH_BREAKER_RESET_MS) }),
+    ...(process.env.REACH_BREAKER_VOLUME === undefined ? {} : { breakerVolume: Number(process.env.REACH_BREAKER_VOLUME) }),
+    ...(process.env.REACH_MAX_CONCURRENT === undefined ? {} : { maxConcurrent: Number(process.env.REACH_MAX_CONCURRENT) }),
+    ...(process.env.REACH_MAX_QUEUE === undefined ? {} : { maxQueue: Number(process.env.REACH_MAX_QUEUE) })
+  })
+  return undefined
+}
+
+export async function nodeStatus (): Promise<Report> {
+  const s = await api<Record<string, unknown>>('GET', '/v1/status')
+  const d = s.delegations as { outgoing: number, serving: number }
+  return {
+    human: [
+      `Node ${String(s.peer_id)} (federation ${String(s.federation)}), up ${String(s.uptime_s)} s`,
+      `Listening: ${(s.addrs as string[]).join(' ')}`,
+      `Peers connected: ${String(s.peers_connected)}; delegations: ${d.outgoing} outgoing, ${d.serving} serving`
+    ],
+    json: s
+  }
+}
+
+export async function peers (): Promise<Report> {
+  const r = await api<{ peers: Array<Record<string, unknown>>, connected: string[] }>('GET', '/v1/peers')
+  const rows = r.peers.map((p) => `${String(p.peer)}  ${p.connected === true ? 'connected   ' : 'disconnected'}  breaker ${String(p.breaker).padEnd(9)}  ok ${String(p.successes)}  failed ${String(p.failures)}  bad results ${String(p.verification_failures)}  score ${Number(p.score).toFixed(3)}`)
+  return { human: rows.length === 0 ? ['No peers known yet'] : rows, json: r }
+}
+
+export async function packPublish (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const r = await api<{ cid: string, provide_ms: number }>('POST', '/v1/packs/publish', { pack: args[0] })
+  return { human: [`Published ${r.cid} on the DHT (provide took ${Math.round(r.provide_ms)} ms)`], json: r }
+}
+
+export async function packFetch (opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const r = await api<{ cid: string, name: string, version: string, provider: string | null, tried: Array<{ peer: string, code: string }> }>('POST', '/v1/packs/fetch', { cid: args[0], ...(opts.timeout === undefined ? {} : { timeout_ms: Number(opts.timeout) }) })
+  const skipped = r.tried.map((t) => `  skipped ${t.peer}: ${t.code}`)
+  return { human: [r.provider === null ? `${r.cid} (${r.name}@${r.version}) was already here` : `Fetched ${r.name}@${r.version} ${r.cid} from ${r.provider}; CID, signature and policy checked`, ...skipped], json: r }
+}
+
+export async function delegate (opts: Record<string, unknown>, io: { json: boolean }, args: string[]): Promise<Report> {
+  const input = parseJsonOption((opts.input as string | undefined) ?? 'null', '--input')
+  const budget = opts.budget === undefined ? undefined : parseObjectOption(opts.budget as string, '--budget')
+  const delegationId = randomBytes(16).toString('hex')
+  if (!io.json) process.stderr.write(`Delegation ${delegationId} (Ctrl-C or \`reach cancel ${delegationId}\` to cancel)\n`)
+  // Ctrl-C closes the request; the daemon sees its client go and cancels the remote run.
+  const abort = new AbortController()
+  const onSigint = (): void => { abort.abort(new ReachError('RL-4015', { message: 'cancelled (Ctrl-C)' })) }
+  process.once('SIGINT', onSigint)
+  try {
+    const r = await api<{ delegation: Record<string, unknown> & { record: JsonObject }, verification?: { verified: boolean, divergence?: { seq: number, reason: string } } }>('POST', '/v1/delegate', {
+      pack: args[0],
+      input,
+      delegation_id: delegationId,
+      ...(budget === undefined ? {} : { budget }),
+      ...(typeof opts.peer === 'string' ? { peer: opts.peer } : {}),
+      ...(opts.timeout === undefined ? {} : { timeout_ms: Number(opts.timeout) }),
+      ...(opts.verify === true ? { verify: true } : {})
+    }, abort.signal)
+    const d = r.delegation
+    const human = [
+      `Delegation ${String(d.delegation_id)}: ${String(d.status).toUpperCase()} on ${String(d.peer)}`,
+      ...(d.output === undefined ? [] : [`Output: ${JSON.stringify(d.output)}`]),
+      ...(d.error === undefined ? [] : [`Error: ${JSON.stringify(d.error)}`]),
+      `Run ${String(d.run_id)}, fingerprint ${short(String(d.record.fingerprint))}, signed checkpoint by the peer verified`
+    ]
+    const attempts = d.attempts as Array<{ peer: string, code: string }>
+    for (const a of attempts) human.push(`  retried after ${a.peer}: ${a.code}`)
+    if (r.verification !== undefined) {
+      human.push(r.verification.verified ? 'REPLAY_VERIFIED (log fetched from the peer and replayed here)' : `REPLAY_DIVERGED at seq ${r.verification.divergence?.seq ?? '?'} (RL-4018): ${r.verification.divergence?.reason ?? ''}`)
+    }
+    const failed = d.status !== 'completed' || r.verification?.verified === false
+    return { human, json: r, ...(failed ? { exitCode: 1 } : {}) }
+  } catch (err) {
+    if (abort.signal.aborted) throw abort.signal.reason
+    throw err
+  } finally {
+    process.off('SIGINT', onSigint)
+  }
+}
+
+export async function cancel (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const r = await api('POST', `/v1/delegations/${encodeURIComponent(args[0] as string)}/cancel`)
+  return { human: [`Cancelled ${args[0] as string}`], json: r }
+}
+
+export async function verifyRemote (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const r = await api<{ verified: boolean, divergence?: { seq: number, reason: string }, record: JsonObject }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
+  return {
+    human: [r.verified ? 'REPLAY_VERIFIED' : `REPLAY_DIVERGED at seq ${r.divergence?.seq ?? '?'} (RL-4018): ${r.divergence?.reason ?? ''}`, `Fingerprint: ${String(r.record.fingerprint)}`],
+    json: r,
+    ...(r.verified ? {} : { exitCode: 1 })
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * The node daemon (`reach node start`): one process holding the data dir,
+ * the libp2p host and every service, until SIGINT/SIGTERM.
+ *
+ *   LocalNode (policy, packs, runs, kv) ─┬─ PackExchange    /reach/pack/1.0.0 + DHT provide/find
+ *                                        ├─ DelegationServer /reach/delegate/1.0.0 (runs for peers)
+ *                                        ├─ serveLogs        /reach/log/1.0.0
+ *   PeerRegistry (reputation, breakers) ─┴─ Delegator        (runs on peers; reach.delegate tool)
+ *   control API on 127.0.0.1 (bearer token in <home>/api.token) + /metrics
+ *
+ * Start order: identity and data dir, unfinished runs resumed, host, services,
+ * API, then the endpoint file the CLI finds the daemon by. Stop order is the
+ * reverse; a second signal exits at once.
+ */
+import { join } from 'node:path'
+import type { JsonValue } from '../protocol/canonical.ts'
+import { ReachError, isReachError } from '../protocol/errors.ts'
+import type { Budget } from '../packs/manifest.ts'
+import { isPackCid } from '../packs/bundle.ts'
+import { Delegator, DelegationServer, delegateTool, type Delegation, type Lineage } from '../federation/delegate.ts'
+import { fetchLog, serveLogs, verifyRemoteRun, type RemoteVerdict } from '../federation/log.ts'
+import { PackExchange } from '../federation/packs.ts'
+import { PeerRegistry } from '../federation/peers.ts'
+import { ensureApiToken, startApi, type ApiServer, type Route } from './api.ts'
+import { readEndpoint, removeEndpoint, writeEndpoint, TOKEN_FILE, type Endpoint } from './api-client.ts'
+import { createHost, parsePeerId, publicKeyOfPeer, type ReachHost } from './host.ts'
+import { homePaths, type HomePaths } from './home.ts'
+import { NodeMetrics } from './metrics.ts'
+import { LocalNode } from './node.ts'
+import { openTrustRegistry } from './trust-registry.ts'
+import { admitPack } from '../packs/policy.ts'
+import type { StoredPack } from './pack-store.ts'
+import { VERSION } from './version.ts'
+
+export interface DaemonOptions {
+  home?: HomePaths
+  listen?: string[]
+  bootstrap?: string[]
+  federation?: string
+  apiPort?: number
+  /** Delegations run at once, and waiting (RL-4007 past that). */
+  maxConcurrent?: number
+  maxQueue?: number
+  /** Breaker settings (tests use short ones). */
+  breakerResetMs?: number
+  breakerVolume?: number
+  pingIntervalMs?: number
+  log?: (line: string) => void
+}
+
+/** A running node, for the CLI (through its API) and for simulations and benchmarks (directly). */
+export interface Daemon {
+  readonly host: ReachHost
+  readonly node: LocalNode
+  readonly api: ApiServer
+  readonly endpoint: Endpoint
+  readonly delegator: Delegator
+  readonly exchange: PackExchange
+  readonly peers: PeerRegistry
+  stop (): Promise<void>
+}
+
+function stamp (line: string): string {
+  return `${new Date().toISOString()} ${line}`
+}
+
+function requireString (body: unknown, field: string): string {
+  const v = (body as Record<string, unknown> | null)?.[field]
+  if (typeof v !== 'string' || v === '') throw new ReachError('RL-6004', { message: `${field} is required (a string)` })
+  return v
+}
+
+function optionalNumber (body: unknown, field: string): number | undefined {
+  const v = (body as Record<string, unknown> | null)?.[field]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new ReachError('RL-6004', { message: `${field} must be a positive integer` })
+  return v
+}
+
+export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon> {
+  const log = options.log ?? ((line: string) => process.stdout.write(stamp(line) + '\n'))
+  const home = options.home ?? homePaths()
+  const existing = await readEndpoint(home.root).catch(() => undefined)
+  if (existing !== undefined) throw new ReachError('RL-6005', { message: `a node (pid ${existing.pid}) is already running on ${home.root}` })
+
+  const node = await LocalNode.open({ home, keepKv: true })
+  const metrics = new NodeMetrics()
+  const federation = options.federation ?? 'default'
+  let host: ReachHost | undefined
+  const stops: Array<() => Promise<void>> = []
+  try {
+    const resumed = await node.resumeUnfinished()
+    for (const r of resumed) log(`resumed unfinished run ${r.run_id}: ${r.status}`)
+
+    host = await createHost({ seed: node.seed, ...(options.listen === undefined ? {} : { listen: options.listen }), ...(options.bootstrap === undefined ? {} : { bootstrap: options.bootstrap }) })
+    const h = host
+    stops.push(async () => { await h.stop() })
+    log(`peer ${h.peerId.toString()} listening on ${h.getMultiaddrs().map(String).join(' ')}`)
+
+    const peers = await PeerRegistry.open(join(home.root, 'peers.json'), {
+      breaker: { resetTimeoutMs: options.breakerResetMs ?? 10_000, ...(options.breakerVolume === undefined ? {} : { volumeThreshold: options.breakerVolume }) },
+      onChange: (peer, stats) => { metrics.breakerState.set({ peer }, stats.breaker === 'open' ? 2 : stats.breaker === 'half-open' ? 1 : 0) }
+    })
+    stops.push(async () => { await peers.close() })
+    const onConnect = (e: CustomEvent): void => { peers.connected(String(e.detail), true); metrics.peersConnected.set(h.getPeers().length) }
+    const onDisconnect = (e: CustomEvent): void => { peers.connected(String(e.detail), false); metrics.peersConnected.set(h.getPeers().length) }
+    h.addEventListener('peer:connect', onConnect as never)
+    h.addEventListener('peer:disconnect', onDisconnect as never)
+    for (const p of h.getPeers()) peers.connected(p.toString(), true)
+
+    // The trust registry is re-read before each fetch: `reach trust add` edits it while we run.
+    let registry = await openTrustRegistry(home.trust)
+    const exchange = new PackExchange({
+      host: h,
+      packs: node.packs,
+      admit: (pack) => { admitPack({ ...pack, registry, policy: node.policy }) },
+      metrics: { packFetches: metrics.packFetches, dhtOperations: metrics.dhtOperations },
+      log
+    })
+    /** A pack from the store, or fetched from providers (verified and admitted before it is stored); admitted either way. */
+    const fetchAdmitted = async (cid: string, signal?: AbortSignal, timeoutMs?: number): Promise<StoredPack & { provider?: string | null, tried?: Array<{ peer: string, code: string }> }> => {
+      registry = await openTrustRegistry(home.trust)
+      if (await node.packs.has(cid)) {
+        const pack = await node.packs.get(cid)
+        await node.admit(pack)
+        return pack
+      }
+      const r = await exchange.fetch(cid, { ...(signal === undefined ? {} : { signal }), ...(timeoutMs === undefined ? {} : { timeoutMs }) })
+      return Object.assign(r.pack, { provider: r.provider, tried: r.tried })
+    }
+    await exchange.start()
+    stops.push(async () => { await exchange.stop() })
+
+    const delegator = new Delegator({
+      host: h,
+      seed: node.seed,
+      peers,
+      onOutcome: (outcome, seconds) => { metrics.delegations.inc({ outcome }); metrics.delegationSeconds.observe(seconds) },
+      onRetry: () => { metrics.delegationRetries.inc() },
+      log
+    })
+    const toolsFor = (lineage: Lineage, budget: Budget, signal: AbortSignal) => [delegateTool(delegator, lineage, budget, signal)]
+    const server = new DelegationServer({
+      host: h,
+      node,
+      getPack: async (cid, signal, timeoutMs) => await fetchAdmitted(cid, signal, Math.min(timeoutMs, 15_000)),
+      toolsFor,
+      ...(options.maxConcurrent === undefined ? {} : { maxConcurrent: options.maxConcurrent }),
+      ...(options.maxQueue === undefined ? {} : { maxQueue: options.maxQueue }),
+      onServed: (outcome) => { metrics.delegationsServed.inc({ outcome }); if (outcome === 'completed' || outcome === 'failed' || outcome === 'cancelled') metrics.runs.inc({ status: outcome }) },
+      log
+    })
+    await server.start()
+    stops.push(async () => { await server.stop() })
+    const stopLogs = await serveLogs({ host: h, runs: node.runs, log })
+    stops.push(stopLogs)
+
+    // Health: ping every connected peer now and then; the registry weighs failed pings.
+    const pingEvery = options.pingIntervalMs ?? 10_000
+    const pinger = setInterval(() => {
+      for (const peer of h.getPeers()) {
+        h.services.ping.ping(peer, { signal: AbortSignal.timeout(2_000) })
+          .then((ms) => { peers.recordPing(peer.toString(), ms) }, () => { peers.recordPing(peer.toString(), null) })
+      }
+      peers.save().catch(() => {})
+    }, pingEvery)
+    pinger.unref()
+    stops.push(async () => { clearInterval(pinger) })
+
+    const resolvePack = async (ref: string): Promise<string> => isPackCid(ref) ? ref : (await node.packs.get(ref)).cid
+
+    const verify = async (peer: string, d: Pick<Delegation, 'run_id' | 'pack_cid'> & Partial<Pick<Delegation, 'log_head' | 'record'>>, signal?: AbortSignal): Promise<RemoteVerdict> => {
+      const fetched = await fetchLog(h, parsePeerId(peer), d.run_id, publicKeyOfPeer(peer), signal === undefined ? {} : { signal })
+      const pack = await fetchAdmitted(d.pack_cid, signal)
+      const verdict = await verifyRemoteRun(fetched, pack, { ...(d.log_head === undefined ? {} : { head: d.log_head }), ...(d.record === undefined ? {} : { record: d.record }) })
+      if (!verdict.verified) peers.recordVerificationFailure(peer)
+      return verdict
+    }
+
+    const routes: Route[] = [
+      {
+        method: 'GET',
+        path: '/v1/status',
+        handler: async () => ({
+          version: VERSION,
+          peer_id: h.peerId.toString(),
+          public_key: node.publicKey,
+          federation,
+          addrs: h.getMultiaddrs().map(String),
+          peers_connected: h.getPeers().length,
+          delegations: { outgoing: delegator.list().length, serving: server.list().length },
+          uptime_s: Math.round(process.uptime())
+        })
+      },
+      { method: 'GET', path: '/v1/peers', handler: async () => ({ peers: peers.list(), connected: h.getPeers().map(String) }) },
+      { method: 'GET', path: '/v1/packs', handler: async () => ({ packs: await node.packs.list() }) },
+      { method: 'GET', path: '/v1/runs', handler: async () => ({ runs: await node.runs.list() }) },
+      {
+        method: 'POST',
+        path: '/v1/packs/publish',
+        handler: async (req) => {
+          const cid = await resolvePack(requireString(req.body, 'pack'))
+          await node.admit(await node.packs.get(cid))
+          return await exchange.publish(cid)
+        }
+      },
+      {
+        method: 'POST',
+        path: '/v1/packs/fetch',
+        handler: async (req) => {
+          const cid = requireString(req.body, 'cid')
+          const r = await fetchAdmitted(cid, req.signal, optionalNumber(req.body, 'timeout_ms'))
+          return { cid: r.cid, name: r.bundle.manifest.name, version: r.bundle.manifest.version, provider: r.provider ?? null, tried: r.tried ?? [] }
+        }
+      },
+      {
+        method: 'POST',
+        path: '/v1/delegate',
+        handler: async (req) => {
+          const body = req.body as Record<string, unknown>
+          const packCid = await resolvePack(requireString(body, 'pack'))
+          const timeoutMs = optionalNumber(body, 'timeout_ms')
+          const d = await delegator.delegate({
+            pack_cid: packCid,
+            input: (body.input ?? null) as JsonValue,
+            ...(body.budget !== undefined && body.budget !== null ? { budget: body.budget as Partial<Budget> } : {}),
+            ...(typeof body.peer === 'string' ? { peer: body.peer } : {}),
+            ...(timeoutMs === undefined ? {} : { timeoutMs }),
+            ...(typeof body.delegation_id === 'string' ? { delegation_id: body.delegation_id } : {}),
+            signal: req.signal
+          })
+          if (body.verify !== true) return { delegation: d }
+          const verdict = await verify(d.peer, d, req.signal)
+          return { delegation: d, verification: { verified: verdict.verified, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) } }
+        }
+      },
+      {
+        method: 'POST',
+        path: '/v1/verify-remote',
+        handler: async (req) => {
+          const peer = requireString(req.body, 'peer')
+          const runId = requireString(req.body, 'run_id')
+          const fetched = await fetchLog(h, parsePeerId(peer), runId, publicKeyOfPeer(peer), { signal: req.signal })
+          const verdict = await verify(peer, { run_id: runId, pack_cid: fetched.pack_cid }, req.signal)
+          return { peer, run_id: runId, verified: verdict.verified, record: verdict.record, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) }
+        }
+      },
+      { method: 'GET', path: '/v1/delegations', handler: async () => ({ outgoing: delegator.list(), serving: server.list() }) },
+      {
+        method: 'POST',
+        path: '/v1/delegations/:id/cancel',
+        handler: async (req) => {
+          const id = req.params.id ?? ''
+          if (!delegator.cancel(id)) throw new ReachError('RL-1004', { message: `no delegation ${id} in flight on this node` })
+          return { cancelled: id }
+        }
+      }
+    ]
+    const token = await ensureApiToken(join(home.root, TOKEN_FILE))
+    const api = await startApi({ token, routes, metrics: async () => await metrics.text(), ...(options.apiPort === undefined ? {} : { port: options.apiPort }) })
+    stops.push(async () => { await api.close() })
+
+    const endpoint: Endpoint = {
+      version: 1,
+      pid: process.pid,
+      api: api.url,
+      peer_id: h.peerId.toString(),
+      addrs: h.getMultiaddrs().map(String),
+      federation,
+      started_at: new Date().toISOString()
+    }
+    await writeEndpoint(home.root, endpoint)
+    stops.push(async () => { await removeEndpoint(home.root) })
+    log(`control API on ${api.url} (token in ${join(home.root, TOKEN_FILE)})`)
+
+    let stopping: Promise<void> | undefined
+    const stop = async (): Promise<void> => {
+      stopping ??= (async () => {
+        for (const s of stops.reverse()) await s().catch((err) => { log(`shutdown: ${(err as Error).message}`) })
+        await node.close()
+      })()
+      await stopping
+    }
+    return { host: h, node, api, endpoint, delegator, exchange, peers, stop }
+  } catch (err) {
+    for (const s of stops.reverse()) await s().catch(() => {})
+    await node.close()
+    throw isReachError(err) ? err : new ReachError('RL-4002', { message: `node failed to start: ${(err as Error).message}`, cause: err })
+  }
+}
+
+/** Run the daemon in the foreground until SIGINT/SIGTERM; resolves when it has stopped. */
+export async function runDaemon (options: DaemonOptions = {}): Promise<void> {
+  const d = await startDaemon(options)
+  const log = options.log ?? ((line: string) => process.stdout.write(stamp(line) + '\n'))
+  log('ready')
+  await new Promise<void>((resolve) => {
+    let signals = 0
+    const onSignal = (signal: string): void => {
+      signals++
+      if (signals > 1) process.exit(130)
+      log(`${signal}: shutting down`)
+      d.stop().then(() => { log('stopped'); resolve() }, (err) => { log(`shutdown failed: ${(err as Error).message}`); resolve() })
+    }
+    process.once('SIGINT', () => { onSignal('SIGINT') })
+    process.once('SIGTERM', () => { onSignal('SIGTERM') })
+  })
+}

@@ -1,0 +1,287 @@
+/**
+ * Pack exchange over real libp2p on TCP loopback: publish on one node, find
+ * it through the DHT and fetch it on another; lying, silent and absent
+ * providers; the node's policy; and a server that refuses malformed frames
+ * yet keeps serving.
+ */
+import { readdir } from 'node:fs/promises'
+import { lpStream } from '@libp2p/utils'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { frames } from '../../federation/frames.ts'
+import { PackExchange, type PackExchangeMetrics } from '../../federation/packs.ts'
+import type { ReachHost } from '../../node/host.ts'
+import { decodeBundle, encodeBundle, parsePackCid } from '../../packs/bundle.ts'
+import { MAX_FRAME, PROTOCOLS, type ErrorFrame } from '../../protocol/wire.ts'
+import { ReachError } from '../../protocol/errors.ts'
+import { code, failure, manifest } from '../packs/helpers.ts'
+import { mesh, routed, signedCounter, tamper, until, varint, type Mesh, type SignedPack, type TestNode } from './mesh-helpers.ts'
+
+let net: Mesh
+let signed: SignedPack
+beforeEach(async () => {
+  net = mesh()
+  signed = await signedCounter()
+})
+afterEach(async () => { await net.stop() })
+
+/** A stored, signed counter pack on `node`, announced on the DHT. */
+async function publishOn (node: TestNode): Promise<void> {
+  await node.packs.put(signed.pack.bytes, [signed.signature])
+  await node.exchange.publish(signed.pack.cid)
+}
+
+/** A peer that answers every pack.get with a valid header and `bytes` (tampered), and provides the CID. */
+async function liar (host: ReachHost, bytes: Uint8Array): Promise<void> {
+  await host.handle(PROTOCOLS.pack, async (stream) => {
+    const fs = frames(stream, MAX_FRAME.request)
+    await fs.read(['pack.get'])
+    await fs.write({ v: 1, type: 'pack', cid: signed.pack.cid, size: bytes.length, signatures: [signed.signature] })
+    await fs.writeBytes(bytes)
+    await fs.close()
+  })
+  await host.contentRouting.provide(parsePackCid(signed.pack.cid))
+}
+
+/**
+ * Send `bytes` as they are on a fresh /reach/pack stream from `from` to `to`
+ * and return the frame the server answers with.
+ */
+async function answerTo (from: ReachHost, to: ReachHost, bytes: Uint8Array): Promise<ErrorFrame> {
+  const stream = await from.dialProtocol(to.peerId, PROTOCOLS.pack)
+  const lp = lpStream(stream, { maxDataLength: MAX_FRAME.packHeader })
+  try {
+    stream.send(bytes)
+    const reply = await lp.read({ signal: AbortSignal.timeout(5_000) })
+    return JSON.parse(Buffer.from(reply.subarray()).toString('utf8')) as ErrorFrame
+  } finally {
+    stream.abort(new Error('done'))
+  }
+}
+
+/** One length-prefixed frame holding `text`. */
+function framed (text: string): Uint8Array {
+  const body = new TextEncoder().encode(text)
+  return Uint8Array.from([...varint(body.length), ...body])
+}
+
+/** Metrics that record every increment, as "label" or "op result" strings. */
+function counters (): { metrics: PackExchangeMetrics, fetches: string[], dht: string[] } {
+  const fetches: string[] = []
+  const dht: string[] = []
+  return {
+    fetches,
+    dht,
+    metrics: {
+      packFetches: { inc: ({ result }) => { fetches.push(result) } },
+      dhtOperations: { inc: ({ op, result }) => { dht.push(`${op} ${result}`) } }
+    }
+  }
+}
+
+describe('pack exchange', () => {
+  it('given a pack published on A, when C (which reaches A only through B) fetches it, then it comes from A, verified and stored with its signature', async () => {
+    const a = await net.node()
+    const b = await net.node({ bootstrap: [a.host] })
+    const c = await net.node({ bootstrap: [b.host], trust: [signed.publisher] })
+    await routed([a.host, b.host, c.host])
+    await routed([b.host], 2)
+
+    await publishOn(a)
+    const got = await c.exchange.fetch(signed.pack.cid)
+
+    expect(got.provider).toBe(a.id)
+    expect(got.tried).toEqual([])
+    expect(got.pack.cid).toBe(signed.pack.cid)
+    expect(got.pack.signatures.map((s) => s.publisher)).toEqual([signed.publisher])
+    const stored = await c.packs.get(signed.pack.cid) // re-verifies the bytes on disk
+    expect(Buffer.from(stored.bytes).equals(Buffer.from(signed.pack.bytes))).toBe(true)
+
+    // Once stored, a fetch is local.
+    const again = await c.exchange.fetch(signed.pack.cid)
+    expect(again.provider).toBeNull()
+  })
+
+  it('given only a provider that sends bytes not matching the CID, then RL-4013, nothing stored, and the provider is remembered as bad', async () => {
+    const a = await net.node()
+    const evil = await net.host([a.host])
+    const seen = counters()
+    const c = await net.node({ bootstrap: [a.host], trust: [signed.publisher], exchange: { metrics: seen.metrics } })
+    await routed([a.host, evil, c.host])
+    await liar(evil, tamper(signed.pack.bytes))
+
+    const err = await failure(() => c.exchange.fetch(signed.pack.cid))
+    expect(err.code).toBe('RL-4013')
+    expect(err.details.tried).toEqual([{ peer: evil.peerId.toString(), code: 'RL-3003' }])
+    expect(c.exchange.badProviders()).toEqual([evil.peerId.toString()])
+    expect(await c.packs.has(signed.pack.cid)).toBe(false)
+    expect(await readdir(c.packs.dir).catch(() => [])).toEqual([])
+
+    // When an honest node provides it too, the liar is not asked again.
+    await publishOn(a)
+    const got = await c.exchange.fetch(signed.pack.cid)
+    expect(got.provider).toBe(a.id)
+    expect(got.tried).toEqual([])
+    expect(Buffer.from((await c.packs.get(signed.pack.cid)).bytes).equals(Buffer.from(signed.pack.bytes))).toBe(true)
+    expect(seen.fetches).toEqual(['bad_provider', 'failed', 'fetched'])
+    expect(seen.dht).toEqual(['find_providers ok', 'find_providers ok'])
+  })
+
+  it('given an honest and a lying provider, when a fresh node fetches, then it gets the honest bytes whichever it asks first', async () => {
+    const a = await net.node()
+    const evil = await net.host([a.host])
+    const d = await net.node({ bootstrap: [a.host], trust: [signed.publisher] })
+    await routed([a.host, evil, d.host])
+    await liar(evil, tamper(signed.pack.bytes))
+    await publishOn(a)
+
+    const got = await d.exchange.fetch(signed.pack.cid)
+    expect(got.provider).toBe(a.id)
+    // The liar, if it was asked first, is the only failure and is now remembered.
+    for (const t of got.tried) expect(t).toEqual({ peer: evil.peerId.toString(), code: 'RL-3003' })
+    expect(d.exchange.badProviders()).toEqual(got.tried.map((t) => t.peer))
+    expect(Buffer.from(got.pack.bytes).equals(Buffer.from(signed.pack.bytes))).toBe(true)
+  })
+
+  it('negative control: a fetch path that keeps what the provider sent without re-hashing it against the CID accepts the tampered pack', async () => {
+    const a = await net.node()
+    const evil = await net.host([a.host])
+    await routed([a.host, evil])
+    const forged = tamper(signed.pack.bytes)
+    await liar(evil, forged)
+
+    // What the liar actually sends, read off the wire as any client would.
+    const stream = await a.host.dialProtocol(evil.peerId, PROTOCOLS.pack)
+    const fs = frames(stream, MAX_FRAME.packBytes)
+    await fs.write({ v: 1, type: 'pack.get', cid: signed.pack.cid })
+    const header = await fs.read(['pack'])
+    const sent = await fs.readBytes(MAX_FRAME.packBytes)
+    expect(header).toMatchObject({ type: 'pack', cid: signed.pack.cid, size: forged.length })
+
+    // Naive: decode without the CID asked for. It is a well-formed pack, with other code in it.
+    const naive = decodeBundle(sent)
+    expect(naive.bundle.manifest).toEqual(signed.pack.bundle.manifest)
+    expect(naive.bundle.files['index.js']).not.toEqual(signed.pack.bundle.files['index.js'])
+    expect(naive.cid).not.toBe(signed.pack.cid)
+    // A store that takes the bytes without the CID it asked for keeps them too.
+    const naiveStore = (await net.node()).packs
+    expect((await naiveStore.put(sent)).cid).toBe(naive.cid)
+
+    // Ours: the same bytes checked against the CID asked for are refused.
+    expect(await code(() => decodeBundle(sent, signed.pack.cid))).toBe('RL-3003')
+  })
+
+  it('given a provider that never answers, then it is skipped for this fetch but not remembered as bad', async () => {
+    const a = await net.node()
+    const silent = await net.host([a.host])
+    const c = await net.node({ bootstrap: [a.host], trust: [signed.publisher], exchange: { providerTimeoutMs: 300 } })
+    await routed([a.host, silent, c.host])
+    await silent.handle(PROTOCOLS.pack, async () => { /* keeps the stream open and says nothing */ })
+    await silent.contentRouting.provide(parsePackCid(signed.pack.cid))
+
+    const err = await failure(() => c.exchange.fetch(signed.pack.cid, { timeoutMs: 3_000 }))
+    expect(err.code).toBe('RL-4013')
+    expect(err.details.tried).toEqual([{ peer: silent.peerId.toString(), code: 'RL-4002' }])
+    expect(c.exchange.badProviders()).toEqual([])
+  })
+
+  it('given nobody provides the CID, then RL-4001 within the fetch timeout', async () => {
+    const a = await net.node()
+    const c = await net.node({ bootstrap: [a.host] })
+    await routed([a.host, c.host])
+    const nobody = encodeBundle(manifest({ name: 'nobody-has-this' }), { 'index.js': new TextEncoder().encode('export {}') })
+
+    const started = Date.now()
+    const err = await failure(() => c.exchange.fetch(nobody.cid, { timeoutMs: 1_000 }))
+    expect(err.code).toBe('RL-4001')
+    // Bounded by the timeout (with room for a loaded machine), never a hang.
+    expect(Date.now() - started).toBeLessThan(5_000)
+    // A query cut short by the timeout is the same answer.
+    expect(await code(() => c.exchange.fetch(nobody.cid, { timeoutMs: 1 }))).toBe('RL-4001')
+    // The caller's own cancellation is passed through as it is.
+    const cancelled = new Error('cancelled by the caller')
+    await expect(c.exchange.fetch(nobody.cid, { signal: AbortSignal.abort(cancelled) })).rejects.toBe(cancelled)
+  })
+
+  it('given the node policy refuses the pack (publisher not trusted), then the refusal is thrown as is and nothing is stored', async () => {
+    const a = await net.node()
+    const c = await net.node({ bootstrap: [a.host] }) // trusts nobody
+    await routed([a.host, c.host])
+    await publishOn(a)
+
+    expect(await code(() => c.exchange.fetch(signed.pack.cid))).toBe('RL-3006')
+    expect(await c.packs.has(signed.pack.cid)).toBe(false)
+    expect(await readdir(c.packs.dir).catch(() => [])).toEqual([])
+    expect(c.exchange.badProviders()).toEqual([]) // the provider did nothing wrong
+  })
+
+  it('given an admit that throws, then nothing reaches the store', async () => {
+    const a = await net.node()
+    const refusal = new ReachError('RL-3009', { message: 'capability not granted here' })
+    const c = await net.node({ bootstrap: [a.host], exchange: { admit: () => { throw refusal } } })
+    await routed([a.host, c.host])
+    await publishOn(a)
+
+    await expect(c.exchange.fetch(signed.pack.cid)).rejects.toBe(refusal)
+    expect(await c.packs.has(signed.pack.cid)).toBe(false)
+  })
+
+  it('given malformed, wrong-version, wrong-type and oversized frames, then each gets an error frame and the server still serves', async () => {
+    const a = await net.node()
+    const c = await net.node({ bootstrap: [a.host], trust: [signed.publisher] })
+    await routed([a.host, c.host])
+    await publishOn(a)
+    const ask = (bytes: Uint8Array): Promise<ErrorFrame> => answerTo(c.host, a.host, bytes)
+
+    expect(await ask(framed('not json at all'))).toMatchObject({ type: 'error', code: 'RL-4010' })
+    expect(await ask(framed(JSON.stringify({ v: 2, type: 'pack.get', cid: signed.pack.cid })))).toMatchObject({ type: 'error', code: 'RL-4012' })
+    expect(await ask(framed(JSON.stringify({ v: 1, type: 'log.get', run_id: 'run_00000000000000000000' })))).toMatchObject({ type: 'error', code: 'RL-4010' })
+    // A length prefix of 1 GiB with nothing behind it: refused on the prefix alone.
+    expect(await ask(varint(2 ** 30))).toMatchObject({ type: 'error', code: 'RL-4011' })
+    // A well-formed request for a pack the server does not have.
+    const missing = encodeBundle(manifest({ name: 'missing' }), { 'index.js': new TextEncoder().encode('export {}') })
+    expect(await ask(framed(JSON.stringify({ v: 1, type: 'pack.get', cid: missing.cid })))).toMatchObject({ type: 'error', code: 'RL-3012' })
+
+    const got = await c.exchange.fetch(signed.pack.cid)
+    expect(got.provider).toBe(a.id)
+  })
+
+  // lpStream buffers at most 4 MiB unless told otherwise; bundles may be 9 MiB.
+  it('fetches a bundle larger than 4 MiB', async () => {
+    const files: Record<string, Uint8Array> = { 'index.js': new TextEncoder().encode('export {}') }
+    for (let i = 0; i < 5; i++) files[`data/${i}.bin`] = new Uint8Array(1000 * 1024).fill(i + 1)
+    const big = encodeBundle(manifest({ name: 'big', capabilities: [] }), files)
+    const a = await net.node()
+    const c = await net.node({ bootstrap: [a.host], exchange: { admit: () => {} } })
+    await routed([a.host, c.host])
+    await a.packs.put(big.bytes)
+    await a.exchange.publish(big.cid)
+
+    const got = await c.exchange.fetch(big.cid)
+    expect(got.pack.bytes.length).toBe(big.bytes.length)
+  })
+
+  it('re-provides every published CID periodically until stopped', async () => {
+    const seen = counters()
+    const a = await net.node({ exchange: { metrics: seen.metrics, reprovideIntervalMs: 50 } })
+    await publishOn(a)
+    await until('two re-provides', () => seen.dht.filter((d) => d === 'provide ok').length >= 3)
+    await a.exchange.stop()
+    const after = seen.dht.length
+    // A stopped exchange announces nothing more: wait for one more interval's worth of timer turns.
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    expect(seen.dht.length).toBe(after)
+  })
+
+  it('refuses to publish a pack it does not hold (RL-3012), and start/stop are idempotent', async () => {
+    const a = await net.node()
+    expect(await code(() => a.exchange.publish(signed.pack.cid))).toBe('RL-3012')
+    await a.exchange.start()
+    await a.exchange.stop()
+    await a.exchange.stop()
+    expect(a.host.getProtocols()).not.toContain(PROTOCOLS.pack)
+    const again = new PackExchange({ host: a.host, packs: a.packs, admit: () => {} })
+    await again.start()
+    expect(a.host.getProtocols()).toContain(PROTOCOLS.pack)
+    await again.stop()
+  })
+})

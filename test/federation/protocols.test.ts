@@ -1,0 +1,153 @@
+/**
+ * Abuse of the delegate and log protocols by a raw libp2p peer against a real
+ * daemon (in this process, real TCP loopback): malformed, wrong-version and
+ * oversized frames, forged and replayed requests, an expired deadline, a full
+ * queue. Each gets its code (or a reset) and the node keeps serving.
+ * (The pack protocol's own abuse tests are in packs.test.ts.)
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import os from 'node:os'
+import { join } from 'node:path'
+import type { Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createSigner, generateKeyPair, signDomain } from '../../protocol/keys.ts'
+import { HOP_SIGNATURE_KIND, MAX_FRAME, PROTOCOLS, hopBody, requestDigest, type DelegateRequest } from '../../protocol/wire.ts'
+import { startDaemon, type Daemon } from '../../node/daemon.ts'
+import { createHost, type ReachHost } from '../../node/host.ts'
+import { homePaths } from '../../node/home.ts'
+import { openPackStore } from '../../node/pack-store.ts'
+import { buildBundle } from '../../packs/bundle.ts'
+import { signPack } from '../../packs/trust.ts'
+
+let daemon: Daemon
+let attacker: ReachHost
+let attackerSeed: Uint8Array
+
+let slowCid: string
+
+beforeAll(async () => {
+  const home = homePaths(await mkdtemp(join(os.tmpdir(), 'reach-protocols-')))
+  // A trusted pack that runs for seconds, to hold the node's only run slot.
+  const publisher = generateKeyPair()
+  await mkdir(home.root, { recursive: true })
+  await writeFile(home.trust, JSON.stringify({ version: 1, keys: [{ public_key: publisher.publicKey, name: 'test', added_at: '2026-01-01T00:00:00.000Z' }] }))
+  const built = await buildBundle(fileURLToPath(new URL('../fixtures/packs/slow', import.meta.url)))
+  await openPackStore(home.packs).put(built.bytes, [signPack({ cid: built.cid, manifest: built.bundle.manifest }, createSigner(publisher.seed))])
+  slowCid = built.cid
+  daemon = await startDaemon({ home, log: () => {}, maxConcurrent: 1, maxQueue: 0 })
+  attackerSeed = generateKeyPair().seed
+  attacker = await createHost({ seed: attackerSeed, bootstrap: [daemon.endpoint.addrs[0] as string] })
+}, 30_000)
+
+afterAll(async () => {
+  await attacker?.stop()
+  await daemon?.stop()
+})
+
+async function open (protocol: string): Promise<Stream> {
+  return await attacker.dialProtocol(daemon.host.peerId, protocol)
+}
+
+/** Send raw frame bytes, then read what comes back: the error frame's code, or 'reset' if the stream was torn down. */
+async function exchange (protocol: string, frames: Uint8Array[], rawPrefix?: Uint8Array): Promise<string> {
+  const stream = await open(protocol)
+  const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
+  try {
+    if (rawPrefix !== undefined) stream.send(rawPrefix)
+    for (const f of frames) await lp.write(f)
+    const reply = JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(5000) })).subarray()).toString('utf8'))
+    return reply.type === 'error' ? reply.code : reply.type
+  } catch {
+    return 'reset'
+  } finally {
+    stream.abort(new Error('done'))
+  }
+}
+
+const json = (v: unknown): Uint8Array => Buffer.from(JSON.stringify(v))
+
+function request (overrides: Partial<DelegateRequest> = {}, sign = true): DelegateRequest {
+  const base = { delegation_id: randomBytes(16).toString('hex'), pack_cid: 'bafyreibxffe3qsib2hj3t2hnw6elkmkpedvcplhzfpacjvkyyx3dlpwjw4', nonce: randomBytes(16).toString('hex'), deadline: Date.now() + 10_000, ...overrides }
+  const hop = { from: attacker.peerId.toString(), to: daemon.host.peerId.toString(), request: requestDigest(base) }
+  const signature = sign ? Buffer.from(signDomain(createSigner(attackerSeed), HOP_SIGNATURE_KIND, hopBody(0, hop, null))).toString('base64url') : Buffer.alloc(64).toString('base64url')
+  return { v: 1, type: 'delegate', input: null, budget: {}, depth: 1, ancestry: [{ ...hop, signature }], ...base, ...overrides }
+}
+
+async function stillServing (): Promise<void> {
+  // A normal question still gets a normal answer.
+  expect(await exchange(PROTOCOLS.log, [json({ v: 1, type: 'log.get', run_id: 'run_' + '0'.repeat(20) })])).toBe('RL-4017')
+}
+
+describe('delegate protocol under abuse', () => {
+  it('text that is not JSON → RL-4010', async () => {
+    expect(await exchange(PROTOCOLS.delegate, [Buffer.from('not json at all')])).toBe('RL-4010')
+    await stillServing()
+  })
+
+  it('a frame of another version → RL-4012; unknown fields → RL-4010', async () => {
+    expect(await exchange(PROTOCOLS.delegate, [json({ ...request(), v: 2 })])).toBe('RL-4012')
+    expect(await exchange(PROTOCOLS.delegate, [json({ ...request(), extra: true })])).toBe('RL-4010')
+    await stillServing()
+  })
+
+  it('a frame announced larger than the limit is refused before it is read → RL-4011 or a reset', async () => {
+    // varint of MAX+1, then a few bytes: the server must not wait for (or buffer) the rest.
+    let n = MAX_FRAME.delegateRequest + 1
+    const varint: number[] = []
+    while (n > 0x7f) { varint.push((n & 0x7f) | 0x80); n >>>= 7 }
+    varint.push(n)
+    const got = await exchange(PROTOCOLS.delegate, [], Uint8Array.from([...varint, 1, 2, 3]))
+    expect(['RL-4011', 'reset']).toContain(got)
+    await stillServing()
+  })
+
+  it('a forged hop signature → RL-4006; an expired deadline → RL-4008', async () => {
+    expect(await exchange(PROTOCOLS.delegate, [json(request({}, false))])).toBe('RL-4006')
+    expect(await exchange(PROTOCOLS.delegate, [json(request({ deadline: Date.now() - 1 }))])).toBe('RL-4008')
+    await stillServing()
+  })
+
+  it('while a request holds the only slot: the same request again → RL-4009 (replay), another → RL-4007 (busy)', async () => {
+    const once = { ...request({ deadline: Date.now() + 5_000, pack_cid: slowCid }), input: { steps: 300, work: 3000 } }
+    const held = await open(PROTOCOLS.delegate)
+    await lpStream(held).write(json(once))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(await exchange(PROTOCOLS.delegate, [json(once)])).toBe('RL-4009')
+    expect(await exchange(PROTOCOLS.delegate, [json(request())])).toBe('RL-4007')
+    // The client going away cancels its run, which frees the slot.
+    held.abort(new Error('gone'))
+    for (let i = 0; i < 100 && !(await daemon.node.runs.list()).some((r) => r.status === 'cancelled'); i++) await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await daemon.node.runs.list()).find((r) => r.artifact_hash === slowCid)).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
+    await stillServing()
+  })
+
+  it('depth that does not match the ancestry, or a hop that does not end here → RL-4006', async () => {
+    expect(await exchange(PROTOCOLS.delegate, [json({ ...request(), depth: 2 })])).toBe('RL-4006')
+    const r = request()
+    const elsewhere = { ...r, ancestry: [{ ...(r.ancestry[0] as DelegateRequest['ancestry'][0]), to: attacker.peerId.toString() }] }
+    expect(await exchange(PROTOCOLS.delegate, [json(elsewhere)])).toBe('RL-4006')
+    // A captured request with a fresh nonce (to get past replay protection): its hop was signed for the old one.
+    expect(await exchange(PROTOCOLS.delegate, [json({ ...request(), nonce: randomBytes(16).toString('hex') })])).toBe('RL-4006')
+  })
+
+  it('a pack nobody provides fails with a code within the request\'s deadline, not a hang', async () => {
+    const started = Date.now()
+    const code = await exchange(PROTOCOLS.delegate, [json(request({ deadline: Date.now() + 3_000 }))])
+    expect(['RL-4001', 'RL-4008']).toContain(code)
+    expect(Date.now() - started).toBeLessThan(8_000)
+  }, 15_000)
+})
+
+describe('log protocol under abuse', () => {
+  it('malformed, wrong-version and oversized frames get their codes; unknown runs RL-4017', async () => {
+    expect(await exchange(PROTOCOLS.log, [Buffer.from('{')])).toBe('RL-4010')
+    expect(await exchange(PROTOCOLS.log, [json({ v: 9, type: 'log.get', run_id: 'run_' + '0'.repeat(20) })])).toBe('RL-4012')
+    expect(await exchange(PROTOCOLS.log, [json({ v: 1, type: 'log.get', run_id: '../../etc/passwd' })])).toBe('RL-4010')
+    const big = await exchange(PROTOCOLS.log, [Buffer.alloc(MAX_FRAME.logBatch + 10, 0x20)])
+    expect(['RL-4011', 'reset']).toContain(big)
+    await stillServing()
+  })
+})
