@@ -145,7 +145,7 @@ try {
   const provideMs: number[] = []
   for (let i = 0; i < FETCHES; i++) {
     const files = { 'index.js': new TextEncoder().encode(`export function init () { return ${i} }\nexport function reduce (s) { return { state: s, output: s } }`) }
-    const pack = encodeBundle({ name: `bench-${i}`, version: '1.0.0', entry: 'index.js', capabilities: [], engine: '^1.0.0', budget: { fuel: 1000, memory_bytes: 1 << 20, output_bytes: 1024, tool_calls: 0, wall_ms: 1000 } }, files)
+    const pack = encodeBundle({ name: `bench-${i}`, version: '1.0.0', description: 'bench:mesh fetch probe', entry: 'index.js', capabilities: [], engine: '^1.0.0', budget: { fuel: 1000, memory_bytes: 1 << 20, output_bytes: 1024, tool_calls: 1, wall_ms: 1000 } }, files)
     const sig = signPack({ cid: pack.cid, manifest: pack.bundle.manifest }, createSigner(publisher.seed))
     const from = (i * 7) % FETCH_NODES
     const to = (from + 1 + (i * 3) % (FETCH_NODES - 1)) % FETCH_NODES

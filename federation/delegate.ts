@@ -25,7 +25,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import type { JsonValue } from '../protocol/canonical.ts'
-import { decodeCheckpoint, verifyCheckpoint } from '../protocol/checkpoint.ts'
+import { decodeCheckpoint, encodeCheckpoint, verifyCheckpoint } from '../protocol/checkpoint.ts'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { hashCanonical } from '../protocol/hash.ts'
 import { createSigner, signDomain, verifyDomain } from '../protocol/keys.ts'
@@ -245,7 +245,7 @@ export class DelegationServer {
         ...(outcome.output === undefined ? {} : { output: outcome.output }),
         ...(outcome.error === undefined ? {} : { error: outcome.error }),
         record: record as unknown as Record<string, unknown>,
-        checkpoint: (await this.init.node.runs.checkpointText(record.run_id)),
+        checkpoint: encodeCheckpoint(checkpoint),
         log_head: { seq: last?.seq ?? checkpoint.at_seq, hash: last?.hash ?? checkpoint.log_hash }
       }
       this.init.onServed?.(outcome.status)

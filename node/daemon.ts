@@ -83,7 +83,7 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
   const existing = await readEndpoint(home.root).catch(() => undefined)
   if (existing !== undefined) throw new ReachError('RL-6005', { message: `a node (pid ${existing.pid}) is already running on ${home.root}` })
 
-  const node = await LocalNode.open({ home, keepKv: true })
+  const node = await LocalNode.open({ home, keepKv: true, spareRuns: 2 })
   const metrics = new NodeMetrics()
   const federation = options.federation ?? 'default'
   let host: ReachHost | undefined

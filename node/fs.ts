@@ -6,14 +6,17 @@ import { basename, dirname, join } from 'node:path'
  * Write a file so that readers see the old content or the new, never half:
  * temp file in the same directory, fsync, rename, fsync the directory.
  */
-export async function writeFileAtomic (path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+export async function writeFileAtomic (path: string, data: string | Uint8Array, mode = 0o644, options: { durable?: boolean } = {}): Promise<void> {
+  // durable: false still replaces the file atomically for readers, but skips the fsyncs: for
+  // files that can be rebuilt from a durable source (a run's record and checkpoint, from its log).
+  const durable = options.durable ?? true
   const dir = dirname(path)
   await mkdir(dir, { recursive: true })
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`)
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2, 8)}.tmp`)
   const fh = await open(tmp, 'wx', mode)
   try {
     await fh.writeFile(data)
-    await fh.sync()
+    if (durable) await fh.sync()
   } catch (err) {
     await fh.close()
     await rm(tmp, { force: true })
@@ -21,6 +24,7 @@ export async function writeFileAtomic (path: string, data: string | Uint8Array, 
   }
   await fh.close()
   await rename(tmp, path)
+  if (!durable) return
   const d = await open(dir, 'r')
   try { await d.sync() } finally { await d.close() }
 }

@@ -77,23 +77,29 @@ export class LocalNode {
   /** Held open for the node's life when `keepKv` (the daemon); opened per run otherwise. */
   private kv: KvStore | undefined
 
-  private constructor (home: HomePaths, policy: NodePolicy, seed: Uint8Array) {
+  private constructor (home: HomePaths, policy: NodePolicy, seed: Uint8Array, spareRuns: number) {
     this.home = home
     this.policy = policy
     this.packs = openPackStore(home.packs)
     this.seed = seed
     this.publicKey = keyPairFromSeed(seed).publicKey
-    this.runs = new RunStore(home, seed)
+    this.runs = new RunStore(home, seed, { spares: spareRuns })
   }
 
-  static async open (options: { home?: HomePaths, keepKv?: boolean } = {}): Promise<LocalNode> {
+  /**
+   * `keepKv`: hold the kv store open (the daemon; otherwise it is opened per run).
+   * `spareRuns`: run logs to keep open ahead of time (the daemon: a run then starts without
+   * waiting for LevelDB to create its log).
+   */
+  static async open (options: { home?: HomePaths, keepKv?: boolean, spareRuns?: number } = {}): Promise<LocalNode> {
     const home = await ensureHome(options.home ?? homePaths())
-    const node = new LocalNode(home, await loadPolicy(home.policy), await nodeSeed(home))
+    const node = new LocalNode(home, await loadPolicy(home.policy), await nodeSeed(home), options.spareRuns ?? 0)
     if (options.keepKv === true) node.kv = await openKv(home.root)
     return node
   }
 
   async close (): Promise<void> {
+    await this.runs.close()
     await this.kv?.close()
     this.kv = undefined
   }

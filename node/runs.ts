@@ -12,7 +12,7 @@
  * error and counts. The fingerprint is what two replays must agree on.
  */
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, stat } from 'node:fs/promises'
+import { readdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
 import { createCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
@@ -25,9 +25,10 @@ import { createSigner } from '../protocol/keys.ts'
 import { executeRun, replayRecordedRun, resumeRun, startOf, type RunBudget, type RunOutcome, type RunPack, type RunPolicy, type ReplayVerdict } from '../packs/runner.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { encodeCheckpoint } from '../protocol/checkpoint.ts'
-import { writeFileAtomic } from './fs.ts'
+import { errno, writeFileAtomic } from './fs.ts'
 import type { HomePaths } from './home.ts'
 import { EventLog, openStore } from './store/index.ts'
+import type { EventStore } from './store/types.ts'
 
 export interface RunRecord {
   version: 1
@@ -94,13 +95,59 @@ export interface NewRun {
   signal?: AbortSignal
 }
 
+/** A run log opened ahead of time (its id chosen then), so starting a run does not wait for LevelDB to create it. */
+interface SpareLog {
+  runId: string
+  nonce: string
+  store: EventStore
+}
+
+export interface RunStoreOptions {
+  /** Keep this many empty run logs open and ready (the daemon: opening one costs ~5 ms). 0: open per run. */
+  spares?: number
+}
+
 export class RunStore {
   private readonly home: HomePaths
   private readonly nodeSeed: Uint8Array
+  private readonly spareTarget: number
+  private readonly spares: SpareLog[] = []
+  private refilling: Promise<void> | undefined
+  private closed = false
 
-  constructor (home: HomePaths, nodeSeed: Uint8Array) {
+  constructor (home: HomePaths, nodeSeed: Uint8Array, options: RunStoreOptions = {}) {
     this.home = home
     this.nodeSeed = nodeSeed
+    this.spareTarget = options.spares ?? 0
+    if (this.spareTarget > 0) this.refill()
+  }
+
+  private async newLog (): Promise<SpareLog> {
+    const nonce = randomBytes(16).toString('hex')
+    const runId = `run_${nonce.slice(0, 20)}`
+    return { runId, nonce, store: await openStore(join(this.dir(runId), 'log'), { kind: 'level', create: true }) }
+  }
+
+  private refill (): void {
+    this.refilling ??= (async () => {
+      while (!this.closed && this.spares.length < this.spareTarget) this.spares.push(await this.newLog())
+    })().catch(() => {}).finally(() => { this.refilling = undefined })
+  }
+
+  private async takeLog (): Promise<SpareLog> {
+    const spare = this.spares.shift()
+    if (this.spareTarget > 0) this.refill()
+    return spare ?? await this.newLog()
+  }
+
+  /** Close and remove the spare logs (they hold no run). */
+  async close (): Promise<void> {
+    this.closed = true
+    await this.refilling
+    for (const spare of this.spares.splice(0)) {
+      await spare.store.close()
+      await rm(this.dir(spare.runId), { recursive: true, force: true })
+    }
   }
 
   private dir (runId: string): string {
@@ -109,9 +156,7 @@ export class RunStore {
   }
 
   async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
-    const nonce = randomBytes(16).toString('hex')
-    const runId = `run_${nonce.slice(0, 20)}`
-    const store = await openStore(join(this.dir(runId), 'log'), { kind: 'level', create: true })
+    const { runId, nonce, store } = await this.takeLog()
     try {
       const sink = this.sink(new EventLog(store))
       const outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
@@ -145,7 +190,17 @@ export class RunStore {
   }
 
   private async finish (runId: string, outcome: RunOutcome): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
-    const events = outcome.events
+    const { record, checkpoint } = await this.seal(runId, outcome.events, outcome)
+    return { record, outcome, checkpoint }
+  }
+
+  /**
+   * The run's record and the node's signed checkpoint of its finished log, written next to the
+   * log. Both are functions of the log (Ed25519 is deterministic), so they are written without
+   * fsync: the log is the durable part, and a record or checkpoint lost in a crash is rebuilt
+   * from it, byte for byte, the next time it is read (`checkpointText`).
+   */
+  private async seal (runId: string, events: readonly Event[], outcome?: RunOutcome): Promise<{ record: RunRecord, checkpoint: Checkpoint }> {
     const d = digestLog(events, { reduce: false })
     const record = recordOf(runId, events, outcome)
     // The node signs what the log is at its end; its state hash is the
@@ -159,9 +214,9 @@ export class RunStore {
       timestamp: d.timestamp
     }, createSigner(this.nodeSeed))
     record.checkpoint_id = checkpoint.checkpoint_id
-    await writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), encodeCheckpoint(checkpoint))
-    await writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n')
-    return { record, outcome, checkpoint }
+    await writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), encodeCheckpoint(checkpoint), 0o644, { durable: false })
+    await writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n', 0o644, { durable: false })
+    return { record, checkpoint }
   }
 
   async events (runId: string): Promise<Event[]> {
@@ -203,8 +258,17 @@ export class RunStore {
     return found.sort((a, b) => b.mtime - a.mtime || (a.record.run_id < b.record.run_id ? -1 : 1)).map((f) => f.record)
   }
 
+  /** The node's signed checkpoint of a finished run; rebuilt from the log if a crash lost the file. */
   async checkpointText (runId: string): Promise<string> {
-    return await readFile(join(this.dir(runId), 'final.checkpoint'), 'utf8')
+    try {
+      return await readFile(join(this.dir(runId), 'final.checkpoint'), 'utf8')
+    } catch (err) {
+      if (errno(err) !== 'ENOENT') throw err
+    }
+    const events = await this.events(runId)
+    const last = events.at(-1)
+    if (last === undefined || !['RunCompleted', 'RunFailed', 'RunCancelled'].includes(last.type)) throw new ReachError('RL-3019', { message: `${runId} has not finished` })
+    return encodeCheckpoint((await this.seal(runId, events)).checkpoint)
   }
 
   /** Store a run verified elsewhere (readRunArchive); refuses a run id already here. */

@@ -178,6 +178,36 @@ interface Instance {
   refused: boolean
   /** Tear the VM out at the next interrupt callback (the pack swallowed an interrupt). */
   kill: boolean
+  /** The instance's linear memory, and its own grow (before the cap was put on it). */
+  memory: WasmMemory
+  rawGrow: (pages: number) => number
+}
+
+/**
+ * Linear memories of released sandboxes that never grew past the base, kept for the next
+ * instances. A fresh WebAssembly.Memory is 16 MiB of external memory to V8, and making one per
+ * run drove a full mark-compact every few runs; a released one, zeroed, is exactly what a fresh
+ * one is (all zero bytes, base size, same maximum), so reusing it changes nothing a pack can see.
+ * It is zeroed when taken, not when released: a release can happen inside a callback from the
+ * old instance, whose frames still run on that memory until they unwind.
+ */
+const freeMemories: Array<{ memory: WasmMemory, grow: (pages: number) => number }> = []
+const MAX_FREE_MEMORIES = 4
+
+function freshMemory (): { memory: WasmMemory, grow: (pages: number) => number } {
+  const reused = freeMemories.pop()
+  if (reused !== undefined) {
+    new Uint8Array(reused.memory.buffer).fill(0)
+    return reused
+  }
+  const memory = new Wasm.Memory({ initial: BASE_MEMORY_BYTES / PAGE, maximum: MAX_MEMORY_BYTES / PAGE })
+  return { memory, grow: memory.grow.bind(memory) }
+}
+
+function recycle (instance: Instance): void {
+  if (freeMemories.length >= MAX_FREE_MEMORIES || instance.memory.buffer.byteLength !== BASE_MEMORY_BYTES) return
+  instance.memory.grow = instance.rawGrow
+  freeMemories.push({ memory: instance.memory, grow: instance.rawGrow })
 }
 
 /** What a refused memory growth throws (emscripten catches it and reports the failure to malloc). */
@@ -212,7 +242,7 @@ function baseVariant (): QuickJSSyncVariant {
 async function instantiate (): Promise<Instance> {
   const wasmModule = await compileWasm()
   // emscripten's own default: 16 MiB to start, 2 GiB at most; the sandbox's cap is enforced in grow.
-  const memory = new Wasm.Memory({ initial: BASE_MEMORY_BYTES / PAGE, maximum: MAX_MEMORY_BYTES / PAGE })
+  const { memory, grow } = freshMemory()
   const variant = newVariant(baseVariant(), {
     wasmMemory: memory as unknown as WebAssemblyMemoryLike,
     emscriptenModule: {
@@ -236,9 +266,8 @@ async function instantiate (): Promise<Instance> {
     throw new Error('unsupported QuickJS build: heap helpers not found')
   }
   // Uncapped while the blank is made; fillBase, then start, set the cap.
-  const instance: Instance = { wasm, ffi, heap, capBytes: MAX_MEMORY_BYTES, refused: false, kill: false }
+  const instance: Instance = { wasm, ffi, heap, capBytes: MAX_MEMORY_BYTES, refused: false, kill: false, memory, rawGrow: grow }
 
-  const grow = memory.grow.bind(memory)
   memory.grow = (pages: number) => {
     if (memory.buffer.byteLength + pages * PAGE > instance.capBytes) {
       instance.refused = true
@@ -932,8 +961,10 @@ class QuickJSSandbox implements Sandbox {
    * goes to the garbage collector once the sandbox is dropped.
    */
   private release (): void {
+    if (this.released) return
     this.released = true
     this.files = {}
+    recycle(this.instance)
   }
 
   dispose (): void {

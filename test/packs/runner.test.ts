@@ -3,7 +3,7 @@
  * hostile packs ending as RunFailed with their code, and crash resume with a
  * real child process killed (SIGKILL) right after ToolCalled / ToolResult.
  */
-import { mkdtemp, mkdir, writeFile } from 'node:fs/promises'
+import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
@@ -118,6 +118,32 @@ export function reduce (s, e) {
     expect(events.at(-1)).toMatchObject({ type: 'RunFailed', payload: { error: { code: 'RL-3101' } } })
     expect((await store.replay(runId, p)).verdict.ok).toBe(true)
     expect((await recorded()).events.at(-1)!.type).toBe('RunCompleted')
+  })
+})
+
+describe('run store', () => {
+  it('a lost record and checkpoint are rebuilt from the log, byte for byte (they are written without fsync)', async () => {
+    const { runId } = await recorded()
+    const text = await store.checkpointText(runId)
+    const record = await store.record(runId)
+    const dir = join(store['home'].runs, runId)
+    await rm(join(dir, 'final.checkpoint'))
+    await rm(join(dir, 'record.json'))
+    expect(await store.checkpointText(runId)).toBe(text)
+    expect(await store.record(runId)).toEqual(record)
+  })
+
+  it('with spare logs open ahead of time: runs use them, list shows only runs, close removes the spares', async () => {
+    const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-spares-'))))
+    const spared = new RunStore(home, generateKeyPair().seed, { spares: 2 })
+    const p = pack(CLOCK_PACK)
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) ids.push((await spared.start({ pack: p, input: { i }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })).record.run_id)
+    expect(new Set(ids).size).toBe(3)
+    expect((await spared.list()).map((r) => r.run_id).sort()).toEqual([...ids].sort())
+    await spared.close()
+    expect((await readdir(home.runs)).sort()).toEqual([...ids].sort())
+    for (const id of ids) expect((await spared.replay(id, p)).verdict.ok).toBe(true)
   })
 })
 
