@@ -63,10 +63,13 @@ export async function main (argv: string[]): Promise<number> {
     ? c.requiredOption('--log-path <path>', 'event log: a .log/.jsonl file, or a LevelDB directory')
     : c.option('--log-path <path>', 'event log: a .log/.jsonl file, or a LevelDB directory')
 
-  logPath(cmd(program, 'init', 'create the node identity and data dir; with --log-path, a new event log with its genesis event'), false)
+  logPath(cmd(program, 'init', 'create the node identity, config and data dir; with --log-path, a new event log with its genesis event'), false)
     .addOption(new Option('--store <kind>', 'storage engine').choices(['jsonl', 'level']))
+    .option('--federation <id>', 'the federation this node joins (saved in config.json)')
+    .option('--listen <multiaddr...>', 'addresses to listen on (saved in config.json)')
+    .option('--bootstrap <multiaddr...>', 'peers to join through (saved in config.json)')
     .action(action(async () => async (opts) => opts.logPath === undefined
-      ? await (await import('./commands/mesh.ts')).initNode()
+      ? await (await import('./commands/mesh.ts')).initNode(opts)
       : await (await import('./commands/log.ts')).init(opts)))
 
   logPath(cmd(program, 'append', 'append one event (durable before it returns)'))
@@ -196,7 +199,7 @@ export async function main (argv: string[]): Promise<number> {
   cmd(nodeCmd, 'start', 'run the node in the foreground (libp2p, DHT, delegation, control API) until Ctrl-C')
     .option('--listen <multiaddr...>', 'addresses to listen on (default /ip4/127.0.0.1/tcp/0)')
     .option('--bootstrap <multiaddr...>', 'peers to join through (with /p2p/<peer-id>)')
-    .option('--federation <id>', 'federation id', 'default')
+    .option('--federation <id>', 'federation id (default: config.json, else "default")')
     .option('--api-port <port>', 'control API port on 127.0.0.1 (default: any free port)')
     .action(action(async () => (await import('./commands/mesh.ts')).nodeStart))
   cmd(nodeCmd, 'status', 'the running node: peer id, addresses, peers, delegations')

@@ -10,12 +10,14 @@
  * elsewhere, breaker opens, half-opens and closes when the peer is back),
  * cancellation, and the control API refusing a request without its token.
  */
-import { readFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { cli, newHome, startNode, stopNode, until, type MeshNode } from './cluster.ts'
-import { reach } from '../node/cli/helpers.ts'
+import { BIN, reach } from '../node/cli/helpers.ts'
 
 const EXAMPLES = fileURLToPath(new URL('../../packs/examples/', import.meta.url))
 const FIXTURES = fileURLToPath(new URL('../fixtures/packs/', import.meta.url))
@@ -108,6 +110,40 @@ describe('mesh: real nodes on loopback', () => {
     expect(r.delegation.output.refused.code).toBe('RL-4004')
     const direct = await ok(a, ['delegate', cids.counter as string, '--peer', d.peerId, '--input', '{"numbers":[2]}'])
     expect(direct.delegation.status).toBe('completed')
+  })
+
+  it('refuses a pack its policy does not trust (RL-3006) and a budget over its policy (RL-3010)', async () => {
+    // A trusts a second publisher; B does not. B fetches the pack through the DHT and refuses it unstored.
+    const dir = await mkdtemp(join(os.tmpdir(), 'reach-untrusted-'))
+    await cp(`${EXAMPLES}counter`, dir, { recursive: true })
+    const manifest = JSON.parse(await readFile(join(dir, 'reach-pack.json'), 'utf8'))
+    await writeFile(join(dir, 'reach-pack.json'), JSON.stringify({ ...manifest, description: 'signed by someone B does not know' }))
+    const keyPath = join(dir, 'other.key')
+    await ok(a, ['keygen', '--publisher', '--output', keyPath])
+    await ok(a, ['trust', 'add', keyPath, '--name', 'known to A only'])
+    const built = await ok(a, ['pack', 'build', dir])
+    await ok(a, ['pack', 'sign', built.cid, '--key', keyPath])
+    await ok(a, ['pack', 'publish', built.cid])
+    const refused = await cli(a, ['delegate', built.cid, '--peer', b.peerId, '--input', '{"numbers":[1]}'])
+    expect(refused.code).toBe(1)
+    expect(refused.json.error.code).toBe('RL-3006')
+    expect((await ok(b, ['node', 'status'])).peer_id).toBe(b.peerId)
+    const greedy = await cli(a, ['delegate', cids.counter as string, '--peer', b.peerId, '--input', '{"numbers":[1]}', '--budget', '{"fuel":999999999}'])
+    expect(greedy.json.error.code).toBe('RL-3010')
+  })
+
+  it('Ctrl-C on `reach delegate` cancels the remote run', async () => {
+    const child = spawn(process.execPath, [BIN, 'delegate', cids.slow as string, '--peer', d.peerId, '--input', '{"steps":900,"work":30000}'], { env: { ...process.env, REACH_HOME: a.home }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (t: string) => { stderr += t })
+    await until('D to start serving', async () => (await serving(d)) > 0 ? true : undefined)
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    child.kill('SIGINT')
+    expect(await exited).not.toBe(0)
+    expect(stderr).toContain('RL-4015')
+    await until('D to finish', async () => (await serving(d)) === 0 ? true : undefined)
+    const runs = (await ok(d, ['runs', 'list'])).runs as Array<{ status: string, artifact_hash: string }>
+    expect(runs.find((r) => r.artifact_hash === cids.slow)).toMatchObject({ status: 'cancelled' })
   })
 
   it('cancellation reaches the remote run: it ends with RunCancelled', async () => {

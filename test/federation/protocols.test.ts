@@ -6,12 +6,19 @@
  * (The pack protocol's own abuse tests are in packs.test.ts.)
  */
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import os from 'node:os'
 import { join } from 'node:path'
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createSigner, generateKeyPair, signDomain } from '../../protocol/keys.ts'
 import { HOP_SIGNATURE_KIND, MAX_FRAME, PROTOCOLS, hopBody, requestDigest, type DelegateRequest } from '../../protocol/wire.ts'
@@ -149,5 +156,37 @@ describe('log protocol under abuse', () => {
     const big = await exchange(PROTOCOLS.log, [Buffer.alloc(MAX_FRAME.logBatch + 10, 0x20)])
     expect(['RL-4011', 'reset']).toContain(big)
     await stillServing()
+  })
+})
+
+describe('the node as a libp2p peer', () => {
+  it('a vanilla js-libp2p peer (tcp, noise, yamux, identify, ping only) connects, identifies and pings it', async () => {
+    const vanilla = await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: { identify: identify(), ping: ping() }
+    })
+    try {
+      const target = multiaddr(daemon.endpoint.addrs[0] as string)
+      const rtt = await vanilla.services.ping.ping(target)
+      expect(rtt).toBeGreaterThanOrEqual(0)
+      const protocols = await vanilla.peerStore.get(daemon.host.peerId).then((p) => p.protocols, () => [] as string[])
+      expect(protocols).toEqual(expect.arrayContaining(['/ipfs/id/1.0.0', '/ipfs/ping/1.0.0', '/reach/delegate/1.0.0', '/reach/pack/1.0.0', '/reach/log/1.0.0', '/reach/kad/1.0.0']))
+    } finally {
+      await vanilla.stop()
+    }
+  })
+
+  it('serves Prometheus metrics behind the token, with the delegation, breaker and DHT series', async () => {
+    const token = (await readFile(join(daemon.node.home.root, 'api.token'), 'utf8')).trim()
+    const res = await fetch(`${daemon.api.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })
+    expect(res.status).toBe(200)
+    const text = await res.text()
+    for (const name of ['reach_delegations_total', 'reach_delegations_served_total', 'reach_dht_operations_total', 'reach_pack_fetches_total', 'reach_peers_connected', 'reach_gossip_messages_total']) expect(text).toContain(name)
+    // The abuse above was counted: refused requests are served outcomes too.
+    expect(text).toMatch(/reach_delegations_served_total\{outcome="refused"\} [1-9]/)
+    expect((await fetch(`${daemon.api.url}/metrics`)).status).toBe(401)
   })
 })

@@ -22,19 +22,30 @@ async function api<T = Record<string, unknown>> (method: 'GET' | 'POST', path: s
   return await callApi<T>(homePaths().root, method, path, body, signal === undefined ? {} : { signal, timeoutMs: 24 * 3600_000 })
 }
 
-/** `reach init` without --log-path: the node's identity (its libp2p PeerId) and data dir. */
-export async function initNode (): Promise<Report> {
+/** `reach init` without --log-path: the node's identity (its libp2p PeerId), config and data dir. */
+export async function initNode (opts: Record<string, unknown> = {}): Promise<Report> {
   const home = await ensureHome(homePaths())
   const seed = await nodeSeed(home)
+  const { readConfig, writeConfig } = await import('../../config.ts')
+  const config = await readConfig(home.root)
+  const listen = list(opts, 'listen')
+  const bootstrap = list(opts, 'bootstrap')
+  await writeConfig(home.root, {
+    ...config,
+    ...(typeof opts.federation === 'string' ? { federation: opts.federation } : {}),
+    ...(listen === undefined ? {} : { listen }),
+    ...(bootstrap === undefined ? {} : { bootstrap })
+  })
   const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
   const { generateKeyPairFromSeed } = await import('@libp2p/crypto/keys')
   const peerId = peerIdFromPrivateKey(await generateKeyPairFromSeed('Ed25519', seed))
   const { ensureApiToken } = await import('../../api.ts')
   await ensureApiToken(join(home.root, 'api.token'))
   const publicKey = keyPairFromSeed(seed).publicKey
+  const saved = await readConfig(home.root)
   return {
-    human: [`Data dir: ${home.root}`, `Node key: ${home.nodeKey} (0600)`, `Peer id: ${peerId.toString()}`, `Public key: ${publicKey}`, 'Start it: reach node start'],
-    json: { home: home.root, peer_id: peerId.toString(), public_key: publicKey }
+    human: [`Data dir: ${home.root}`, `Node key: ${home.nodeKey} (0600)`, `Peer id: ${peerId.toString()}`, `Public key: ${publicKey}`, `Federation: ${saved.federation}; listen ${saved.listen.join(' ')}; bootstrap ${saved.bootstrap.length === 0 ? '(none)' : saved.bootstrap.join(' ')}`, 'Start it: reach node start'],
+    json: { home: home.root, peer_id: peerId.toString(), public_key: publicKey, config: saved }
   }
 }
 
@@ -46,8 +57,12 @@ function list (opts: Record<string, unknown>, name: string): string[] | undefine
 
 export async function nodeStart (opts: Record<string, unknown>): Promise<Report | undefined> {
   const { runDaemon } = await import('../../daemon.ts')
-  const listen = list(opts, 'listen')
-  const bootstrap = list(opts, 'bootstrap')
+  const { readConfig } = await import('../../config.ts')
+  // Flags win over the config written by `reach init`.
+  const config = await readConfig(homePaths().root)
+  const listen = list(opts, 'listen') ?? config.listen
+  const bootstrap = list(opts, 'bootstrap') ?? config.bootstrap
+  opts.federation ??= config.federation
   const apiPort = opts.apiPort === undefined ? undefined : Number(opts.apiPort)
   if (apiPort !== undefined && (!Number.isInteger(apiPort) || apiPort < 0 || apiPort > 65535)) throw new ReachError('RL-1003', { message: '--api-port must be a port number' })
   await runDaemon({
