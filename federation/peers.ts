@@ -181,7 +181,7 @@ export class PeerRegistry {
 
   /**
    * Open the registry persisted at `path`. A missing file is an empty
-   * registry; an unreadable one is RL-1004, a malformed one RL-1003.
+   * registry; an unreadable one is RL-1004, a malformed one RL-1012.
    */
   static async open (path: string, options: PeerRegistryOptions = {}): Promise<PeerRegistry> {
     let text: string | undefined
@@ -387,7 +387,7 @@ function breakerOpen (peer: string, cause?: unknown): ReachError {
 }
 
 function malformed (path: string, why: string): never {
-  throw new ReachError('RL-1003', { message: `peer registry ${path} is malformed: ${why}`, details: { path } })
+  throw new ReachError('RL-1012', { message: `peer registry ${path} is malformed: ${why}`, details: { path } })
 }
 
 function isObject (value: unknown): value is Record<string, unknown> {
@@ -397,7 +397,7 @@ function isObject (value: unknown): value is Record<string, unknown> {
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 const isMs = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0
 
-/** The reputation file, checked field by field; anything off is RL-1003. */
+/** The reputation file, checked field by field; anything off is RL-1012. */
 function parsePeerFile (text: string, path: string): Map<string, Peer> {
   let value: unknown
   try {

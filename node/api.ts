@@ -79,6 +79,7 @@ export function statusFor (code: string): number {
     case 'RL-6002': return 503
     case 'RL-6003': return 404
     case 'RL-6004': return 400
+    case 'RL-6006': return 500
     case 'RL-6005': return 409
   }
   switch (code.slice(0, 4)) {
@@ -91,17 +92,12 @@ export function statusFor (code: string): number {
 }
 
 /**
- * An error that is not a ReachError is a bug or an unexpected environment
- * failure inside a handler. There is no "internal error" code in the
- * registry, and every failure must carry one, so it goes out as RL-6004 (the
- * control API could not serve this request) with status 500 and a message
- * starting "internal error", which tells it apart from a client mistake (400).
- * RL-5009 ("store corrupt") or a federation code would send the operator
- * after the wrong layer. A dedicated code (RL-6006) would be better still.
+ * An error that is not a ReachError is a bug or an unexpected environment failure inside a
+ * handler: 500 with RL-6006, so it is told apart from a client mistake (400, RL-6004).
  */
 function internalError (err: unknown): { status: number, error: ReachError } {
   const message = err instanceof Error ? err.message : String(err)
-  return { status: 500, error: new ReachError('RL-6004', { message: `internal error: ${message}`, details: { internal: true }, cause: err }) }
+  return { status: 500, error: new ReachError('RL-6006', { message: `internal error: ${message}`, details: { internal: true }, cause: err }) }
 }
 
 interface CompiledRoute {

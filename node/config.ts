@@ -24,7 +24,7 @@ export const DEFAULT_CONFIG: Readonly<NodeConfig> = Object.freeze({ version: 1, 
 const FEDERATION_ID = /^[A-Za-z0-9._-]{1,64}$/
 
 function invalid (path: string, why: string): never {
-  throw new ReachError('RL-1002', { message: `config ${path} is invalid: ${why}` })
+  throw new ReachError('RL-1012', { message: `config ${path} is invalid: ${why}` })
 }
 
 export function parseConfig (value: unknown, path = '(config)'): NodeConfig {

@@ -251,7 +251,7 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
         path: '/v1/delegations/:id/cancel',
         handler: async (req) => {
           const id = req.params.id ?? ''
-          if (!delegator.cancel(id)) throw new ReachError('RL-1004', { message: `no delegation ${id} in flight on this node` })
+          if (!delegator.cancel(id)) throw new ReachError('RL-4019', { message: `no delegation ${id} in flight on this node` })
           return { cancelled: id }
         }
       }

@@ -57,7 +57,7 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
     try {
       multiaddr(addr)
     } catch (err) {
-      throw new ReachError('RL-1003', { message: `not a multiaddr: ${addr}`, cause: err })
+      throw new ReachError('RL-1011', { message: `not a multiaddr: ${addr}`, cause: err })
     }
   }
   const host = await createLibp2p({
@@ -104,6 +104,6 @@ export function parsePeerId (text: string): PeerId {
   try {
     return peerIdFromString(text)
   } catch (err) {
-    throw new ReachError('RL-1003', { message: `not a peer id: ${text}`, cause: err })
+    throw new ReachError('RL-1011', { message: `not a peer id: ${text}`, cause: err })
   }
 }

@@ -17,7 +17,7 @@
  * unless the caller asks for it (RL-1008).
  */
 import { randomBytes } from 'node:crypto'
-import { link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { link, mkdir, open, rename, unlink } from 'node:fs/promises'
 import { errno, pathExists } from './fs.ts'
 import { basename, dirname, join } from 'node:path'
 import { ReachError } from '../protocol/errors.ts'

@@ -24,6 +24,8 @@ export const CODES = {
   'RL-1008': 'refusing to overwrite an existing file',
   'RL-1009': 'key file malformed',
   'RL-1010': 'key file permissions too open',
+  'RL-1011': 'invalid argument',
+  'RL-1012': 'node file invalid',
 
   // integrity
   'RL-2001': 'event hash mismatch',
@@ -95,6 +97,7 @@ export const CODES = {
   'RL-4016': 'no peer available',
   'RL-4017': 'remote run not found',
   'RL-4018': 'remote replay did not verify',
+  'RL-4019': 'delegation not found',
 
   // storage
   'RL-5001': 'duplicate sequence number: append rejected',
@@ -112,7 +115,8 @@ export const CODES = {
   'RL-6002': 'node is not running',
   'RL-6003': 'control API: unknown route',
   'RL-6004': 'control API: bad request',
-  'RL-6005': 'node already running'
+  'RL-6005': 'node already running',
+  'RL-6006': 'control API: internal error'
 } as const
 
 export type ErrorCode = keyof typeof CODES

@@ -6,6 +6,7 @@ import CircuitBreaker from 'opossum'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { PeerRegistry, peerScore, type BreakerState, type PeerRegistryOptions, type PeerStats } from '../../federation/peers.ts'
 import { isReachError, ReachError, type ErrorCode } from '../../protocol/errors.ts'
+import { code } from '../codes.ts'
 
 const posix = process.platform !== 'win32'
 const RESET_MS = 150
@@ -55,15 +56,6 @@ async function open (options: PeerRegistryOptions = {}): Promise<Harness> {
     })
   }
   return { reg, until }
-}
-
-async function code (promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise
-  } catch (err) {
-    return isReachError(err) ? err.code : `not a ReachError: ${String(err)}`
-  }
-  return undefined
 }
 
 /** `times` calls that fail with a fresh copy of `make()`; each must come back as that very error. */
@@ -348,11 +340,11 @@ describe('persistence', () => {
     ['a bad last_failure', JSON.stringify({ version: 1, peers: { p: { ...entry, last_failure: { at: 1 } } } })],
     ['an entry that is not an object', JSON.stringify({ version: 1, peers: { p: 3 } })]
   ]
-  it.each(malformed)('a file with %s is RL-1003 naming the path', async (_, text) => {
+  it.each(malformed)('a file with %s is RL-1012 naming the path', async (_, text) => {
     const path = join(dir, 'peers.json')
     await writeFile(path, text)
     const err = await PeerRegistry.open(path).catch((e: unknown) => e)
-    expect(isReachError(err, 'RL-1003')).toBe(true)
+    expect(isReachError(err, 'RL-1012')).toBe(true)
     expect((err as ReachError).message).toContain(`peer registry ${path} is malformed`)
   })
 

@@ -10,18 +10,10 @@ import { callApi, ENDPOINT_FILE, readEndpoint, removeEndpoint, TOKEN_FILE, write
 import { ensureApiToken, readApiToken, startApi, type ApiRequest, type ApiServer, type Route } from '../../node/api.ts'
 import { NodeMetrics } from '../../node/metrics.ts'
 import { isReachError, ReachError } from '../../protocol/errors.ts'
+import { code } from '../codes.ts'
 
 const posix = process.platform !== 'win32'
 const TOKEN = 'A'.repeat(43)
-
-async function code (promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise
-  } catch (err) {
-    return isReachError(err) ? err.code : `not a ReachError: ${String(err)}`
-  }
-  return undefined
-}
 
 /** A promise with its resolver, to let a test step a handler along without sleeping. */
 function deferred<T = void> (): { promise: Promise<T>, resolve: (value: T) => void } {
@@ -208,7 +200,7 @@ describe('control API: handler failures', () => {
     const api = await serve(failing(new TypeError('boom')))
     const r = await request(api, 'GET', '/v1/fail')
     expect(r.status).toBe(500)
-    expect(r.json.error).toMatchObject({ code: 'RL-6004', message: 'internal error: boom' })
+    expect(r.json.error).toMatchObject({ code: 'RL-6006', message: 'internal error: boom' })
     expect((await request(api, 'GET', '/v1/fail')).status).toBe(500)
   })
 })

@@ -5,17 +5,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { encodeKeyFile, readKeyFile, readPublicKey, writeKeyFile } from '../../node/keys.ts'
 import { isReachError } from '../../protocol/errors.ts'
 import { generateKeyPair, keyPairFromSeed } from '../../protocol/keys.ts'
+import { code } from '../codes.ts'
 
 const posix = process.platform !== 'win32'
-
-async function code (promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise
-  } catch (err) {
-    return isReachError(err) ? err.code : `not a ReachError: ${String(err)}`
-  }
-  return undefined
-}
 
 let dir: string
 beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'reach-keys-')) })

@@ -3,7 +3,7 @@ import vm from 'node:vm'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { JsonValue } from '../../protocol/canonical.ts'
 import { ReachError, isReachError } from '../../protocol/errors.ts'
-import { createSandbox, loadEngine, type Sandbox, type SandboxLimits } from '../../packs/sandbox.ts'
+import { createSandbox, loadEngine, type SandboxLimits } from '../../packs/sandbox.ts'
 
 const COUNTER = `
 export function init (input) {

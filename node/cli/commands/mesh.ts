@@ -64,7 +64,7 @@ export async function nodeStart (opts: Record<string, unknown>): Promise<Report 
   const bootstrap = list(opts, 'bootstrap') ?? config.bootstrap
   opts.federation ??= config.federation
   const apiPort = opts.apiPort === undefined ? undefined : Number(opts.apiPort)
-  if (apiPort !== undefined && (!Number.isInteger(apiPort) || apiPort < 0 || apiPort > 65535)) throw new ReachError('RL-1003', { message: '--api-port must be a port number' })
+  if (apiPort !== undefined && (!Number.isInteger(apiPort) || apiPort < 0 || apiPort > 65535)) throw new ReachError('RL-1011', { message: '--api-port must be a port number' })
   await runDaemon({
     ...(listen === undefined ? {} : { listen }),
     ...(bootstrap === undefined ? {} : { bootstrap }),
