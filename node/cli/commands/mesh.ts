@@ -13,7 +13,6 @@ import type { JsonObject } from '../../../protocol/canonical.ts'
 import { ReachError } from '../../../protocol/errors.ts'
 import { keyPairFromSeed } from '../../../protocol/keys.ts'
 import { ensureHome, homePaths } from '../../home.ts'
-import { nodeSeed } from '../../node.ts'
 import type { Report } from '../io.ts'
 import { parseJsonOption, parseObjectOption, short } from '../io.ts'
 
@@ -25,6 +24,7 @@ async function api<T = Record<string, unknown>> (method: 'GET' | 'POST', path: s
 /** `reach init` without --log-path: the node's identity (its libp2p PeerId), config and data dir. */
 export async function initNode (opts: Record<string, unknown> = {}): Promise<Report> {
   const home = await ensureHome(homePaths())
+  const { nodeSeed } = await import('../../node.ts')
   const seed = await nodeSeed(home)
   const { readConfig, writeConfig } = await import('../../config.ts')
   const config = await readConfig(home.root)
