@@ -24,7 +24,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import type { JsonValue } from '../protocol/canonical.ts'
+import { canonicalize, type JsonValue } from '../protocol/canonical.ts'
 import { decodeCheckpoint, encodeCheckpoint, verifyCheckpoint } from '../protocol/checkpoint.ts'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { hashCanonical } from '../protocol/hash.ts'
@@ -44,6 +44,8 @@ const FINAL: ReadonlySet<string> = new Set(['RL-4004', 'RL-4008', 'RL-4009', 'RL
 
 export const DEFAULT_DEADLINE_MS = 30_000
 export const DEFAULT_ATTEMPTS = 3
+/** A delegation may ask for at most an hour (and the timer stays within setTimeout's range). */
+export const MAX_DEADLINE_MS = 3_600_000
 /** How long a nonce is remembered past its deadline (clock skew between nodes). */
 const NONCE_GRACE_MS = 60_000
 
@@ -73,7 +75,7 @@ export const ROOT: Lineage = { depth: 0, ancestry: [] }
 // ---------------------------------------------------------------------------
 // Hops
 
-function signHop (seed: Uint8Array, request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'nonce' | 'deadline'>, ancestry: readonly Hop[], from: string, to: string): Hop {
+function signHop (seed: Uint8Array, request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'input' | 'budget' | 'nonce' | 'deadline'>, ancestry: readonly Hop[], from: string, to: string): Hop {
   const previous = ancestry.at(-1)?.signature ?? null
   const hop = { from, to, request: requestDigest(request) }
   const signature = signDomain(createSigner(seed), HOP_SIGNATURE_KIND, hopBody(ancestry.length, hop, previous))
@@ -99,7 +101,9 @@ function checkAncestry (request: DelegateRequest, caller: string, self: string):
     } catch {
       throw new ReachError('RL-4006', { message: `hop ${i + 1}: ${hop.from} is not an Ed25519 peer id` })
     }
-    if (!verifyDomain(key, HOP_SIGNATURE_KIND, hopBody(i, hop, previous), Buffer.from(hop.signature, 'base64url'))) {
+    const signature = Buffer.from(hop.signature, 'base64url')
+    // One spelling per signature: base64url's spare bits must be zero.
+    if (signature.toString('base64url') !== hop.signature || !verifyDomain(key, HOP_SIGNATURE_KIND, hopBody(i, hop, previous), signature)) {
       throw new ReachError('RL-4006', { message: `hop ${i + 1} (${hop.from} → ${hop.to}) is not signed by ${hop.from}` })
     }
     previous = hop.signature
@@ -153,7 +157,8 @@ export class DelegationServer {
 
   async stop (): Promise<void> {
     await this.init.host.unhandle(PROTOCOLS.delegate)
-    for (const a of this.active.values()) a.abort.abort(new ReachError('RL-4015', { message: 'the serving node is shutting down' }))
+    // Not the client's cancellation: it should try another peer.
+    for (const a of this.active.values()) a.abort.abort(new ReachError('RL-4002', { message: 'the serving node is shutting down' }))
   }
 
   list (): Array<{ delegation_id: string, peer: string, started: number }> {
@@ -205,8 +210,10 @@ export class DelegationServer {
       if (isErrorFrame(first)) return await fs.close()
       request = first
       if (request.deadline <= this.now()) throw new ReachError('RL-4008', { message: 'the request arrived after its deadline' })
-      this.rememberNonce(request.nonce, request.deadline)
+      if (request.deadline > this.now() + MAX_DEADLINE_MS) throw new ReachError('RL-4008', { message: `the deadline is more than ${MAX_DEADLINE_MS / 60_000} minutes away` })
       checkAncestry(request, caller, this.self)
+      // Only signed requests are remembered: garbage cannot fill the nonce table.
+      this.rememberNonce(request.nonce, request.deadline)
       const max = this.init.node.policy.max_delegation_depth
       if (request.depth > max) throw new ReachError('RL-4004', { message: `depth ${request.depth} is over this node's maximum of ${max}` })
       if (request.ancestry.some((hop) => hop.from === this.self)) throw new ReachError('RL-4005', { message: `${this.self} is already in this delegation's ancestry` })
@@ -264,8 +271,10 @@ export class DelegationServer {
 
   private async watchCancel (fs: FrameStream, delegationId: string, abort: AbortController): Promise<void> {
     try {
-      const frame = await fs.read(['cancel'], { signal: abort.signal, timeoutMs: 2 ** 31 - 1 })
-      if (!isErrorFrame(frame) && frame.delegation_id !== delegationId) return
+      for (;;) {
+        const frame = await fs.read(['cancel'], { signal: abort.signal, timeoutMs: MAX_DEADLINE_MS + 60_000 })
+        if (isErrorFrame(frame) || frame.delegation_id === delegationId) break
+      }
       abort.abort(new ReachError('RL-4015', { message: 'cancelled by the client' }))
     } catch (err) {
       // The stream ended or broke before the result: nobody is waiting for the run any more.
@@ -362,7 +371,8 @@ export class Delegator {
           attempts.push({ peer, code: e.code, message: e.message })
           this.init.log?.(`delegate: ${delegationId} on ${peer} failed: ${e.code} ${e.message}`)
           if (signal.aborted) throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
-          if (FINAL.has(e.code) || e.code.startsWith('RL-30') || options.peer !== undefined) {
+          const ourFrame = e.details.remote === true && (e.code === 'RL-4010' || e.code === 'RL-4011')
+          if (FINAL.has(e.code) || e.code.startsWith('RL-30') || ourFrame || options.peer !== undefined) {
             this.init.onOutcome?.('refused', (performance.now() - started) / 1000)
             throw e
           }
@@ -377,9 +387,9 @@ export class Delegator {
 
   /** One request to one peer: sign our hop, send, wait for the result (or cancel), check it. */
   private async attempt (peer: string, options: DelegateOptions & { delegation_id: string }, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
-    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, nonce: randomBytes(16).toString('hex'), deadline }
+    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce: randomBytes(16).toString('hex'), deadline }
     const hop = signHop(this.init.seed, base, lineage.ancestry, this.self, peer)
-    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, input: options.input, budget: options.budget ?? {}, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
+    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
     let stream: Stream
     try {
       stream = await this.init.host.dialProtocol(parsePeerId(peer) as PeerId, PROTOCOLS.delegate, { signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
@@ -391,9 +401,13 @@ export class Delegator {
     signal.addEventListener('abort', onAbort, { once: true })
     try {
       await fs.write(request)
-      // The result may be a cancelled run: after a cancel, wait up to a second for it.
-      const waitMs = Math.max(1, deadline - Date.now()) + 1_000
-      const frame = await fs.read(['result'], { timeoutMs: waitMs, ...(signal.aborted ? {} : {}) })
+      // Until the deadline (and a second for the peer to say it ran out); after a cancel, a
+      // second for the cancelled run's result, then we stop waiting (a late result is dropped).
+      const wait = new AbortController()
+      const afterCancel = (): void => { setTimeout(() => { wait.abort(new ReachError('RL-4015', { message: 'cancelled; the peer did not confirm within 1 s' })) }, 1_000).unref() }
+      if (signal.aborted) afterCancel()
+      else signal.addEventListener('abort', afterCancel, { once: true })
+      const frame = await fs.read(['result'], { signal: wait.signal, timeoutMs: Math.max(1, deadline - Date.now()) + 1_000 })
       if (isErrorFrame(frame)) throw peerError(frame, peer)
       const checked = this.check(peer, options, frame)
       await fs.close()
@@ -430,6 +444,8 @@ export class Delegator {
     if (record.output_hash !== outputHash) invalid('its output does not match the record')
     if (checkpoint.state_hash !== hashCanonical({ status: record.status, output_hash: record.output_hash, error: record.error })) invalid('its checkpoint does not sign this outcome')
     if (record.status !== frame.status) invalid('its status does not match the record')
+    if (record.run_id !== frame.run_id) invalid('its run id does not match the record')
+    if (canonicalize(frame.error ?? null) !== canonicalize(record.error ?? null)) invalid('its error does not match the record')
     return {
       delegation_id: frame.delegation_id,
       pack_cid: options.pack_cid,

@@ -8,7 +8,7 @@
 import type { Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { ReachError, isReachError } from '../protocol/errors.ts'
-import { decodeFrame, encodeFrame, errorFrame, type ErrorFrame, type FrameType, type Frames } from '../protocol/wire.ts'
+import { FRAME_LIMIT, decodeFrame, encodeFrame, errorFrame, type ErrorFrame, type FrameType, type Frames } from '../protocol/wire.ts'
 
 export interface FrameStream {
   readonly stream: Stream
@@ -74,8 +74,10 @@ export function frames (stream: Stream, maxFrame: number): FrameStream {
       return await readRaw(max, options)
     },
     async write (frame) {
+      // Held to the limit the peer reads this frame type with, not to our own read limit.
       const bytes = encodeFrame(frame)
-      if (bytes.byteLength > maxFrame) throw new ReachError('RL-4011', { message: `refusing to send a ${frame.type} frame of ${bytes.byteLength} bytes (limit ${maxFrame})` })
+      const limit = FRAME_LIMIT[frame.type]
+      if (bytes.byteLength > limit) throw new ReachError('RL-4011', { message: `refusing to send a ${frame.type} frame of ${bytes.byteLength} bytes (limit ${limit})` })
       await lp.write(bytes)
     },
     async writeBytes (bytes) {

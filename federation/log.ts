@@ -12,10 +12,12 @@
 import type { Libp2p } from '@libp2p/interface'
 import type { JsonObject } from '../protocol/canonical.ts'
 import { chainError, verifyChain } from '../protocol/chain.ts'
+import { checkpointBinding, digestLog } from '../protocol/digest.ts'
+import { hashCanonical } from '../protocol/hash.ts'
 import { decodeCheckpoint, verifyCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
-import { LOG_BATCH_EVENTS, MAX_FRAME, PROTOCOLS } from '../protocol/wire.ts'
+import { LOG_BATCH_BYTES, LOG_BATCH_EVENTS, MAX_FRAME, PROTOCOLS } from '../protocol/wire.ts'
 import { replayRecordedRun, startOf } from '../packs/runner.ts'
 import { runPackOf } from '../node/node.ts'
 import type { StoredPack } from '../node/pack-store.ts'
@@ -49,9 +51,20 @@ export async function serveLogs (init: LogServerInit): Promise<() => Promise<voi
       }
       if (record.status === 'running') throw new ReachError('RL-4017', { message: `run ${ask.run_id} has not finished` })
       await fs.write({ v: 1, type: 'log', run_id: ask.run_id, events: events.length, pack_cid: record.artifact_hash, checkpoint: await runs.checkpointText(ask.run_id) })
-      for (let i = 0; i < events.length; i += LOG_BATCH_EVENTS) {
-        await fs.write({ v: 1, type: 'log.events', events: events.slice(i, i + LOG_BATCH_EVENTS) })
+      // Batches of at most LOG_BATCH_EVENTS events and about LOG_BATCH_BYTES of JSON.
+      let batch: Event[] = []
+      let bytes = 0
+      for (const event of events) {
+        const size = JSON.stringify(event).length
+        if (batch.length > 0 && (batch.length >= LOG_BATCH_EVENTS || bytes + size > LOG_BATCH_BYTES)) {
+          await fs.write({ v: 1, type: 'log.events', events: batch })
+          batch = []
+          bytes = 0
+        }
+        batch.push(event)
+        bytes += size
       }
+      if (batch.length > 0) await fs.write({ v: 1, type: 'log.events', events: batch })
       await fs.write({ v: 1, type: 'log.end' })
       await fs.close()
     } catch (err) {
@@ -132,6 +145,12 @@ export async function verifyRemoteRun (log: FetchedLog, pack: StoredPack, claim?
     throw new ReachError('RL-4014', { message: 'the log is not a finished run of that pack' })
   }
   const record = recordOf(log.run_id, log.events)
+  // The peer's checkpoint must be of this very log: its id, head, Merkle root and outcome.
+  const problems = checkpointBinding(log.checkpoint, digestLog(log.events, { reduce: false })).filter((c) => c.check !== 'state_hash' && !c.ok)
+  const outcome = hashCanonical({ status: record.status, output_hash: record.output_hash, error: record.error })
+  if (problems.length > 0 || log.checkpoint.state_hash !== outcome) {
+    throw new ReachError('RL-4014', { message: `the peer's checkpoint does not sign this log (${[...problems.map((p) => p.check), ...(log.checkpoint.state_hash !== outcome ? ['state_hash'] : [])].join(', ')} differ)` })
+  }
   if (claim?.record !== undefined && claim.record.fingerprint !== record.fingerprint) {
     throw new ReachError('RL-4014', { message: `the signed record's fingerprint ${claim.record.fingerprint} is not the log's ${record.fingerprint}` })
   }

@@ -97,9 +97,14 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
     stops.push(async () => { await h.stop() })
     log(`peer ${h.peerId.toString()} listening on ${h.getMultiaddrs().map(String).join(' ')}`)
 
+    const breakers = new Map<string, string>()
     const peers = await PeerRegistry.open(join(home.root, 'peers.json'), {
       breaker: { resetTimeoutMs: options.breakerResetMs ?? 10_000, ...(options.breakerVolume === undefined ? {} : { volumeThreshold: options.breakerVolume }) },
-      onChange: (peer, stats) => { metrics.breakerState.set({ peer }, stats.breaker === 'open' ? 2 : stats.breaker === 'half-open' ? 1 : 0) }
+      onChange: (peer, stats) => {
+        metrics.breakerState.set({ peer }, stats.breaker === 'open' ? 2 : stats.breaker === 'half-open' ? 1 : 0)
+        if ((breakers.get(peer) ?? 'closed') !== stats.breaker) metrics.breakerTransitions.inc({ state: stats.breaker })
+        breakers.set(peer, stats.breaker)
+      }
     })
     stops.push(async () => { await peers.close() })
     const onConnect = (e: CustomEvent): void => { peers.connected(String(e.detail), true); metrics.peersConnected.set(h.getPeers().length) }
@@ -169,10 +174,17 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
 
     const resolvePack = async (ref: string): Promise<string> => isPackCid(ref) ? ref : (await node.packs.get(ref)).cid
 
-    const verify = async (peer: string, d: Pick<Delegation, 'run_id' | 'pack_cid'> & Partial<Pick<Delegation, 'log_head' | 'record'>>, signal?: AbortSignal): Promise<RemoteVerdict> => {
-      const fetched = await fetchLog(h, parsePeerId(peer), d.run_id, publicKeyOfPeer(peer), signal === undefined ? {} : { signal })
-      const pack = await fetchAdmitted(d.pack_cid, signal)
-      const verdict = await verifyRemoteRun(fetched, pack, { ...(d.log_head === undefined ? {} : { head: d.log_head }), ...(d.record === undefined ? {} : { record: d.record }) })
+    /** Fetch a peer's log of a run and replay it here; a log that does not check out, or does not replay, costs the peer reputation. */
+    const verify = async (peer: string, runId: string, claim: Partial<Pick<Delegation, 'pack_cid' | 'log_head' | 'record'>>, signal?: AbortSignal): Promise<RemoteVerdict> => {
+      const fetched = await fetchLog(h, parsePeerId(peer), runId, publicKeyOfPeer(peer), signal === undefined ? {} : { signal })
+      const pack = await fetchAdmitted(claim.pack_cid ?? fetched.pack_cid, signal)
+      let verdict: RemoteVerdict
+      try {
+        verdict = await verifyRemoteRun(fetched, pack, { ...(claim.log_head === undefined ? {} : { head: claim.log_head }), ...(claim.record === undefined ? {} : { record: claim.record }) })
+      } catch (err) {
+        if (isReachError(err) && (err.code === 'RL-4014' || err.code.startsWith('RL-2'))) peers.recordVerificationFailure(peer)
+        throw err
+      }
       if (!verdict.verified) peers.recordVerificationFailure(peer)
       return verdict
     }
@@ -218,6 +230,14 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
         path: '/v1/delegate',
         handler: async (req) => {
           const body = req.body as Record<string, unknown>
+          if (body.delegation_id !== undefined && (typeof body.delegation_id !== 'string' || !/^[0-9a-f]{32}$/.test(body.delegation_id))) throw new ReachError('RL-6004', { message: 'delegation_id must be 32 lowercase hex digits' })
+          if (body.budget !== undefined && body.budget !== null) {
+            const b = body.budget
+            const fields = ['fuel', 'memory_bytes', 'output_bytes', 'tool_calls', 'wall_ms']
+            if (typeof b !== 'object' || Array.isArray(b) || !Object.entries(b).every(([k, v]) => fields.includes(k) && Number.isSafeInteger(v) && (v as number) >= (k === 'tool_calls' ? 0 : 1))) {
+              throw new ReachError('RL-6004', { message: `budget must be an object of positive integers among ${fields.join(', ')}` })
+            }
+          }
           const packCid = await resolvePack(requireString(body, 'pack'))
           const timeoutMs = optionalNumber(body, 'timeout_ms')
           const d = await delegator.delegate({
@@ -230,7 +250,7 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
             signal: req.signal
           })
           if (body.verify !== true) return { delegation: d }
-          const verdict = await verify(d.peer, d, req.signal)
+          const verdict = await verify(d.peer, d.run_id, d, req.signal)
           return { delegation: d, verification: { verified: verdict.verified, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) } }
         }
       },
@@ -240,8 +260,7 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
         handler: async (req) => {
           const peer = requireString(req.body, 'peer')
           const runId = requireString(req.body, 'run_id')
-          const fetched = await fetchLog(h, parsePeerId(peer), runId, publicKeyOfPeer(peer), { signal: req.signal })
-          const verdict = await verify(peer, { run_id: runId, pack_cid: fetched.pack_cid }, req.signal)
+          const verdict = await verify(peer, runId, {}, req.signal)
           return { peer, run_id: runId, verified: verdict.verified, record: verdict.record, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) }
         }
       },

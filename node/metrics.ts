@@ -10,8 +10,9 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 
 export const DELEGATION_OUTCOMES = ['completed', 'failed', 'cancelled', 'refused', 'error'] as const
 export const DHT_OPS = ['provide', 'find_providers'] as const
-export const DHT_RESULTS = ['ok', 'error', 'empty'] as const
-export const PACK_FETCH_RESULTS = ['ok', 'bad_provider', 'no_providers', 'failed'] as const
+export const DHT_RESULTS = ['ok', 'empty', 'timeout', 'error'] as const
+/** What federation/packs.ts counts: one of local, fetched, no_provider, failed, refused, aborted per fetch, plus bad_provider per lying provider. */
+export const PACK_FETCH_RESULTS = ['local', 'fetched', 'no_provider', 'failed', 'refused', 'aborted', 'bad_provider'] as const
 /** reach_peer_breaker_state values. */
 export const BREAKER_STATE = { closed: 0, 'half-open': 1, open: 2 } as const
 

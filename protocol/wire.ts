@@ -32,8 +32,25 @@ export const MAX_FRAME = {
   logBatch: 2 * 1024 * 1024
 } as const
 
-/** Events per `log.events` frame. */
+/** The limit the receiver of each frame type applies: what a sender must stay under. */
+export const FRAME_LIMIT: Readonly<Record<FrameType, number>> = {
+  'error': MAX_FRAME.request,
+  'pack.get': MAX_FRAME.request,
+  'pack': MAX_FRAME.packHeader,
+  'delegate': MAX_FRAME.delegateRequest,
+  'cancel': MAX_FRAME.request,
+  'accepted': MAX_FRAME.request,
+  'result': MAX_FRAME.delegateResult,
+  'log.get': MAX_FRAME.request,
+  'log': MAX_FRAME.logBatch,
+  'log.events': MAX_FRAME.logBatch,
+  'log.end': MAX_FRAME.logBatch
+}
+
+/** Events per `log.events` frame (and at most LOG_BATCH_BYTES of them). */
 export const LOG_BATCH_EVENTS = 1000
+/** A batch is cut before it would pass this many bytes of JSON, well under the frame limit. */
+export const LOG_BATCH_BYTES = 1024 * 1024
 
 const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' }
 const CID_TEXT = { type: 'string', minLength: 8, maxLength: 128, pattern: '^[a-z0-9]+$' }
@@ -161,6 +178,8 @@ export interface Frames {
   'log.end': LogEnd
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+
 let validators: Map<string, ValidateFunction> | undefined
 
 function validator (type: FrameType): ValidateFunction {
@@ -179,9 +198,10 @@ function validator (type: FrameType): ValidateFunction {
 export function decodeFrame<T extends FrameType> (bytes: Uint8Array, expected: readonly T[]): Frames[T] | ErrorFrame {
   let value: unknown
   try {
-    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
+    // fatal: bytes that are not UTF-8 are refused, not turned into U+FFFD.
+    value = JSON.parse(strictUtf8.decode(bytes))
   } catch {
-    throw new ReachError('RL-4010', { message: 'frame is not JSON' })
+    throw new ReachError('RL-4010', { message: 'frame is not UTF-8 JSON' })
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ReachError('RL-4010', { message: 'frame is not a JSON object' })
   const { v, type } = value as { v?: unknown, type?: unknown }
@@ -205,9 +225,9 @@ export function errorFrame (code: string, message: string): ErrorFrame {
   return { v: 1, type: 'error', code, message: message.length > 4096 ? message.slice(0, 4095) + '…' : message }
 }
 
-/** The request a hop was made for: its last hop must carry this digest. */
-export function requestDigest (request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'nonce' | 'deadline'>): string {
-  return hashCanonical({ delegation_id: request.delegation_id, pack_cid: request.pack_cid, nonce: request.nonce, deadline: request.deadline })
+/** The request a hop was made for (what runs, with what, until when): its last hop must carry this digest. */
+export function requestDigest (request: Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'input' | 'budget' | 'nonce' | 'deadline'>): string {
+  return hashCanonical({ delegation_id: request.delegation_id, pack_cid: request.pack_cid, input_hash: hashCanonical(request.input), budget: request.budget, nonce: request.nonce, deadline: request.deadline })
 }
 
 /**

@@ -77,10 +77,10 @@ async function exchange (protocol: string, frames: Uint8Array[], rawPrefix?: Uin
 const json = (v: unknown): Uint8Array => Buffer.from(JSON.stringify(v))
 
 function request (overrides: Partial<DelegateRequest> = {}, sign = true): DelegateRequest {
-  const base = { delegation_id: randomBytes(16).toString('hex'), pack_cid: 'bafyreibxffe3qsib2hj3t2hnw6elkmkpedvcplhzfpacjvkyyx3dlpwjw4', nonce: randomBytes(16).toString('hex'), deadline: Date.now() + 10_000, ...overrides }
+  const base = { delegation_id: randomBytes(16).toString('hex'), pack_cid: 'bafyreibxffe3qsib2hj3t2hnw6elkmkpedvcplhzfpacjvkyyx3dlpwjw4', input: null as unknown, budget: {}, nonce: randomBytes(16).toString('hex'), deadline: Date.now() + 10_000, ...overrides }
   const hop = { from: attacker.peerId.toString(), to: daemon.host.peerId.toString(), request: requestDigest(base) }
   const signature = sign ? Buffer.from(signDomain(createSigner(attackerSeed), HOP_SIGNATURE_KIND, hopBody(0, hop, null))).toString('base64url') : Buffer.alloc(64).toString('base64url')
-  return { v: 1, type: 'delegate', input: null, budget: {}, depth: 1, ancestry: [{ ...hop, signature }], ...base, ...overrides }
+  return { v: 1, type: 'delegate', depth: 1, ancestry: [{ ...hop, signature }], ...base, ...overrides }
 }
 
 async function stillServing (): Promise<void> {
@@ -118,7 +118,7 @@ describe('delegate protocol under abuse', () => {
   })
 
   it('while a request holds the only slot: the same request again → RL-4009 (replay), another → RL-4007 (busy)', async () => {
-    const once = { ...request({ deadline: Date.now() + 5_000, pack_cid: slowCid }), input: { steps: 300, work: 3000 } }
+    const once = request({ deadline: Date.now() + 5_000, pack_cid: slowCid, input: { steps: 300, work: 3000 } })
     const held = await open(PROTOCOLS.delegate)
     await lpStream(held).write(json(once))
     await new Promise((resolve) => setTimeout(resolve, 300))

@@ -57,7 +57,7 @@ describe('NodeMetrics', () => {
     const text = await new NodeMetrics().text()
     expect(text).toContain('reach_delegations_total{outcome="cancelled"} 0\n')
     expect(text).toContain('reach_dht_operations_total{op="provide",result="error"} 0\n')
-    expect(text).toContain('reach_pack_fetches_total{result="no_providers"} 0\n')
+    expect(text).toContain('reach_pack_fetches_total{result="no_provider"} 0\n')
   })
 
   it('keeps two instances apart and leaves the global registry alone', async () => {
