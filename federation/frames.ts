@@ -1,9 +1,10 @@
 /**
  * Frames on a libp2p stream (SPEC §10): length-prefixed JSON through
  * `lpStream`, with the protocol's maximum frame size enforced before a byte
- * of an oversized frame is buffered, a deadline on every read, and a reset
- * (abort) of the stream on any protocol violation, so the peer learns at once
- * and the node's resources are released.
+ * of an oversized frame is buffered, a deadline on every read, and on any
+ * protocol violation an error frame with the code, then a close (a reset if
+ * the close does not finish within a second), so the peer learns at once and
+ * the node's resources are released.
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
@@ -18,7 +19,7 @@ export interface FrameStream {
   readBytes (max: number, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array>
   write (frame: Frames[FrameType]): Promise<void>
   writeBytes (bytes: Uint8Array): Promise<void>
-  /** Tell the peer why, then reset the stream (never throws). */
+  /** Tell the peer why in an error frame, then close the stream (reset it if that stalls); never throws. */
   refuse (err: unknown): Promise<void>
   close (): Promise<void>
   reset (err?: Error): void
