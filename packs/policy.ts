@@ -10,7 +10,8 @@
  *     "allow_unsigned_legacy": false,
  *     "granted_capabilities": ["clock.now", "random.bytes", "kv.get", "kv.put"],
  *     "http_allowlist": [],              hosts http.fetch may reach: "host" or "host:port", lowercase
- *     "max_budget": {"fuel": …, "memory_bytes": …, "output_bytes": …, "tool_calls": …, "wall_ms": …}
+ *     "max_budget": {"fuel": …, "memory_bytes": …, "output_bytes": …, "tool_calls": …, "wall_ms": …},
+ *     "max_delegation_depth": 4          deepest chain of delegations this node serves (SPEC §10.5)
  *   }
  *
  * `policyVersion(policy)` = sha256(canonical(policy with defaults filled in))
