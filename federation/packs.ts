@@ -17,7 +17,7 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { MAX_FRAME, PROTOCOLS } from '../protocol/wire.ts'
-import { decodeBundle, MAX_BUNDLE_BYTES, parsePackCid, type Bundle, type Pack } from '../packs/bundle.ts'
+import { decodeBundle, isPackCid, MAX_BUNDLE_BYTES, parsePackCid, type Bundle, type Pack } from '../packs/bundle.ts'
 import { verifyPackSignature, type PackSignature } from '../packs/trust.ts'
 import type { ReachHost } from '../node/host.ts'
 import type { PackStore, StoredPack } from '../node/pack-store.ts'
@@ -172,6 +172,28 @@ export class PackExchange {
 
   badProviders (): string[] {
     return [...this.#bad]
+  }
+
+  /** The CIDs this exchange keeps announcing. */
+  published (): string[] {
+    return [...this.#published]
+  }
+
+  /**
+   * Keep announcing CIDs published before a restart: they join the re-provide set and are
+   * announced once now (a CID no longer stored is dropped). Resolves when that first
+   * announcement is done; callers that do not need to wait need not (it never rejects).
+   */
+  async adopt (cids: readonly string[]): Promise<void> {
+    for (const cid of cids) if (isPackCid(cid)) this.#published.add(cid)
+    try {
+      for (const cid of [...this.#published]) {
+        if (!await this.#packs.has(cid)) this.#published.delete(cid)
+      }
+      await this.#reprovide()
+    } catch {
+      // the next periodic re-provide tries again
+    }
   }
 
   /**

@@ -12,6 +12,7 @@
  * API, then the endpoint file the CLI finds the daemon by. Stop order is the
  * reverse; a second signal exits at once.
  */
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JsonValue } from '../protocol/canonical.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
@@ -26,6 +27,7 @@ import { readEndpoint, removeEndpoint, writeEndpoint, TOKEN_FILE, type Endpoint 
 import { createHost, parsePeerId, publicKeyOfPeer, type ReachHost } from './host.ts'
 import { homePaths, type HomePaths } from './home.ts'
 import { NodeMetrics } from './metrics.ts'
+import { errno, writeFileAtomic } from './fs.ts'
 import { LocalNode } from './node.ts'
 import { openTrustRegistry } from './trust-registry.ts'
 import { admitPack } from '../packs/policy.ts'
@@ -135,6 +137,15 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
     }
     await exchange.start()
     stops.push(async () => { await exchange.stop() })
+    // What this node published before a restart stays published.
+    const publishedPath = join(home.root, 'published.json')
+    const savePublished = async (): Promise<void> => { await writeFileAtomic(publishedPath, JSON.stringify({ version: 1, cids: exchange.published() }) + '\n', 0o600) }
+    try {
+      const saved = JSON.parse(await readFile(publishedPath, 'utf8')) as { version?: unknown, cids?: unknown }
+      if (saved.version === 1 && Array.isArray(saved.cids)) void exchange.adopt(saved.cids.filter((c): c is string => typeof c === 'string'))
+    } catch (err) {
+      if (errno(err) !== 'ENOENT') log(`published.json unreadable, starting with nothing published: ${(err as Error).message}`)
+    }
 
     const delegator = new Delegator({
       host: h,
@@ -213,7 +224,9 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
         handler: async (req) => {
           const cid = await resolvePack(requireString(req.body, 'pack'))
           await node.admit(await node.packs.get(cid))
-          return await exchange.publish(cid)
+          const published = await exchange.publish(cid)
+          await savePublished()
+          return published
         }
       },
       {

@@ -260,6 +260,18 @@ describe('pack exchange', () => {
     expect(got.pack.bytes.length).toBe(big.bytes.length)
   })
 
+  it('adopt(): CIDs published before a restart are announced again, and one no longer stored is dropped', async () => {
+    const a = await net.node()
+    const c = await net.node({ bootstrap: [a.host], trust: [signed.publisher] })
+    await routed([a.host, c.host])
+    await a.packs.put(signed.pack.bytes, [signed.signature])
+    const gone = 'bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy'
+    await a.exchange.adopt([signed.pack.cid, gone])
+    const got = await c.exchange.fetch(signed.pack.cid, { timeoutMs: 10_000 })
+    expect(got.provider).toBe(a.id)
+    expect(a.exchange.published()).toEqual([signed.pack.cid])
+  })
+
   it('re-provides every published CID periodically until stopped', async () => {
     const seen = counters()
     const a = await net.node({ exchange: { metrics: seen.metrics, reprovideIntervalMs: 50 } })

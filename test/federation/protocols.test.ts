@@ -190,3 +190,15 @@ describe('the node as a libp2p peer', () => {
     expect((await fetch(`${daemon.api.url}/metrics`)).status).toBe(401)
   })
 })
+
+describe('restart', () => {
+  it('what the node published stays published after a restart', async () => {
+    const token = (await readFile(join(daemon.node.home.root, 'api.token'), 'utf8')).trim()
+    const res = await fetch(`${daemon.api.url}/v1/packs/publish`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ pack: slowCid }) })
+    expect(res.status).toBe(200)
+    const home = daemon.node.home
+    await daemon.stop()
+    daemon = await startDaemon({ home, log: () => {} })
+    expect(daemon.exchange.published()).toEqual([slowCid])
+  })
+})
