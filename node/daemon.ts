@@ -18,7 +18,7 @@ import type { JsonValue } from '../protocol/canonical.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import type { Budget } from '../packs/manifest.ts'
 import { isPackCid } from '../packs/bundle.ts'
-import { Delegator, DelegationServer, delegateTool, type Delegation, type Lineage } from '../federation/delegate.ts'
+import { Delegator, DelegationServer, ROOT, delegateTool, type Delegation, type Lineage } from '../federation/delegate.ts'
 import { fetchLog, serveLogs, verifyRemoteRun, type RemoteVerdict } from '../federation/log.ts'
 import { PackExchange } from '../federation/packs.ts'
 import { PeerRegistry } from '../federation/peers.ts'
@@ -70,6 +70,16 @@ function requireString (body: unknown, field: string): string {
   const v = (body as Record<string, unknown> | null)?.[field]
   if (typeof v !== 'string' || v === '') throw new ReachError('RL-6004', { message: `${field} is required (a string)` })
   return v
+}
+
+/** A request's budget overrides: an object of integers among the budget fields, or nothing. */
+function budgetOf (value: unknown): Partial<Budget> | undefined {
+  if (value === undefined || value === null) return undefined
+  const fields = ['fuel', 'memory_bytes', 'output_bytes', 'tool_calls', 'wall_ms']
+  if (typeof value !== 'object' || Array.isArray(value) || !Object.entries(value).every(([k, v]) => fields.includes(k) && Number.isSafeInteger(v) && (v as number) >= (k === 'tool_calls' ? 0 : 1))) {
+    throw new ReachError('RL-6004', { message: `budget must be an object of positive integers among ${fields.join(', ')}` })
+  }
+  return value as Partial<Budget>
 }
 
 function optionalNumber (body: unknown, field: string): number | undefined {
@@ -219,6 +229,19 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
       { method: 'GET', path: '/v1/packs', handler: async () => ({ packs: await node.packs.list() }) },
       { method: 'GET', path: '/v1/runs', handler: async () => ({ runs: await node.runs.list() }) },
       {
+        // `reach run` while the node runs: the node owns the kv store, and offers reach.delegate.
+        method: 'POST',
+        path: '/v1/runs',
+        handler: async (req) => {
+          const body = req.body as Record<string, unknown>
+          const pack = await node.admitted(requireString(body, 'pack'))
+          const budget = { ...pack.bundle.manifest.budget, ...budgetOf(body.budget) }
+          const { record, outcome } = await node.runPack({ pack, input: (body.input ?? null) as JsonValue, budget, signal: req.signal, extraTools: toolsFor(ROOT, budget, req.signal) })
+          metrics.runs.inc({ status: record.status })
+          return { record, ...(outcome.output === undefined ? {} : { output: outcome.output }) }
+        }
+      },
+      {
         method: 'POST',
         path: '/v1/packs/publish',
         handler: async (req) => {
@@ -244,19 +267,13 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
         handler: async (req) => {
           const body = req.body as Record<string, unknown>
           if (body.delegation_id !== undefined && (typeof body.delegation_id !== 'string' || !/^[0-9a-f]{32}$/.test(body.delegation_id))) throw new ReachError('RL-6004', { message: 'delegation_id must be 32 lowercase hex digits' })
-          if (body.budget !== undefined && body.budget !== null) {
-            const b = body.budget
-            const fields = ['fuel', 'memory_bytes', 'output_bytes', 'tool_calls', 'wall_ms']
-            if (typeof b !== 'object' || Array.isArray(b) || !Object.entries(b).every(([k, v]) => fields.includes(k) && Number.isSafeInteger(v) && (v as number) >= (k === 'tool_calls' ? 0 : 1))) {
-              throw new ReachError('RL-6004', { message: `budget must be an object of positive integers among ${fields.join(', ')}` })
-            }
-          }
+          const budget = budgetOf(body.budget)
           const packCid = await resolvePack(requireString(body, 'pack'))
           const timeoutMs = optionalNumber(body, 'timeout_ms')
           const d = await delegator.delegate({
             pack_cid: packCid,
             input: (body.input ?? null) as JsonValue,
-            ...(body.budget !== undefined && body.budget !== null ? { budget: body.budget as Partial<Budget> } : {}),
+            ...(budget === undefined ? {} : { budget }),
             ...(typeof body.peer === 'string' ? { peer: body.peer } : {}),
             ...(timeoutMs === undefined ? {} : { timeoutMs }),
             ...(typeof body.delegation_id === 'string' ? { delegation_id: body.delegation_id } : {}),

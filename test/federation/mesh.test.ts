@@ -95,6 +95,15 @@ describe('mesh: real nodes on loopback', () => {
     expect(r.verification.verified).toBe(true)
   })
 
+  it('reach run on a node whose daemon runs goes through it: the pack delegates, and the run replays offline', async () => {
+    const input = JSON.stringify({ pack: cids.counter, input: { numbers: [4, 4] }, peer: b.peerId })
+    const r = await ok(a, ['run', cids.nest as string, '--input', input])
+    expect(r.output.child).toMatchObject({ status: 'completed', peer: b.peerId, output: { count: 2, sum: 8 } })
+    // The child's signed result is the recorded tool result: no network needed to replay.
+    const replay = await ok(a, ['replay', r.record.run_id])
+    expect(replay.verified).toBe(true)
+  })
+
   it('refuses cycles: A→B→A and A→B→C→B get RL-4005', async () => {
     const back = JSON.stringify({ pack: cids.counter, input: { numbers: [1] }, peer: a.peerId })
     const r1 = await ok(a, ['delegate', cids.nest as string, '--peer', b.peerId, '--input', back])

@@ -3,7 +3,8 @@
  * `reach verify-determinism`, `reach explain-failure`, `reach demo`,
  * `reach data-dir`.
  */
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { JsonObject, JsonValue } from '../../../protocol/canonical.ts'
 import { ReachError, isReachError } from '../../../protocol/errors.ts'
@@ -25,11 +26,40 @@ import { parseJsonOption, parseObjectOption, short } from '../io.ts'
 
 type Node = LocalNode
 
+async function isFolder (path: string): Promise<boolean> {
+  return await stat(path).then((s) => s.isDirectory(), () => false)
+}
+
 async function openNode (): Promise<Node> {
   return await LocalNode.open()
 }
 
+/**
+ * When this data dir's daemon is running, it owns the kv store (and offers `reach.delegate`):
+ * the run goes through its control API. `ref` is a CID, a name or an absolute folder path.
+ */
+async function runOnDaemon (ref: string, input: JsonValue, budget: Partial<Budget>): Promise<{ record: RunRecord, output?: JsonValue } | undefined> {
+  const { callApi, readEndpoint } = await import('../../api-client.ts')
+  const root = homePaths().root
+  try {
+    await readEndpoint(root)
+  } catch (err) {
+    if (isReachError(err, 'RL-6002')) return undefined
+    throw err
+  }
+  const abort = new AbortController()
+  const onSignal = (): void => { abort.abort(new ReachError('RL-4015', { message: 'run cancelled (interrupted)' })) }
+  process.once('SIGINT', onSignal)
+  try {
+    return await callApi<{ record: RunRecord, output?: JsonValue }>(root, 'POST', '/v1/runs', { pack: ref, input, budget }, { signal: abort.signal, timeoutMs: 24 * 3600_000 })
+  } finally {
+    process.off('SIGINT', onSignal)
+  }
+}
+
 async function runPack (node: Node, pack: Pack, input: JsonValue, budget: Partial<Budget>): Promise<{ record: RunRecord, output?: JsonValue }> {
+  const viaDaemon = await runOnDaemon(pack.cid, input, budget)
+  if (viaDaemon !== undefined) return viaDaemon
   const abort = new AbortController()
   const onSignal = (): void => abort.abort(new ReachError('RL-4015', { message: 'run cancelled (interrupted)' }))
   process.once('SIGINT', onSignal)
@@ -62,6 +92,11 @@ export async function run (opts: Record<string, unknown>, _io: unknown, args: st
   const ref = args[0] as string
   const input = parseJsonOption((opts.input as string | undefined) ?? 'null', '--input')
   const budget = opts.budget === undefined ? {} : parseObjectOption(opts.budget as string, '--budget') as Partial<Budget>
+  // A running node owns the data dir's kv store: it runs the pack (and resumed its own runs at start).
+  const viaDaemon = await runOnDaemon(await isFolder(ref) ? resolve(ref) : ref, input, budget)
+  if (viaDaemon !== undefined) {
+    return { human: describe(viaDaemon.record, viaDaemon.output), json: viaDaemon, ...(viaDaemon.record.status === 'completed' ? {} : { exitCode: 1 }) }
+  }
   const node = await openNode()
   // A node resumes what it was doing before it takes on new work.
   const resumed = await node.resumeUnfinished()
@@ -70,7 +105,7 @@ export async function run (opts: Record<string, unknown>, _io: unknown, args: st
   return {
     human: [...resumed.map((r) => `Resumed unfinished ${r.run_id}: ${r.status}`), ...describe(record, output)],
     json: { record, ...(output === undefined ? {} : { output }), ...(resumed.length === 0 ? {} : { resumed }) },
-    ...(record.status === 'failed' ? { exitCode: 1 } : {})
+    ...(record.status === 'completed' ? {} : { exitCode: 1 })
   }
 }
 
