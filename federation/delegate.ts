@@ -39,8 +39,12 @@ import type { ReachHost } from '../node/host.ts'
 import { parsePeerId, publicKeyOfPeer } from '../node/host.ts'
 import { frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
 
-/** Codes that say something about the request, not the peer: retrying elsewhere gives the same answer. */
-const FINAL: ReadonlySet<string> = new Set(['RL-4004', 'RL-4008', 'RL-4009', 'RL-4012', 'RL-4015', 'RL-3010', 'RL-3013'])
+/**
+ * Codes that say something about the request itself, so every peer would answer the same: a
+ * replayed nonce, a version nobody speaks, our own cancellation. Policy refusals (depth, budget,
+ * trust, engine) are each peer's own policy, so the next peer is tried.
+ */
+const FINAL: ReadonlySet<string> = new Set(['RL-4009', 'RL-4012', 'RL-4015'])
 
 export const DEFAULT_DEADLINE_MS = 30_000
 export const DEFAULT_ATTEMPTS = 3
@@ -48,6 +52,8 @@ export const DEFAULT_ATTEMPTS = 3
 export const MAX_DEADLINE_MS = 3_600_000
 /** How long a nonce is remembered past its deadline (clock skew between nodes). */
 const NONCE_GRACE_MS = 60_000
+/** Live nonces remembered at most (each ~100 bytes): past this the node answers busy. */
+const MAX_NONCES = 100_000
 
 export interface Delegation {
   delegation_id: string
@@ -159,6 +165,9 @@ export class DelegationServer {
     await this.init.host.unhandle(PROTOCOLS.delegate)
     // Not the client's cancellation: it should try another peer.
     for (const a of this.active.values()) a.abort.abort(new ReachError('RL-4002', { message: 'the serving node is shutting down' }))
+    // Let the cancelled runs record RunCancelled before the stores close (they stop at their next step).
+    const until = Date.now() + 5_000
+    while (this.active.size > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20))
   }
 
   list (): Array<{ delegation_id: string, peer: string, started: number }> {
@@ -170,16 +179,24 @@ export class DelegationServer {
   }
 
   private rememberNonce (nonce: string, deadline: number): void {
-    const now = this.now()
-    for (const [n, until] of this.nonces) if (until < now) this.nonces.delete(n)
     if (this.nonces.has(nonce)) throw new ReachError('RL-4009', { message: 'this request was already received (replayed nonce)' })
+    if (this.nonces.size >= MAX_NONCES) {
+      // Sweep only when full (a sweep per request was a scan per request).
+      const now = this.now()
+      for (const [n, until] of this.nonces) if (until < now) this.nonces.delete(n)
+      if (this.nonces.size >= MAX_NONCES) throw new ReachError('RL-4007', { message: 'busy: too many live requests remembered' })
+    }
     this.nonces.set(nonce, deadline + NONCE_GRACE_MS)
   }
 
   /** Wait for a run slot; RL-4007 when the queue is full. */
   private async slot (signal: AbortSignal): Promise<() => void> {
-    if (this.running >= this.maxConcurrent) {
+    if (this.running < this.maxConcurrent) {
+      this.running++
+    } else {
       if (this.waiting.length >= this.maxQueue) throw new ReachError('RL-4007', { message: `busy: ${this.running} runs and ${this.waiting.length} waiting` })
+      // A released slot is handed straight to the first waiter (running stays the same), so a
+      // request arriving in between cannot take it too.
       await new Promise<void>((resolve, reject) => {
         const go = (): void => { signal.removeEventListener('abort', onAbort); resolve() }
         const onAbort = (): void => {
@@ -191,13 +208,13 @@ export class DelegationServer {
         this.waiting.push(go)
       })
     }
-    this.running++
     let released = false
     return () => {
       if (released) return
       released = true
-      this.running--
-      this.waiting.shift()?.()
+      const next = this.waiting.shift()
+      if (next === undefined) this.running--
+      else next()
     }
   }
 
@@ -347,7 +364,9 @@ export class Delegator {
   async delegate (options: DelegateOptions): Promise<Delegation> {
     const lineage = options.lineage ?? ROOT
     const delegationId = options.delegation_id ?? randomBytes(16).toString('hex')
-    const deadline = Math.min(Date.now() + (options.timeoutMs ?? DEFAULT_DEADLINE_MS), lineage.deadline ?? Infinity)
+    // Each attempt gets the whole timeout (capped by the parent run's deadline): a peer that
+    // timed out must not leave the next one an expired deadline.
+    const deadlineFor = (): number => Math.min(Date.now() + (options.timeoutMs ?? DEFAULT_DEADLINE_MS), lineage.deadline ?? Infinity)
     const abort = new AbortController()
     this.inflight.set(delegationId, abort)
     const signal = options.signal === undefined ? abort.signal : AbortSignal.any([options.signal, abort.signal])
@@ -358,21 +377,30 @@ export class Delegator {
     try {
       for (let i = 0; i < maxAttempts; i++) {
         signal.throwIfAborted()
+        if (lineage.deadline !== undefined && Date.now() >= lineage.deadline) throw new ReachError('RL-4008', { message: 'the parent run\'s deadline passed' })
         const peer = options.peer ?? this.candidates(lineage, tried)[0]
         if (peer === undefined) break
         if (i > 0) this.init.onRetry?.()
         tried.add(peer)
         try {
-          const result = await this.init.peers.call(peer, async () => await this.attempt(peer, { ...options, delegation_id: delegationId }, lineage, deadline, signal))
+          const result = await this.init.peers.call(peer, async () => {
+            const r = await this.attempt(peer, { ...options, delegation_id: delegationId }, lineage, deadlineFor(), signal)
+            // The peer cut the run at the deadline (not at our request): a failed attempt.
+            if (r.status === 'cancelled' && !signal.aborted) throw new ReachError((r.error?.code ?? 'RL-4008') as ErrorCode, { message: `the run on ${peer} was cut: ${r.error?.message ?? 'deadline'}` })
+            return r
+          })
           this.init.onOutcome?.(result.status, (performance.now() - started) / 1000)
           return { ...result, attempts }
         } catch (err) {
           const e = isReachError(err) ? err : new ReachError('RL-4002', { message: (err as Error).message, cause: err })
           attempts.push({ peer, code: e.code, message: e.message })
           this.init.log?.(`delegate: ${delegationId} on ${peer} failed: ${e.code} ${e.message}`)
-          if (signal.aborted) throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
+          if (signal.aborted) {
+            this.init.onOutcome?.('cancelled', (performance.now() - started) / 1000)
+            throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
+          }
           const ourFrame = e.details.remote === true && (e.code === 'RL-4010' || e.code === 'RL-4011')
-          if (FINAL.has(e.code) || e.code.startsWith('RL-30') || ourFrame || options.peer !== undefined) {
+          if (FINAL.has(e.code) || ourFrame || options.peer !== undefined) {
             this.init.onOutcome?.('refused', (performance.now() - started) / 1000)
             throw e
           }
@@ -467,7 +495,8 @@ export class Delegator {
 /**
  * `reach.delegate {pack, input, budget?, peer?}` for one run at `lineage`:
  * the sub-run goes one hop deeper, its fuel comes out of what the parent run
- * was given (the children of a run never get more fuel in total than the
+ * has left (its budget minus the fuel it burnt and what earlier children were
+ * granted, so the children of a run never get more fuel in total than the
  * parent's budget), and it is cancelled when the parent's run ends. Its
  * result, with the peer's signed checkpoint, is what the log records, so the
  * parent replays offline.
@@ -481,6 +510,8 @@ export function delegateTool (delegator: Delegator, lineage: Lineage, parent: Bu
       const pack = args.pack
       if (typeof pack !== 'string') throw new ReachError('RL-3018', { message: 'reach.delegate needs { pack: <cid>, input }' })
       const asked = (args.budget !== null && typeof args.budget === 'object' && !Array.isArray(args.budget) ? args.budget : {}) as WireBudget
+      // What the parent has not yet burnt, and has not already handed to earlier children.
+      fuelLeft = Math.min(fuelLeft, ctx.fuelLeft ?? fuelLeft)
       const fuel = Math.min(asked.fuel ?? Math.floor(fuelLeft / 2), fuelLeft)
       if (fuel < 1) throw new ReachError('RL-3016', { message: 'no fuel left in this run for a delegation' })
       fuelLeft -= fuel

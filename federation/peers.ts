@@ -88,7 +88,8 @@ const CONNECTED_BONUS = 0.05
 
 /** Federation codes that are a remote's deliberate answer rather than a fault. */
 // RL-4015 is our own cancellation: the peer did nothing wrong.
-const REFUSAL_CODES: ReadonlySet<string> = new Set(['RL-4004', 'RL-4005', 'RL-4009', 'RL-4012', 'RL-4015', 'RL-4017'])
+// RL-4001/RL-4013: the peer could not get the pack from the DHT, which says nothing of its health.
+const REFUSAL_CODES: ReadonlySet<string> = new Set(['RL-4001', 'RL-4004', 'RL-4005', 'RL-4009', 'RL-4012', 'RL-4013', 'RL-4015', 'RL-4017'])
 
 /** Whether `err` is a remote's policy refusal (RL-3xxx and the refusal codes above). */
 export function isPolicyRefusal (err: unknown): boolean {

@@ -238,7 +238,11 @@ class Interpreter {
     }
   }
 
+  /** The run's sandbox, once made: tools are told how much fuel the run has left. */
+  private sandbox: Sandbox | undefined
+
   private async loop (sandbox: Sandbox): Promise<RunOutcome> {
+    this.sandbox = sandbox
     // The pack's state lives in the sandbox from init to the end: only events go in and only
     // effects and output come out (the host never needs the state itself).
     sandbox.begin(this.start.input)
@@ -334,7 +338,8 @@ class Interpreter {
     }
     try {
       if (impl === undefined) throw new ReachError('RL-3018', { message: `no host tool provides ${tool}` })
-      const result = await impl.run(args, { pack: this.start.pack.name, signal: this.mode.signal })
+      const fuelLeft = Math.max(0, this.start.budget.fuel - (this.sandbox?.fuelUsed ?? 0))
+      const result = await impl.run(args, { pack: this.start.pack.name, signal: this.mode.signal, fuelLeft })
       return this.packEvent(await this.emit({ type: 'ToolResult', aggregate_id: RUN_AGGREGATE, payload: { call_id: callId, result } }, () => true), tool)
     } catch (err) {
       const error = errorOf(err)

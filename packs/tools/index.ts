@@ -15,6 +15,8 @@ export interface ToolContext {
   /** The pack's namespace (its manifest name): kv keys never cross packs. */
   pack: string
   signal: AbortSignal
+  /** Fuel the calling run has left (its budget minus what it used so far): what a sub-run may be given. */
+  fuelLeft?: number
 }
 
 export interface Tool {

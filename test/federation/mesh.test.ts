@@ -92,6 +92,9 @@ describe('mesh: real nodes on loopback', () => {
     const input = JSON.stringify({ pack: cids.counter, input: { numbers: [5, 5] }, peer: c.peerId })
     const r = await ok(a, ['delegate', cids.nest as string, '--peer', b.peerId, '--input', input, '--verify'])
     expect(r.delegation.output.child).toMatchObject({ status: 'completed', peer: c.peerId, output: { count: 2, sum: 10 } })
+    // The child's fuel came out of what the parent had left (nest's budget: 200,000).
+    expect(r.delegation.output.child.fuel_granted).toBeGreaterThan(0)
+    expect(r.delegation.output.child.fuel_granted).toBeLessThanOrEqual(100_000)
     expect(r.verification.verified).toBe(true)
   })
 
@@ -142,22 +145,27 @@ describe('mesh: real nodes on loopback', () => {
   })
 
   it('Ctrl-C on `reach delegate` cancels the remote run', async () => {
+    // D has the pack already, and the run has begun (not just its pack fetch) when Ctrl-C comes.
+    await ok(d, ['pack', 'fetch', cids.slow as string])
     const child = spawn(process.execPath, [BIN, 'delegate', cids.slow as string, '--peer', d.peerId, '--input', '{"steps":900,"work":30000}'], { env: { ...process.env, REACH_HOME: a.home }, stdio: ['ignore', 'pipe', 'pipe'] })
     let stderr = ''
     child.stderr.setEncoding('utf8').on('data', (t: string) => { stderr += t })
     await until('D to start serving', async () => (await serving(d)) > 0 ? true : undefined)
+    await new Promise((resolve) => setTimeout(resolve, 300))
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
     child.kill('SIGINT')
     expect(await exited).not.toBe(0)
     expect(stderr).toContain('RL-4015')
     await until('D to finish', async () => (await serving(d)) === 0 ? true : undefined)
     const runs = (await ok(d, ['runs', 'list'])).runs as Array<{ status: string, artifact_hash: string }>
-    expect(runs.find((r) => r.artifact_hash === cids.slow)).toMatchObject({ status: 'cancelled' })
+    expect(runs.find((r) => r.artifact_hash === cids.slow), JSON.stringify({ runs, stderr })).toMatchObject({ status: 'cancelled' })
   })
 
   it('cancellation reaches the remote run: it ends with RunCancelled', async () => {
+    await ok(c, ['pack', 'fetch', cids.slow as string])
     const started = reach(['delegate', cids.slow as string, '--peer', c.peerId, '--input', '{"steps":900,"work":30000}'], { env: { REACH_HOME: a.home } })
     await until('C to start serving', async () => (await serving(c)) > 0 ? true : undefined)
+    await new Promise((resolve) => setTimeout(resolve, 300))
     const status = await ok(a, ['node', 'status'])
     expect(status.delegations.outgoing).toBe(1)
     const list = await fetchDelegations(a)
@@ -211,6 +219,12 @@ describe('mesh: real nodes on loopback', () => {
     expect(probe.delegation).toMatchObject({ status: 'completed', peer: victim.peerId })
     const after = (await ok(a, ['peers'])).peers.find((p: { peer: string }) => p.peer === victim.peerId)
     expect(after.breaker).toBe('closed')
+  })
+
+  it('SIGTERM stops a node cleanly: exit 0, its endpoint file gone', async () => {
+    expect(await stopNode(d, 'SIGTERM')).toBe(0)
+    await expect(readFile(join(d.home, 'node.json'), 'utf8')).rejects.toThrow()
+    expect(d.output.join('')).toContain('stopped')
   })
 
   it('the control API refuses a request without the right token, and the node keeps serving', async () => {

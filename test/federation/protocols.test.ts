@@ -20,6 +20,9 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createCheckpoint, encodeCheckpoint } from '../../protocol/checkpoint.ts'
+import { isReachError } from '../../protocol/errors.ts'
+import { hashCanonical } from '../../protocol/hash.ts'
 import { createSigner, generateKeyPair, signDomain } from '../../protocol/keys.ts'
 import { HOP_SIGNATURE_KIND, MAX_FRAME, PROTOCOLS, hopBody, requestDigest, type DelegateRequest } from '../../protocol/wire.ts'
 import { startDaemon, type Daemon } from '../../node/daemon.ts'
@@ -200,5 +203,37 @@ describe('restart', () => {
     await daemon.stop()
     daemon = await startDaemon({ home, log: () => {} })
     expect(daemon.exchange.published()).toEqual([slowCid])
+  })
+})
+
+describe('a peer that lies in its result', () => {
+  it('a result whose checkpoint is not signed by the peer that ran it → RL-4014, counted against the peer', async () => {
+    const stranger = generateKeyPair()
+    await attacker.handle(PROTOCOLS.delegate, async (stream) => {
+      const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateRequest })
+      const req = JSON.parse(Buffer.from((await lp.read()).subarray()).toString('utf8')) as DelegateRequest
+      // A well-formed checkpoint, but by another key than the peer's own.
+      const cp = createCheckpoint({ log_id: 'a'.repeat(64), at_seq: 1, state_hash: 'b'.repeat(64), log_hash: 'c'.repeat(64), merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(stranger.seed))
+      const record = { run_id: 'run_' + '1'.repeat(20), artifact_hash: req.pack_cid, input_hash: hashCanonical(req.input), output_hash: hashCanonical({ forged: true }), event_log_hash: 'c'.repeat(64), status: 'completed', error: null }
+      await lp.write(json({ v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output: { forged: true }, record, checkpoint: encodeCheckpoint(cp), log_head: { seq: 1, hash: 'c'.repeat(64) } }))
+      await stream.close()
+    })
+    try {
+      const peer = attacker.peerId.toString()
+      // The node was restarted above (new port): connect again.
+      await daemon.host.dial(attacker.getMultiaddrs()[0] as Parameters<ReachHost['dial']>[0])
+      const err = await daemon.delegator.delegate({ pack_cid: slowCid, input: { steps: 1, work: 1 }, peer }).then(() => undefined, (e: unknown) => e)
+      expect(isReachError(err, 'RL-4014')).toBe(true)
+      expect(daemon.peers.list().find((p) => p.peer === peer)?.verification_failures).toBe(1)
+      // Negative control: a naive client that takes the frame's status at its word gets the forged output.
+      const raw = await daemon.host.dialProtocol(attacker.peerId, PROTOCOLS.delegate)
+      const lp = lpStream(raw, { maxDataLength: MAX_FRAME.delegateResult })
+      await lp.write(json({ delegation_id: 'f'.repeat(32), pack_cid: slowCid, input: null }))
+      const naive = JSON.parse(Buffer.from((await lp.read()).subarray()).toString('utf8'))
+      expect(naive).toMatchObject({ status: 'completed', output: { forged: true } })
+      raw.abort(new Error('done'))
+    } finally {
+      await attacker.unhandle(PROTOCOLS.delegate)
+    }
   })
 })
