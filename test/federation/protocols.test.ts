@@ -70,8 +70,9 @@ async function exchange (protocol: string, frames: Uint8Array[], rawPrefix?: Uin
     for (const f of frames) await lp.write(f)
     const reply = JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(5000) })).subarray()).toString('utf8'))
     return reply.type === 'error' ? reply.code : reply.type
-  } catch {
-    return 'reset'
+  } catch (err) {
+    // A server that just hangs is not a server that refused: tell them apart.
+    return (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError' ? 'timeout' : 'reset'
   } finally {
     stream.abort(new Error('done'))
   }
@@ -232,8 +233,31 @@ describe('a peer that lies in its result', () => {
       const naive = JSON.parse(Buffer.from((await lp.read()).subarray()).toString('utf8'))
       expect(naive).toMatchObject({ status: 'completed', output: { forged: true } })
       raw.abort(new Error('done'))
+
+      // The refusal and the peer's breaker are in the node's metrics.
+      const token = (await readFile(join(daemon.node.home.root, 'api.token'), 'utf8')).trim()
+      const metrics = await (await fetch(`${daemon.api.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text()
+      expect(metrics).toMatch(/reach_delegations_total\{outcome="refused"\} [1-9]/)
+      expect(metrics).toContain(`reach_peer_breaker_state{peer="${peer}"}`)
     } finally {
       await attacker.unhandle(PROTOCOLS.delegate)
     }
+  })
+
+  it('with no peer left to try: RL-4016 naming every attempt', async () => {
+    // The attacker no longer speaks the delegate protocol: the one candidate fails, nobody is left.
+    const err = await daemon.delegator.delegate({ pack_cid: slowCid, input: null }).then(() => undefined, (e: unknown) => e)
+    expect(isReachError(err, 'RL-4016')).toBe(true)
+    expect((err as { details: { attempts: Array<{ peer: string, code: string }> } }).details.attempts).toEqual([expect.objectContaining({ peer: attacker.peerId.toString(), code: 'RL-4002' })])
+  })
+
+  it('reputation survives a restart of the node', async () => {
+    const home = daemon.node.home
+    const peer = attacker.peerId.toString()
+    const before = daemon.peers.list().find((p) => p.peer === peer)
+    expect(before?.verification_failures).toBe(1)
+    await daemon.stop()
+    daemon = await startDaemon({ home, log: () => {} })
+    expect(daemon.peers.list().find((p) => p.peer === peer)).toMatchObject({ verification_failures: 1, failures: before?.failures, breaker: 'closed' })
   })
 })
