@@ -23,6 +23,9 @@ import type { ReachHost } from '../node/host.ts'
 import type { PackStore, StoredPack } from '../node/pack-store.ts'
 import { frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
 
+/** How long a provider that did not answer is asked last (it may be down, or just busy). */
+export const SILENT_MEMORY_MS = 10 * 60_000
+
 /** A whole fetch (find + every provider tried): long enough for a few providers of a full-size bundle. */
 export const DEFAULT_FETCH_TIMEOUT_MS = 15_000
 /**
@@ -119,6 +122,8 @@ export class PackExchange {
   readonly #published = new Set<string>()
   /** Providers caught lying, for the life of the process. */
   readonly #bad = new Set<string>()
+  /** Providers that did not answer: asked last, after everyone else, until this time. */
+  readonly #silent = new Map<string, number>()
   #serving = 0
   #reproviding = false
   #started = false
@@ -214,24 +219,42 @@ export class PackExchange {
     const tried: FetchResult['tried'] = []
     let found = false
     let received: { peer: string, data: Received } | undefined
+    const deferred: PeerId[] = []
+    const attempt = async (id: PeerId): Promise<boolean> => {
+      const peer = id.toString()
+      try {
+        received = { peer, data: await this.#fetchFrom(id, cid, signal) }
+        this.#silent.delete(peer)
+        return true
+      } catch (err) {
+        const code = codeOf(err)
+        tried.push({ peer, code })
+        if (code === 'RL-4002') this.#silent.set(peer, Date.now() + SILENT_MEMORY_MS)
+        this.#log(`pack ${cid}: provider ${peer} failed (${code}: ${(err as Error)?.message})`)
+        return false
+      }
+    }
     try {
-      // Providers are tried as the query yields them, so the first answer is used at once.
+      // Providers are tried as the query yields them, so the first answer is used at once;
+      // one that did not answer recently waits until everyone else has been asked.
       for await (const provider of this.#host.contentRouting.findProviders(key, { signal })) {
         const peer = provider.id.toString()
-        if (peer === self || this.#bad.has(peer) || tried.some((t) => t.peer === peer)) continue
+        if (peer === self || this.#bad.has(peer) || tried.some((t) => t.peer === peer) || deferred.some((d) => d.equals(provider.id))) continue
         found = true
-        try {
-          received = { peer, data: await this.#fetchFrom(provider.id, cid, signal) }
-          break
-        } catch (err) {
-          tried.push({ peer, code: codeOf(err) })
-          this.#log(`pack ${cid}: provider ${peer} failed (${codeOf(err)}: ${(err as Error)?.message})`)
+        if ((this.#silent.get(peer) ?? 0) > Date.now()) {
+          deferred.push(provider.id)
+          continue
         }
+        if (await attempt(provider.id)) break
       }
       this.#dht('find_providers', found ? 'ok' : 'empty')
     } catch {
       // The query ran out of time (or was cancelled) or failed: judged below by what was tried.
       this.#dht('find_providers', signal.aborted ? 'timeout' : 'error')
+    }
+    for (const id of deferred) {
+      if (received !== undefined || signal.aborted) break
+      await attempt(id)
     }
     if (received !== undefined) return { pack: await this.#accept(received.data), provider: received.peer, tried }
     if (options.signal?.aborted === true) {

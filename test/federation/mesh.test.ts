@@ -181,6 +181,20 @@ describe('mesh: real nodes on loopback', () => {
     expect(runs.find((r) => r.artifact_hash === cids.slow)).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
   })
 
+  it('a parent run ending cancels its child: cancelling A→B cancels the sub-run B started on C', async () => {
+    const cancelledOnC = async (): Promise<number> => ((await ok(c, ['runs', 'list'])).runs as Array<{ status: string, artifact_hash: string }>).filter((r) => r.artifact_hash === cids.slow && r.status === 'cancelled').length
+    const before = await cancelledOnC()
+    const input = JSON.stringify({ pack: cids.slow, input: { steps: 900, work: 30000 }, peer: c.peerId })
+    const started = reach(['delegate', cids.nest as string, '--peer', b.peerId, '--input', input], { env: { REACH_HOME: a.home } })
+    await until('C to run the child', async () => (await serving(c)) > 0 ? true : undefined)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const id = (await fetchDelegations(a)).outgoing[0] as string
+    await ok(a, ['cancel', id])
+    expect((await started).stdout).toContain('CANCELLED')
+    await until('C to finish', async () => (await serving(c)) === 0 ? true : undefined)
+    await until('the child run to end cancelled', async () => (await cancelledOnC()) === before + 1 ? true : undefined, 5_000)
+  })
+
   it('a peer killed mid-delegation: the run completes elsewhere, the breaker opens; restarted, it half-opens and is used again', async () => {
     const running = ok(a, ['delegate', cids.slow as string, '--input', '{"steps":900,"work":30000}', '--timeout', '60000'])
     const victim = await until('a peer to take the delegation', async () => {

@@ -170,7 +170,7 @@ describe('pack exchange', () => {
     expect(await code(() => decodeBundle(sent, signed.pack.cid))).toBe('RL-3003')
   })
 
-  it('given a provider that never answers, then it is skipped for this fetch but not remembered as bad', async () => {
+  it('given a provider that never answers, then it is skipped, not marked bad, and asked last by later fetches', async () => {
     const a = await net.node()
     const silent = await net.host([a.host])
     const c = await net.node({ bootstrap: [a.host], trust: [signed.publisher], exchange: { providerTimeoutMs: 300 } })
@@ -182,6 +182,12 @@ describe('pack exchange', () => {
     expect(err.code).toBe('RL-4013')
     expect(err.details.tried).toEqual([{ peer: silent.peerId.toString(), code: 'RL-4002' }])
     expect(c.exchange.badProviders()).toEqual([])
+
+    // Once an honest provider exists, the silent one (remembered) is not even asked.
+    await publishOn(a)
+    const got = await c.exchange.fetch(signed.pack.cid, { timeoutMs: 5_000 })
+    expect(got.provider).toBe(a.id)
+    expect(got.tried).toEqual([])
   })
 
   it('given nobody provides the CID, then RL-4001 within the fetch timeout', async () => {
