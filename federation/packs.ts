@@ -219,13 +219,17 @@ export class PackExchange {
     const tried: FetchResult['tried'] = []
     let found = false
     let received: { peer: string, data: Received } | undefined
+    // Signatures travel beside the bytes, not inside the CID: one provider's copy may carry only
+    // signatures this node does not trust while another's carries a trusted one. A refusal is
+    // kept and thrown only if no provider's copy is admitted.
+    let refusal: unknown
     const deferred: PeerId[] = []
     const attempt = async (id: PeerId): Promise<boolean> => {
       const peer = id.toString()
+      let data: Received
       try {
-        received = { peer, data: await this.#fetchFrom(id, cid, signal) }
+        data = await this.#fetchFrom(id, cid, signal)
         this.#silent.delete(peer)
-        return true
       } catch (err) {
         const code = codeOf(err)
         tried.push({ peer, code })
@@ -233,6 +237,15 @@ export class PackExchange {
         this.#log(`pack ${cid}: provider ${peer} failed (${code}: ${(err as Error)?.message})`)
         return false
       }
+      try {
+        this.#admit({ bundle: data.pack.bundle, cid: data.pack.cid, signatures: data.signatures })
+      } catch (err) {
+        refusal ??= err
+        tried.push({ peer, code: codeOf(err) })
+        return false
+      }
+      received = { peer, data }
+      return true
     }
     try {
       // Providers are tried as the query yields them, so the first answer is used at once;
@@ -257,6 +270,10 @@ export class PackExchange {
       await attempt(id)
     }
     if (received !== undefined) return { pack: await this.#accept(received.data), provider: received.peer, tried }
+    if (refusal !== undefined) {
+      this.#count('refused')
+      throw refusal
+    }
     if (options.signal?.aborted === true) {
       this.#count('aborted')
       throw options.signal.reason
@@ -269,15 +286,9 @@ export class PackExchange {
     throw new ReachError('RL-4013', { message: `pack ${cid} could not be fetched from any of ${tried.length} provider(s)`, details: { cid, tried } })
   }
 
-  /** The node's policy, then the store (which re-hashes once more as it writes). */
+  /** A copy the node's policy admitted, into the store (which re-hashes once more as it writes). */
   async #accept (received: Received): Promise<StoredPack> {
     const { pack, signatures } = received
-    try {
-      this.#admit({ bundle: pack.bundle, cid: pack.cid, signatures })
-    } catch (err) {
-      this.#count('refused')
-      throw err
-    }
     const stored = await this.#packs.put(pack.bytes, signatures, { cid: pack.cid })
     this.#count('fetched')
     return stored

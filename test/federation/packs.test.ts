@@ -13,6 +13,8 @@ import type { ReachHost } from '../../node/host.ts'
 import { decodeBundle, encodeBundle, parsePackCid } from '../../packs/bundle.ts'
 import { MAX_FRAME, PROTOCOLS, type ErrorFrame } from '../../protocol/wire.ts'
 import { ReachError } from '../../protocol/errors.ts'
+import { createSigner, generateKeyPair } from '../../protocol/keys.ts'
+import { signPack } from '../../packs/trust.ts'
 import { code, failure, manifest } from '../packs/helpers.ts'
 import { mesh, routed, signedCounter, tamper, until, varint, type Mesh, type SignedPack, type TestNode } from './mesh-helpers.ts'
 
@@ -188,6 +190,33 @@ describe('pack exchange', () => {
     const got = await c.exchange.fetch(signed.pack.cid, { timeoutMs: 5_000 })
     expect(got.provider).toBe(a.id)
     expect(got.tried).toEqual([])
+  })
+
+  it('given one provider whose copy carries only an untrusted signature, then another provider\'s trusted copy is fetched', async () => {
+    const a = await net.node()
+    const stranger = await net.host([a.host])
+    const c = await net.node({ bootstrap: [a.host], trust: [signed.publisher] })
+    await routed([a.host, stranger, c.host])
+    // The right bytes, signed by a key c does not trust.
+    const other = generateKeyPair()
+    const untrusted = signPack({ cid: signed.pack.cid, manifest: signed.pack.bundle.manifest }, createSigner(other.seed))
+    await stranger.handle(PROTOCOLS.pack, async (stream) => {
+      const fs = frames(stream, MAX_FRAME.request)
+      await fs.read(['pack.get'])
+      await fs.write({ v: 1, type: 'pack', cid: signed.pack.cid, size: signed.pack.bytes.length, signatures: [untrusted] })
+      await fs.writeBytes(signed.pack.bytes)
+      await fs.close()
+    })
+    await stranger.contentRouting.provide(parsePackCid(signed.pack.cid))
+    // Alone, the stranger's copy is refused by policy, and nothing is stored.
+    expect((await failure(() => c.exchange.fetch(signed.pack.cid, { timeoutMs: 3_000 }))).code).toBe('RL-3006')
+    expect(await c.packs.has(signed.pack.cid)).toBe(false)
+    // With an honest provider too, whichever is asked first, the trusted copy is stored.
+    await publishOn(a)
+    const got = await c.exchange.fetch(signed.pack.cid, { timeoutMs: 5_000 })
+    expect(got.provider).toBe(a.id)
+    expect(got.pack.signatures.map((x) => x.publisher)).toEqual([signed.publisher])
+    expect(c.exchange.badProviders()).toEqual([])
   })
 
   it('given nobody provides the CID, then RL-4001 within the fetch timeout', async () => {
