@@ -12,7 +12,7 @@
  * API, then the endpoint file the CLI finds the daemon by. Stop order is the
  * reverse; a second signal exits at once.
  */
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JsonValue } from '../protocol/canonical.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
@@ -31,7 +31,7 @@ import { errno, writeFileAtomic } from './fs.ts'
 import { LocalNode } from './node.ts'
 import { openTrustRegistry } from './trust-registry.ts'
 import { admitPack } from '../packs/policy.ts'
-import type { StoredPack } from './pack-store.ts'
+import { SIGS_SUFFIX, type StoredPack } from './pack-store.ts'
 import { VERSION } from './version.ts'
 
 export interface DaemonOptions {
@@ -135,11 +135,28 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
       log
     })
     /** A pack from the store, or fetched from providers (verified and admitted before it is stored); admitted either way. */
+    // Every delegation admits its pack: the registry and the verified pack are read again only
+    // when their files change (`reach trust add` and `reach pack sign` edit them while we run).
+    let registryStamp = ''
+    const packCache = new Map<string, { pack: StoredPack, stamp: string }>()
+    const stampOf = async (path: string): Promise<string> => await stat(path).then((s) => `${s.mtimeMs}:${s.size}`, () => 'missing')
     const fetchAdmitted = async (cid: string, signal?: AbortSignal, timeoutMs?: number): Promise<StoredPack & { provider?: string | null, tried?: Array<{ peer: string, code: string }> }> => {
-      registry = await openTrustRegistry(home.trust)
+      const trustStamp = await stampOf(home.trust)
+      if (trustStamp !== registryStamp) {
+        registry = await openTrustRegistry(home.trust)
+        registryStamp = trustStamp
+      }
+      const sigsStamp = await stampOf(join(home.packs, cid + SIGS_SUFFIX))
+      const cached = packCache.get(cid)
+      if (cached !== undefined && cached.stamp === sigsStamp) {
+        admitPack({ ...cached.pack, registry, policy: node.policy })
+        return cached.pack
+      }
       if (await node.packs.has(cid)) {
         const pack = await node.packs.get(cid)
-        await node.admit(pack)
+        admitPack({ ...pack, registry, policy: node.policy })
+        if (packCache.size >= 64) packCache.delete(packCache.keys().next().value as string)
+        packCache.set(cid, { pack, stamp: sigsStamp })
         return pack
       }
       const r = await exchange.fetch(cid, { ...(signal === undefined ? {} : { signal }), ...(timeoutMs === undefined ? {} : { timeoutMs }) })

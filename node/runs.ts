@@ -214,8 +214,10 @@ export class RunStore {
       timestamp: d.timestamp
     }, createSigner(this.nodeSeed))
     record.checkpoint_id = checkpoint.checkpoint_id
-    await writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), encodeCheckpoint(checkpoint), 0o644, { durable: false })
-    await writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n', 0o644, { durable: false })
+    await Promise.all([
+      writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), encodeCheckpoint(checkpoint), 0o644, { durable: false }),
+      writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n', 0o644, { durable: false })
+    ])
     return { record, checkpoint }
   }
 
