@@ -140,6 +140,10 @@ describe('mesh: real nodes on loopback', () => {
     expect(refused.code).toBe(1)
     expect(refused.json.error.code).toBe('RL-3006')
     expect((await ok(b, ['node', 'status'])).peer_id).toBe(b.peerId)
+    // B's operator trusts the key while B runs: the next request is admitted.
+    await ok(b, ['trust', 'add', keyPath, '--name', 'now known to B'])
+    const admitted = await ok(a, ['delegate', built.cid, '--peer', b.peerId, '--input', '{"numbers":[1]}'])
+    expect(admitted.delegation.status).toBe('completed')
     const greedy = await cli(a, ['delegate', cids.counter as string, '--peer', b.peerId, '--input', '{"numbers":[1]}', '--budget', '{"fuel":999999999}'])
     expect(greedy.json.error.code).toBe('RL-3010')
   })
