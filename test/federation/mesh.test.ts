@@ -245,6 +245,14 @@ describe('mesh: real nodes on loopback', () => {
     expect(d.output.join('')).toContain('stopped')
   })
 
+  it('a second daemon on the same data dir is refused (RL-6005), and a bad bootstrap address is RL-1011', async () => {
+    const second = await cli(a, ['node', 'start'])
+    expect(second.code).not.toBe(0)
+    expect(second.json.error.code).toBe('RL-6005')
+    const bad = await cli({ home: await newHome('bad', {}) }, ['node', 'start', '--bootstrap', 'not-a-multiaddr'])
+    expect(bad.json.error.code).toBe('RL-1011')
+  })
+
   it('the control API refuses a request without the right token, and the node keeps serving', async () => {
     const endpoint = JSON.parse(await readFile(join(a.home, 'node.json'), 'utf8')) as { api: string }
     for (const headers of [{}, { authorization: 'Bearer wrong' }]) {
