@@ -125,7 +125,8 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
     h.addEventListener('peer:disconnect', onDisconnect as never)
     for (const p of h.getPeers()) peers.connected(p.toString(), true)
 
-    // The trust registry is re-read before each fetch: `reach trust add` edits it while we run.
+    // The registry the exchange admits fetched packs with; fetchAdmitted re-reads it when the
+    // file changes (`reach trust add` edits it while we run).
     let registry = await openTrustRegistry(home.trust)
     const exchange = new PackExchange({
       host: h,
@@ -134,12 +135,12 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
       metrics: { packFetches: metrics.packFetches, dhtOperations: metrics.dhtOperations },
       log
     })
-    /** A pack from the store, or fetched from providers (verified and admitted before it is stored); admitted either way. */
     // Every delegation admits its pack: the registry and the verified pack are read again only
     // when their files change (`reach trust add` and `reach pack sign` edit them while we run).
     let registryStamp = ''
     const packCache = new Map<string, { pack: StoredPack, stamp: string }>()
     const stampOf = async (path: string): Promise<string> => await stat(path).then((s) => `${s.mtimeMs}:${s.size}`, () => 'missing')
+    /** A pack from the store, or fetched from providers (verified and admitted before it is stored); admitted either way. */
     const fetchAdmitted = async (cid: string, signal?: AbortSignal, timeoutMs?: number): Promise<StoredPack & { provider?: string | null, tried?: Array<{ peer: string, code: string }> }> => {
       const trustStamp = await stampOf(home.trust)
       if (trustStamp !== registryStamp) {
