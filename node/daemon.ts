@@ -14,25 +14,23 @@
  */
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { JsonValue } from '../protocol/canonical.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import type { Budget } from '../packs/manifest.ts'
-import { isPackCid } from '../packs/bundle.ts'
-import { Delegator, DelegationServer, ROOT, delegateTool, type Delegation, type Lineage } from '../federation/delegate.ts'
+import { Delegator, DelegationServer, delegateTool, type Delegation, type Lineage } from '../federation/delegate.ts'
 import { fetchLog, serveLogs, verifyRemoteRun, type RemoteVerdict } from '../federation/log.ts'
 import { PackExchange } from '../federation/packs.ts'
 import { PeerRegistry } from '../federation/peers.ts'
-import { ensureApiToken, startApi, type ApiServer, type Route } from './api.ts'
+import { ensureApiToken, startApi, type ApiServer } from './api.ts'
 import { readEndpoint, removeEndpoint, writeEndpoint, TOKEN_FILE, type Endpoint } from './api-client.ts'
 import { createHost, parsePeerId, publicKeyOfPeer, type ReachHost } from './host.ts'
 import { homePaths, type HomePaths } from './home.ts'
 import { NodeMetrics } from './metrics.ts'
+import { controlRoutes } from './routes.ts'
 import { errno, writeFileAtomic } from './fs.ts'
 import { LocalNode } from './node.ts'
 import { openTrustRegistry } from './trust-registry.ts'
 import { admitPack } from '../packs/policy.ts'
 import { SIGS_SUFFIX, type StoredPack } from './pack-store.ts'
-import { VERSION } from './version.ts'
 
 export interface DaemonOptions {
   home?: HomePaths
@@ -64,29 +62,6 @@ export interface Daemon {
 
 function stamp (line: string): string {
   return `${new Date().toISOString()} ${line}`
-}
-
-function requireString (body: unknown, field: string): string {
-  const v = (body as Record<string, unknown> | null)?.[field]
-  if (typeof v !== 'string' || v === '') throw new ReachError('RL-6004', { message: `${field} is required (a string)` })
-  return v
-}
-
-/** A request's budget overrides: an object of integers among the budget fields, or nothing. */
-function budgetOf (value: unknown): Partial<Budget> | undefined {
-  if (value === undefined || value === null) return undefined
-  const fields = ['fuel', 'memory_bytes', 'output_bytes', 'tool_calls', 'wall_ms']
-  if (typeof value !== 'object' || Array.isArray(value) || !Object.entries(value).every(([k, v]) => fields.includes(k) && Number.isSafeInteger(v) && (v as number) >= (k === 'tool_calls' ? 0 : 1))) {
-    throw new ReachError('RL-6004', { message: `budget must be an object of positive integers among ${fields.join(', ')}` })
-  }
-  return value as Partial<Budget>
-}
-
-function optionalNumber (body: unknown, field: string): number | undefined {
-  const v = (body as Record<string, unknown> | null)?.[field]
-  if (v === undefined || v === null) return undefined
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new ReachError('RL-6004', { message: `${field} must be a positive integer` })
-  return v
 }
 
 export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon> {
@@ -211,8 +186,6 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
     pinger.unref()
     stops.push(async () => { clearInterval(pinger) })
 
-    const resolvePack = async (ref: string): Promise<string> => isPackCid(ref) ? ref : (await node.packs.get(ref)).cid
-
     /** Fetch a peer's log of a run and replay it here; a log that does not check out, or does not replay, costs the peer reputation. */
     const verify = async (peer: string, runId: string, claim: Partial<Pick<Delegation, 'pack_cid' | 'log_head' | 'record'>>, signal?: AbortSignal): Promise<RemoteVerdict> => {
       const fetched = await fetchLog(h, parsePeerId(peer), runId, publicKeyOfPeer(peer), signal === undefined ? {} : { signal })
@@ -228,101 +201,7 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
       return verdict
     }
 
-    const routes: Route[] = [
-      {
-        method: 'GET',
-        path: '/v1/status',
-        handler: async () => ({
-          version: VERSION,
-          peer_id: h.peerId.toString(),
-          public_key: node.publicKey,
-          federation,
-          addrs: h.getMultiaddrs().map(String),
-          peers_connected: h.getPeers().length,
-          delegations: { outgoing: delegator.list().length, serving: server.list().length },
-          uptime_s: Math.round(process.uptime())
-        })
-      },
-      { method: 'GET', path: '/v1/peers', handler: async () => ({ peers: peers.list(), connected: h.getPeers().map(String) }) },
-      { method: 'GET', path: '/v1/packs', handler: async () => ({ packs: await node.packs.list() }) },
-      { method: 'GET', path: '/v1/runs', handler: async () => ({ runs: await node.runs.list() }) },
-      {
-        // `reach run` while the node runs: the node owns the kv store, and offers reach.delegate.
-        method: 'POST',
-        path: '/v1/runs',
-        handler: async (req) => {
-          const body = req.body as Record<string, unknown>
-          const pack = await node.admitted(requireString(body, 'pack'))
-          const budget = { ...pack.bundle.manifest.budget, ...budgetOf(body.budget) }
-          const { record, outcome } = await node.runPack({ pack, input: (body.input ?? null) as JsonValue, budget, signal: req.signal, extraTools: toolsFor(ROOT, budget, req.signal) })
-          metrics.runs.inc({ status: record.status })
-          return { record, ...(outcome.output === undefined ? {} : { output: outcome.output }) }
-        }
-      },
-      {
-        method: 'POST',
-        path: '/v1/packs/publish',
-        handler: async (req) => {
-          const cid = await resolvePack(requireString(req.body, 'pack'))
-          await node.admit(await node.packs.get(cid))
-          const published = await exchange.publish(cid)
-          await savePublished()
-          return published
-        }
-      },
-      {
-        method: 'POST',
-        path: '/v1/packs/fetch',
-        handler: async (req) => {
-          const cid = requireString(req.body, 'cid')
-          const r = await fetchAdmitted(cid, req.signal, optionalNumber(req.body, 'timeout_ms'))
-          return { cid: r.cid, name: r.bundle.manifest.name, version: r.bundle.manifest.version, provider: r.provider ?? null, tried: r.tried ?? [] }
-        }
-      },
-      {
-        method: 'POST',
-        path: '/v1/delegate',
-        handler: async (req) => {
-          const body = req.body as Record<string, unknown>
-          if (body.delegation_id !== undefined && (typeof body.delegation_id !== 'string' || !/^[0-9a-f]{32}$/.test(body.delegation_id))) throw new ReachError('RL-6004', { message: 'delegation_id must be 32 lowercase hex digits' })
-          const budget = budgetOf(body.budget)
-          const packCid = await resolvePack(requireString(body, 'pack'))
-          const timeoutMs = optionalNumber(body, 'timeout_ms')
-          const d = await delegator.delegate({
-            pack_cid: packCid,
-            input: (body.input ?? null) as JsonValue,
-            ...(budget === undefined ? {} : { budget }),
-            ...(typeof body.peer === 'string' ? { peer: body.peer } : {}),
-            ...(timeoutMs === undefined ? {} : { timeoutMs }),
-            ...(typeof body.delegation_id === 'string' ? { delegation_id: body.delegation_id } : {}),
-            signal: req.signal
-          })
-          if (body.verify !== true) return { delegation: d }
-          const verdict = await verify(d.peer, d.run_id, d, req.signal)
-          return { delegation: d, verification: { verified: verdict.verified, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) } }
-        }
-      },
-      {
-        method: 'POST',
-        path: '/v1/verify-remote',
-        handler: async (req) => {
-          const peer = requireString(req.body, 'peer')
-          const runId = requireString(req.body, 'run_id')
-          const verdict = await verify(peer, runId, {}, req.signal)
-          return { peer, run_id: runId, verified: verdict.verified, record: verdict.record, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) }
-        }
-      },
-      { method: 'GET', path: '/v1/delegations', handler: async () => ({ outgoing: delegator.list(), serving: server.list() }) },
-      {
-        method: 'POST',
-        path: '/v1/delegations/:id/cancel',
-        handler: async (req) => {
-          const id = req.params.id ?? ''
-          if (!delegator.cancel(id)) throw new ReachError('RL-4019', { message: `no delegation ${id} in flight on this node` })
-          return { cancelled: id }
-        }
-      }
-    ]
+    const routes = controlRoutes({ host: h, node, delegator, server, exchange, peers, metrics, federation, fetchAdmitted, verify, savePublished, toolsFor })
     const token = await ensureApiToken(join(home.root, TOKEN_FILE))
     const api = await startApi({ token, routes, metrics: async () => await metrics.text(), ...(options.apiPort === undefined ? {} : { port: options.apiPort }) })
     stops.push(async () => { await api.close() })
