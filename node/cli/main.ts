@@ -138,7 +138,10 @@ export async function main (argv: string[]): Promise<number> {
   cmd(program, 'doctor', 'check data dir, keys, policy, trust registry, packs, runs and sandbox')
     .action(action(async () => (await import('./commands/run.ts')).doctor))
   cmd(program, 'demo', 'zero-config: build, sign, trust, run and replay the shipped counter pack')
-    .action(action(async () => (await import('./commands/run.ts')).demo))
+    .option('--mesh', 'three nodes on loopback instead: publish, fetch through the DHT, delegate, verify')
+    .action(action(async () => async (opts) => opts.mesh === true
+      ? await (await import('./commands/mesh.ts')).demoMesh()
+      : await (await import('./commands/run.ts')).demo()))
   cmd(program, 'data-dir', 'where this node keeps its keys, packs and runs ($REACH_HOME or ~/.reach)')
     .action(action(async () => (await import('./commands/run.ts')).dataDir))
 
