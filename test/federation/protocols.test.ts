@@ -47,7 +47,7 @@ beforeAll(async () => {
   const built = await buildBundle(fileURLToPath(new URL('../fixtures/packs/slow', import.meta.url)))
   await openPackStore(home.packs).put(built.bytes, [signPack({ cid: built.cid, manifest: built.bundle.manifest }, createSigner(publisher.seed))])
   slowCid = built.cid
-  daemon = await startDaemon({ home, log: () => {}, maxConcurrent: 1, maxQueue: 0 })
+  daemon = await startDaemon({ home, log: () => {}, maxConcurrent: 1, maxQueue: 0, pingIntervalMs: 200 })
   attackerSeed = generateKeyPair().seed
   attacker = await createHost({ seed: attackerSeed, bootstrap: [daemon.endpoint.addrs[0] as string] })
 }, 30_000)
@@ -62,13 +62,13 @@ async function open (protocol: string): Promise<Stream> {
 }
 
 /** Send raw frame bytes, then read what comes back: the error frame's code, or 'reset' if the stream was torn down. */
-async function exchange (protocol: string, frames: Uint8Array[], rawPrefix?: Uint8Array): Promise<string> {
+async function exchange (protocol: string, frames: Uint8Array[], rawPrefix?: Uint8Array, timeoutMs = 5_000): Promise<string> {
   const stream = await open(protocol)
   const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
   try {
     if (rawPrefix !== undefined) stream.send(rawPrefix)
     for (const f of frames) await lp.write(f)
-    const reply = JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(5000) })).subarray()).toString('utf8'))
+    const reply = JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(timeoutMs) })).subarray()).toString('utf8'))
     return reply.type === 'error' ? reply.code : reply.type
   } catch (err) {
     // A server that just hangs is not a server that refused: tell them apart.
@@ -150,6 +150,31 @@ describe('delegate protocol under abuse', () => {
     expect(['RL-4001', 'RL-4008']).toContain(code)
     expect(Date.now() - started).toBeLessThan(8_000)
   }, 15_000)
+})
+
+describe('the DHT protocol (/reach/kad/1.0.0, libp2p\'s own) under abuse', () => {
+  // The DHT's frames are libp2p's (protobuf), so it cannot answer with an RL- code: it resets the
+  // stream or ignores what it cannot use. What matters is that it keeps answering real queries.
+  it('garbage and an oversized length prefix get no answer, and the DHT still answers real queries', async () => {
+    expect(['reset', 'timeout']).toContain(await exchange('/reach/kad/1.0.0', [Buffer.from('not a protobuf at all')], undefined, 1_000))
+    let n = 64 * 1024 * 1024
+    const varint: number[] = []
+    while (n > 0x7f) { varint.push((n & 0x7f) | 0x80); n >>>= 7 }
+    varint.push(n)
+    expect(['reset', 'timeout']).toContain(await exchange('/reach/kad/1.0.0', [], Uint8Array.from([...varint, 1, 2, 3]), 1_000))
+    // A real query afterwards: the node answers it.
+    const closest = []
+    for await (const event of attacker.services.dht.getClosestPeers(daemon.host.peerId.toMultihash().bytes, { signal: AbortSignal.timeout(5_000) })) closest.push(event.name)
+    expect(closest).toContain('PEER_RESPONSE')
+    await stillServing()
+  })
+})
+
+describe('peer health', () => {
+  it('the node pings its peers and keeps the result', async () => {
+    for (let i = 0; i < 50 && daemon.peers.list().find((p) => p.peer === attacker.peerId.toString())?.last_ping == null; i++) await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(daemon.peers.list().find((p) => p.peer === attacker.peerId.toString())?.last_ping?.rtt_ms).toBeGreaterThanOrEqual(0)
+  })
 })
 
 describe('log protocol under abuse', () => {
