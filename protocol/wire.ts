@@ -39,7 +39,6 @@ export const FRAME_LIMIT: Readonly<Record<FrameType, number>> = {
   'pack': MAX_FRAME.packHeader,
   'delegate': MAX_FRAME.delegateRequest,
   'cancel': MAX_FRAME.request,
-  'accepted': MAX_FRAME.request,
   'result': MAX_FRAME.delegateResult,
   'log.get': MAX_FRAME.request,
   'log': MAX_FRAME.logBatch,
@@ -109,7 +108,6 @@ const SCHEMAS = {
     nonce: ID
   }, ['delegation_id', 'pack_cid', 'input', 'budget', 'depth', 'ancestry', 'deadline', 'nonce']),
   'cancel': frame('cancel', { delegation_id: ID }, ['delegation_id']),
-  'accepted': frame('accepted', { delegation_id: ID, run_id: RUN_ID }, ['delegation_id', 'run_id']),
   'result': frame('result', {
     delegation_id: ID,
     run_id: RUN_ID,
@@ -146,7 +144,6 @@ export interface DelegateRequest {
   nonce: string
 }
 export interface CancelFrame { v: 1, type: 'cancel', delegation_id: string }
-export interface AcceptedFrame { v: 1, type: 'accepted', delegation_id: string, run_id: string }
 export interface ResultFrame {
   v: 1
   type: 'result'
@@ -170,7 +167,6 @@ export interface Frames {
   'pack': PackHeader
   'delegate': DelegateRequest
   'cancel': CancelFrame
-  'accepted': AcceptedFrame
   'result': ResultFrame
   'log.get': LogGet
   'log': LogHeader

@@ -141,7 +141,8 @@ export async function delegate (opts: Record<string, unknown>, io: { json: boole
       human.push(r.verification.verified ? 'REPLAY_VERIFIED (log fetched from the peer and replayed here)' : `REPLAY_DIVERGED at seq ${r.verification.divergence?.seq ?? '?'} (RL-4018): ${r.verification.divergence?.reason ?? ''}`)
     }
     const failed = d.status !== 'completed' || r.verification?.verified === false
-    return { human, json: r, ...(failed ? { exitCode: 1 } : {}) }
+    const diverged = r.verification?.verified === false ? { error: { code: 'RL-4018', message: `the fetched log does not replay: ${r.verification.divergence?.reason ?? ''}`, seq: r.verification.divergence?.seq } } : {}
+    return { human, json: { ...r, ...diverged }, ...(failed ? { exitCode: 1 } : {}) }
   } catch (err) {
     if (abort.signal.aborted) throw abort.signal.reason
     throw err
@@ -159,7 +160,7 @@ export async function verifyRemote (_opts: Record<string, unknown>, _io: unknown
   const r = await api<{ verified: boolean, divergence?: { seq: number, reason: string }, record: JsonObject }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
   return {
     human: [r.verified ? 'REPLAY_VERIFIED' : `REPLAY_DIVERGED at seq ${r.divergence?.seq ?? '?'} (RL-4018): ${r.divergence?.reason ?? ''}`, `Fingerprint: ${String(r.record.fingerprint)}`],
-    json: r,
+    json: { ...r, ...(r.verified ? {} : { error: { code: 'RL-4018', message: `the fetched log does not replay: ${r.divergence?.reason ?? ''}`, seq: r.divergence?.seq } }) },
     ...(r.verified ? {} : { exitCode: 1 })
   }
 }
