@@ -239,7 +239,7 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
 export async function runDaemon (options: DaemonOptions = {}): Promise<void> {
   const d = await startDaemon(options)
   const log = options.log ?? ((line: string) => process.stdout.write(stamp(line) + '\n'))
-  log('ready')
+  log(`ready; other nodes join with: reach node start --bootstrap ${d.endpoint.addrs[0] ?? '<address>'}`)
   await new Promise<void>((resolve) => {
     let signals = 0
     const onSignal = (signal: string): void => {
