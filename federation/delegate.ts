@@ -362,6 +362,8 @@ export class Delegator {
   }
 
   async delegate (options: DelegateOptions): Promise<Delegation> {
+    // A peer id that does not parse is the caller's mistake (RL-1011), not a peer being down.
+    if (options.peer !== undefined) parsePeerId(options.peer)
     const lineage = options.lineage ?? ROOT
     const delegationId = options.delegation_id ?? randomBytes(16).toString('hex')
     // Each attempt gets the whole timeout (capped by the parent run's deadline): a peer that

@@ -110,6 +110,12 @@ function unavailable (peer: string, err: unknown): ReachError {
   return new ReachError('RL-4002', { message: `peer ${peer}: ${(err as Error)?.message ?? String(err)}`, details: { peer }, cause: err })
 }
 
+/** A CID the caller asked for: text that is not one is a bad argument (RL-1011), not a bad bundle. */
+function cidArgument (cid: string): ReturnType<typeof parsePackCid> {
+  if (!isPackCid(cid)) throw new ReachError('RL-1011', { message: `not a pack CID: ${JSON.stringify(cid.slice(0, 100))}` })
+  return parsePackCid(cid)
+}
+
 export class PackExchange {
   readonly #host: ReachHost
   readonly #packs: PackStore
@@ -165,7 +171,7 @@ export class PackExchange {
 
   /** Announce a stored pack on the DHT and keep announcing it. RL-3012 when the pack is not stored here. */
   async publish (cid: string, options: { signal?: AbortSignal } = {}): Promise<{ cid: string, provide_ms: number }> {
-    const key = parsePackCid(cid)
+    const key = cidArgument(cid)
     // get, not has: it re-verifies the stored bytes, so a damaged file is never announced.
     await this.#packs.get(cid)
     const signal = options.signal === undefined ? AbortSignal.timeout(PROVIDE_TIMEOUT_MS) : AbortSignal.any([options.signal, AbortSignal.timeout(PROVIDE_TIMEOUT_MS)])
@@ -208,7 +214,7 @@ export class PackExchange {
    * `details.tried`), or the node's policy refusal as is.
    */
   async fetch (cid: string, options: FetchOptions = {}): Promise<FetchResult> {
-    const key = parsePackCid(cid)
+    const key = cidArgument(cid)
     if (await this.#packs.has(cid)) {
       this.#count('local')
       return { pack: await this.#packs.get(cid), provider: null, tried: [] }

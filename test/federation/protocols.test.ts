@@ -220,6 +220,16 @@ describe('the node as a libp2p peer', () => {
   })
 })
 
+describe('bad arguments from the operator', () => {
+  it('a peer id or CID that does not parse is RL-1011, and no peer is blamed', async () => {
+    const before = daemon.peers.list().length
+    const err = await daemon.delegator.delegate({ pack_cid: slowCid, input: null, peer: '12D3KooWnotapeer' }).then(() => undefined, (e: unknown) => e)
+    expect(isReachError(err, 'RL-1011')).toBe(true)
+    expect(daemon.peers.list().length).toBe(before)
+    expect(await daemon.exchange.fetch('notacid').then(() => undefined, (e: unknown) => (e as { code?: string }).code)).toBe('RL-1011')
+  })
+})
+
 describe('restart', () => {
   it('what the node published stays published after a restart', async () => {
     const token = (await readFile(join(daemon.node.home.root, 'api.token'), 'utf8')).trim()

@@ -113,6 +113,8 @@ export async function delegate (opts: Record<string, unknown>, io: { json: boole
   const input = parseJsonOption((opts.input as string | undefined) ?? 'null', '--input')
   const budget = opts.budget === undefined ? undefined : parseObjectOption(opts.budget as string, '--budget')
   const delegationId = randomBytes(16).toString('hex')
+  // Say the id (for `reach cancel`) only once there is a node to ask.
+  await (await import('../../api-client.ts')).readEndpoint(homePaths().root)
   if (!io.json) process.stderr.write(`Delegation ${delegationId} (Ctrl-C or \`reach cancel ${delegationId}\` to cancel)\n`)
   // Ctrl-C closes the request; the daemon sees its client go and cancels the remote run.
   const abort = new AbortController()
