@@ -34,8 +34,9 @@ import { constants } from 'node:fs'
 import { mkdir, open, stat, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ReachError } from '../../protocol/errors.ts'
-import { headOf, type ChainHead, type Event } from '../../protocol/event.ts'
+import { headOf, type Event } from '../../protocol/event.ts'
 import { INDEX_EVERY, READ_CHUNK_SIZE, TAIL_CHUNK_SIZE } from './constants.ts'
+import { CommittedStore } from './committed.ts'
 import { StoreLifecycle } from './lifecycle.ts'
 import { GroupCommit, type CommitBatch } from './group-commit.ts'
 import { commitRecord, inspectJsonlTail, openForReading, readFully, scanJsonl } from './jsonl-reader.ts'
@@ -51,8 +52,7 @@ export interface JsonlStoreInit {
   maxBatchBytes?: number
 }
 
-
-export class JsonlEventStore implements EventStore {
+export class JsonlEventStore extends CommittedStore implements EventStore {
   readonly kind = 'jsonl'
   readonly path: string
   #lastRepair: RepairReport | undefined
@@ -69,6 +69,7 @@ export class JsonlEventStore implements EventStore {
   #broken: ReachError | undefined
 
   constructor (path: string, init: JsonlStoreInit = {}) {
+    super()
     this.path = path
     this.#life = new StoreLifecycle(path)
     this.#init = init
@@ -159,27 +160,10 @@ export class JsonlEventStore implements EventStore {
     }
   }
 
-  head (): ChainHead | null {
-    return this.#open_().durableHead()
-  }
-
-  pendingHead (): ChainHead | null {
-    return this.#open_().pendingHead()
-  }
-
-  async append (event: Event): Promise<void> {
-    await this.#open_().submit([event])
-  }
-
-  async appendBatch (events: readonly Event[]): Promise<void> {
-    await this.#open_().submit(events)
-  }
-
   async * read (range: ReadRange = {}): AsyncGenerator<Event> {
-    const head = this.#open_().durableHead()
-    const from = Math.max(0, Math.ceil(range.from ?? 0))
-    const to = Math.min(head === null ? -1 : head.seq, Math.floor(range.to ?? Number.POSITIVE_INFINITY))
-    if (from > to) return
+    const span = this.span(range)
+    if (span === undefined) return
+    const { from, to } = span
     const end = this.#size
     let startSeq = 0
     let start = 0
@@ -212,25 +196,16 @@ export class JsonlEventStore implements EventStore {
     }
   }
 
-  async readAll (): Promise<Event[]> {
-    return await collect(this.read())
-  }
-
-  async getSinceSeq (seq: number): Promise<Event[]> {
-    return await collect(this.read({ from: seq + 1 }))
-  }
-
   async get (seq: number): Promise<Event | undefined> {
     if (!Number.isSafeInteger(seq) || seq < 0) {
-      this.#open_()
+      this.committer()
       return undefined
     }
     for await (const event of this.read({ from: seq, to: seq })) return event
     return undefined
   }
 
-  /** The group commit of an open store, or RL-5007. */
-  #open_ (): GroupCommit {
+  protected committer (): GroupCommit {
     return this.#life.require(this.#commit)
   }
 
@@ -277,12 +252,6 @@ export class JsonlEventStore implements EventStore {
       this.#index.set(k, offset)
     }
   }
-}
-
-async function collect<T> (items: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = []
-  for await (const item of items) out.push(item)
-  return out
 }
 
 /** fsync a directory so a file created or renamed in it survives a crash. */

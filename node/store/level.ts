@@ -27,6 +27,7 @@ import { ReachError } from '../../protocol/errors.ts'
 import { computeEventHash, eventShapeProblem, type ChainHead, type Event } from '../../protocol/event.ts'
 import { isHash } from '../../protocol/hash.ts'
 import { LEVEL_FORMAT_VERSION, LEVEL_KEY_WIDTH, LEVEL_READ_BATCH } from './constants.ts'
+import { CommittedStore } from './committed.ts'
 import { StoreLifecycle } from './lifecycle.ts'
 import { GroupCommit, type CommitBatch } from './group-commit.ts'
 import type { EventStore, OpenOptions, ReadRange, RepairReport } from './types.ts'
@@ -48,7 +49,7 @@ export function levelSegmentKey (seq: number): string {
   return String(seq).padStart(LEVEL_KEY_WIDTH, '0')
 }
 
-export class LevelEventStore implements EventStore {
+export class LevelEventStore extends CommittedStore implements EventStore {
   readonly kind = 'level'
   readonly path: string
   readonly #init: LevelStoreInit
@@ -60,6 +61,7 @@ export class LevelEventStore implements EventStore {
   #lastRepair: RepairReport | undefined
 
   constructor (path: string, init: LevelStoreInit = {}) {
+    super()
     this.path = path
     this.#life = new StoreLifecycle(path)
     this.#init = init
@@ -187,27 +189,10 @@ export class LevelEventStore implements EventStore {
     await db?.close()
   }
 
-  head (): ChainHead | null {
-    return this.#open_().durableHead()
-  }
-
-  pendingHead (): ChainHead | null {
-    return this.#open_().pendingHead()
-  }
-
-  async append (event: Event): Promise<void> {
-    await this.#open_().submit([event])
-  }
-
-  async appendBatch (events: readonly Event[]): Promise<void> {
-    await this.#open_().submit(events)
-  }
-
   async * read (range: ReadRange = {}): AsyncGenerator<Event> {
-    const head = this.#open_().durableHead()
-    const from = Math.max(0, Math.ceil(range.from ?? 0))
-    const to = Math.min(head === null ? -1 : head.seq, Math.floor(range.to ?? Number.POSITIVE_INFINITY))
-    if (from > to) return
+    const span = this.span(range)
+    if (span === undefined) return
+    const { from, to } = span
     const first = await this.#segmentAt(from)
     const it = (this.#segments as Sub).iterator({ gte: levelSegmentKey(first?.[0] ?? from), lte: levelSegmentKey(to) })
     try {
@@ -232,16 +217,8 @@ export class LevelEventStore implements EventStore {
     }
   }
 
-  async readAll (): Promise<Event[]> {
-    return await collect(this.read())
-  }
-
-  async getSinceSeq (seq: number): Promise<Event[]> {
-    return await collect(this.read({ from: seq + 1 }))
-  }
-
   async get (seq: number): Promise<Event | undefined> {
-    const head = this.#open_().durableHead()
+    const head = this.committer().durableHead()
     if (!Number.isSafeInteger(seq) || seq < 0 || head === null || seq > head.seq) return undefined
     const value = await this.#lineAt(seq)
     return value === undefined ? undefined : this.#parse(value, seq)
@@ -262,7 +239,7 @@ export class LevelEventStore implements EventStore {
     return event as Event
   }
 
-  #open_ (): GroupCommit {
+  protected committer (): GroupCommit {
     return this.#life.require(this.#commit)
   }
 
@@ -295,8 +272,3 @@ function parseHead (path: string, text: string): ChainHead {
   return { seq: h.seq, hash: h.hash, timestamp: h.timestamp }
 }
 
-async function collect<T> (items: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = []
-  for await (const item of items) out.push(item)
-  return out
-}
