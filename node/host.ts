@@ -75,7 +75,8 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
     },
     services: {
       identify: identify(),
-      ping: ping(),
+      // The health loop and an operator (or bench) may ping the same peer at once.
+      ping: ping({ maxOutboundStreams: 4 }),
       dht: kadDHT({
         protocol: DHT_PROTOCOL,
         clientMode: false,

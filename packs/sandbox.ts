@@ -20,9 +20,14 @@
  * resolves relative imports among the pack's own files and nothing else.
  *
  * Isolation. Every sandbox gets its own WebAssembly instance (and so its own
- * linear memory) as well as its own QuickJS runtime and context. Instances
- * are cheap to make (about 1.5 ms) and a few blank ones are kept ready, so
- * creating a sandbox costs little. A separate instance is what makes the
+ * linear memory) as well as its own QuickJS runtime and context, used by one
+ * run at a time. Making a blank instance costs about 4 ms of CPU, so a run
+ * that ended cleanly hands its instance back: the memory is restored from the
+ * copy taken when that instance was blank (`Snapshot`), off the run's path,
+ * and the restored instance is byte for byte the blank it was, so the next
+ * run cannot tell it from a new one (tested against a fresh instance's whole
+ * memory). An instance that failed, was torn out or grew its memory is
+ * dropped instead. A separate instance is what makes the
  * memory limit real and deterministic: this QuickJS build cannot measure its
  * allocations (no malloc_usable_size under emscripten; runtime.setMemoryLimit
  * counts 8 bytes a block, and 600 MB fit under a "4 MB" limit), so the limit
@@ -70,7 +75,7 @@ import { MAX_DEPTH, canonicalize, type JsonValue } from '../protocol/canonical.t
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import {
   BASE_MEMORY_BYTES, DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_STACK_BYTES, DEFAULT_WALL_MS,
-  MAX_ERROR_MESSAGE, MAX_MEMORY_BYTES, MAX_STACK_BYTES, SPARE_SANDBOXES
+  MAX_ERROR_MESSAGE, MAX_MEMORY_BYTES, MAX_STACK_BYTES, POOLED_SANDBOXES, SPARE_SANDBOXES
 } from './sandbox-constants.ts'
 
 export interface SandboxLimits {
@@ -239,6 +244,19 @@ function baseVariant (): QuickJSSyncVariant {
   return v as unknown as QuickJSSyncVariant
 }
 
+/**
+ * The engine's imports with the wall clock stopped at 0. QuickJS seeds Math.random's state from
+ * it when a context is made; the pack cannot reach Math.random, but the seed is in memory, and
+ * with the clock stopped every blank instance is the same bytes (which is what lets a released
+ * instance be reset to a blank, and a test check it).
+ */
+function stoppedClock (imports: unknown): unknown {
+  const env = (imports as Record<string, Record<string, unknown>>).a
+  const clocks = env === undefined ? [] : Object.keys(env).filter((name) => String(env[name]).replace(/\s/g, '') === '()=>Date.now()')
+  if (env === undefined || clocks.length !== 1) throw new Error('unsupported QuickJS build: its clock import not found')
+  return { ...(imports as object), a: { ...env, [clocks[0] as string]: () => 0 } }
+}
+
 async function instantiate (): Promise<Instance> {
   const wasmModule = await compileWasm()
   // emscripten's own default: 16 MiB to start, 2 GiB at most; the sandbox's cap is enforced in grow.
@@ -247,7 +265,7 @@ async function instantiate (): Promise<Instance> {
     wasmMemory: memory as unknown as WebAssemblyMemoryLike,
     emscriptenModule: {
       instantiateWasm (imports: unknown, onSuccess: (instance: object) => void) {
-        const instance = new Wasm.Instance(wasmModule, imports)
+        const instance = new Wasm.Instance(wasmModule, stoppedClock(imports))
         onSuccess(instance)
         return instance.exports
       },
@@ -295,8 +313,9 @@ async function instantiate (): Promise<Instance> {
  * plus whatever the initial 16 MiB had spare (~11 MiB). Blocks are found largest first by
  * halving; the same steps run in every blank instance, so every instance ends in the same state.
  */
-function fillBase (instance: Instance): void {
+function fillBase (instance: Instance): Ballast[] {
   const { heap } = instance
+  const ballast: Ballast[] = []
   instance.capBytes = heap.HEAPU8.length
   for (;;) {
     let fits = 0
@@ -312,9 +331,45 @@ function fillBase (instance: Instance): void {
       }
     }
     if (fits === 0) break
-    heap._malloc(fits)
+    ballast.push({ ptr: heap._malloc(fits), size: fits })
   }
   instance.refused = false
+  return ballast
+}
+
+interface Ballast {
+  ptr: number
+  size: number
+}
+
+/** Ballast blocks at least this big are left out of the snapshot (a run never writes inside them). */
+const SNAPSHOT_SKIP = 65536
+/** Bytes kept at each end of a skipped block: the allocator's headers around it. */
+const SNAPSHOT_MARGIN = 64
+
+/**
+ * A blank instance's memory wherever a run can write to it: everything but the inside of the
+ * large ballast blocks, which belong to no one (allocated once by fillBase, never handed out).
+ * That is the static data, the C stack, QuickJS's heap and the allocator's free blocks, about
+ * 5.3 MiB of the 16. The one mutable WebAssembly global (the stack pointer) is back at its base
+ * whenever no call is running, so memory is the whole of the instance's state.
+ */
+class Snapshot {
+  private readonly regions: Array<{ at: number, bytes: Uint8Array }> = []
+
+  constructor (memory: Uint8Array, ballast: readonly Ballast[]) {
+    const skipped = ballast.filter((b) => b.size >= SNAPSHOT_SKIP).sort((a, b) => a.ptr - b.ptr)
+    let from = 0
+    for (const b of skipped) {
+      this.regions.push({ at: from, bytes: memory.slice(from, b.ptr + SNAPSHOT_MARGIN) })
+      from = b.ptr + b.size - SNAPSHOT_MARGIN
+    }
+    this.regions.push({ at: from, bytes: memory.slice(from) })
+  }
+
+  restore (memory: Uint8Array): void {
+    for (const { at, bytes } of this.regions) memory.set(bytes, at)
+  }
 }
 
 /** newVariant's option type names the DOM's WebAssembly.Memory; ours is structurally the same object. */
@@ -622,6 +677,8 @@ class QuickJSSandbox implements Sandbox {
   private readonly ctx: QuickJSContext
   private readonly harness: QuickJSHandle
   private readonly ops: QuickJSHandle[] = []
+  /** This instance's memory when it was blank: what `reset` puts back. */
+  private readonly blank: Snapshot
   /** Raw pointers of the hot path: the context, `undefined`, a two-slot argv. */
   private readonly ctxPtr: number
   private readonly undefinedPtr: number
@@ -652,7 +709,39 @@ class QuickJSSandbox implements Sandbox {
     const evaluated = this.ctx.evalCode(PRELUDE, '<reach-prelude>', { type: 'global', strict: true })
     if (evaluated.error !== undefined) throw new Error(`sandbox prelude failed: ${JSON.stringify(this.ctx.dump(evaluated.error))}`)
     this.harness = evaluated.value
-    fillBase(instance)
+    // Every handle the host keeps is made now, so that it is part of the blank.
+    for (let op = 0; op <= OP_STEP; op++) this.op(op)
+    this.blank = new Snapshot(instance.heap.HEAPU8, fillBase(instance))
+  }
+
+  /** Ended cleanly, its memory never grew: `reset` makes it the blank it was. */
+  get reusable (): boolean {
+    return this.failure === undefined && !this.abandoned && this.instance.memory.buffer.byteLength === BASE_MEMORY_BYTES
+  }
+
+  /**
+   * Back to the blank this instance was: its memory from the snapshot, the host's side as the
+   * constructor left it. Only for a released, reusable sandbox, outside any call into it.
+   */
+  reset (): void {
+    if (!this.released || !this.reusable) throw new Error('only a released sandbox that ended cleanly can be reset')
+    this.blank.restore(this.instance.heap.HEAPU8)
+    this.limits = DEFAULT_LIMITS
+    this.files = {}
+    this.ticks = 0
+    this.deadline = Infinity
+    this.abort = undefined
+    this.refusedImport = undefined
+    this.loading = true
+    this.released = false
+    this.instance.capBytes = BASE_MEMORY_BYTES
+    this.instance.refused = false
+    this.instance.kill = false
+  }
+
+  /** The instance's whole linear memory (tests compare a reset instance with a new one). */
+  get memory (): Uint8Array {
+    return this.instance.heap.HEAPU8
   }
 
   get fuelUsed (): number {
@@ -964,7 +1053,14 @@ class QuickJSSandbox implements Sandbox {
     if (this.released) return
     this.released = true
     this.files = {}
-    recycle(this.instance)
+    // A failure can be released from inside a callback of the VM, whose frames still run on
+    // this memory until they unwind; a clean end is reset once they have.
+    if (this.reusable) {
+      setImmediate(() => { giveBack(this) })
+    } else {
+      recycle(this.instance)
+      refillSoon()
+    }
   }
 
   dispose (): void {
@@ -1025,22 +1121,42 @@ class PackSandbox implements Sandbox {
 }
 
 // ---------------------------------------------------------------------------
-// Spare blanks, so that creating a sandbox does not wait for an instance.
+// Blank sandboxes ready to bind: new ones made ahead of time, and released ones reset.
 
-const spares: QuickJSSandbox[] = []
+const ready: QuickJSSandbox[] = []
 let refilling: Promise<void> | undefined
+/** Reset sandboxes handed back (tests and benches count reuse). */
+let reusedCount = 0
 
 async function blank (): Promise<QuickJSSandbox> {
   return new QuickJSSandbox(await instantiate())
 }
 
 async function fill (): Promise<void> {
-  while (spares.length < SPARE_SANDBOXES) spares.push(await blank())
+  while (ready.length < SPARE_SANDBOXES) ready.push(await blank())
 }
 
 function refill (): Promise<void> {
   refilling ??= fill().finally(() => { refilling = undefined })
   return refilling
+}
+
+/** A sandbox was dropped rather than handed back: make a new blank when the loop is free. */
+function refillSoon (): void {
+  if (ready.length >= SPARE_SANDBOXES) return
+  setImmediate(() => { refill().catch(() => {}) }).unref()
+}
+
+function giveBack (vm: QuickJSSandbox): void {
+  if (ready.length >= POOLED_SANDBOXES) return
+  vm.reset()
+  reusedCount++
+  ready.push(vm)
+}
+
+/** How many released sandboxes were reset and handed back since the process started. */
+export function sandboxesReused (): number {
+  return reusedCount
 }
 
 /** Compile the WebAssembly module and make the spare sandboxes; reused by every sandbox of the process. */
@@ -1069,8 +1185,16 @@ export async function createSandbox (files: Record<string, string>, entry: strin
     if (v !== undefined) full[key] = v
   }
   checkLimits(full)
-  const vm = spares.pop() ?? await blank()
-  setImmediate(() => { refill().catch(() => {}) }).unref()
+  const vm = ready.pop() ?? await blank()
   vm.start(files, entry.startsWith('./') ? entry.slice(2) : entry, full)
   return new PackSandbox(vm)
+}
+
+/**
+ * For tests: a copy of the whole memory of every ready blank, and of a new blank made just for
+ * the comparison (not kept). A reset blank must equal the new one byte for byte.
+ */
+export async function inspectBlanks (): Promise<{ ready: Uint8Array[], fresh: Uint8Array }> {
+  const fresh = (await blank()).memory.slice()
+  return { ready: ready.map((vm) => vm.memory.slice()), fresh }
 }

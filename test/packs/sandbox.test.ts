@@ -3,7 +3,7 @@ import vm from 'node:vm'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { JsonValue } from '../../protocol/canonical.ts'
 import { ReachError, isReachError } from '../../protocol/errors.ts'
-import { createSandbox, loadEngine, type SandboxLimits } from '../../packs/sandbox.ts'
+import { createSandbox, inspectBlanks, loadEngine, sandboxesReused, type SandboxLimits } from '../../packs/sandbox.ts'
 
 const COUNTER = `
 export function init (input) {
@@ -239,6 +239,87 @@ export function reduce (s, e) { s.n = (s.n ?? 0) + 1; return { state: s, output:
     const sandbox = await createSandbox(pack(planted), 'index.js')
     sandbox.begin(null)
     expect(sandbox.step('{"type":"Start"}').output).toEqual({ effects_walked: true, caught: 1, naive: 1 })
+  })
+})
+
+describe('sandbox: a released instance is reset to a blank, byte for byte', () => {
+  /** Leaves marks everywhere a later run could look: the global object, a built-in prototype, module state. */
+  const MARKER = `
+let calls = 0
+export function init (input) {
+  const before = { global: globalThis.mark ?? null, proto: Object.prototype.mark ?? null }
+  globalThis.mark = input.run
+  Object.prototype.mark = input.run
+  return { before, run: input.run }
+}
+export function reduce (s, e) {
+  calls++
+  try { null.x } catch {}
+  const text = JSON.stringify(s) + 'x'.repeat(500) + /a+b/.exec('aaab')[0]
+  const down = (n) => n === 0 ? 0 : 1 + down(n - 1)
+  return { state: s, output: { before: s.before, calls, text: text.length, deep: down(400) } }
+}`
+  const settle = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
+
+  it('every run starts from a clean world, and the instances really are reused', async () => {
+    await settle()
+    for (let run = 1; run <= 6; run++) {
+      const sandbox = await createSandbox(pack(MARKER), 'index.js')
+      sandbox.begin({ run })
+      expect(sandbox.step('{"type":"Start"}').output).toEqual({ before: { global: null, proto: null }, calls: 1, text: 551, deep: 400 })
+      const reused = sandboxesReused()
+      sandbox.dispose()
+      await settle()
+      expect(sandboxesReused()).toBe(reused + 1)
+    }
+  })
+
+  it('negative control: the same instance used again without a reset shows the last run its marks', async () => {
+    const sandbox = await createSandbox(pack(MARKER), 'index.js')
+    sandbox.begin({ run: 1 })
+    sandbox.begin({ run: 2 })
+    expect(sandbox.step('{"type":"Start"}').output).toMatchObject({ before: { global: 1, proto: 1 } })
+    sandbox.dispose()
+  })
+
+  it('after runs of all kinds, every ready blank is the same bytes as a new instance', async () => {
+    const runs: Array<[Record<string, string>, Partial<SandboxLimits>, (s: Awaited<ReturnType<typeof createSandbox>>) => unknown]> = [
+      [pack(MARKER), {}, (s) => { s.begin({ run: 9 }); s.step('{"type":"Start"}') }],
+      [pack(COUNTER), {}, (s) => { let st = s.call('init', [{ start: 1 }]).value; st = (s.call('reduce', [st, { type: 'Add', by: 2 }]).value as { state: JsonValue }).state }],
+      [pack(WORKER), {}, (s) => { s.begin({ seed: 3 }); s.step(JSON.stringify({ work: 30_000, last: true })) }],
+      [pack('export async function init () { await null; return [1, 2, 3].map(String) }\nexport function reduce (s) { return { state: s } }'), { stackBytes: 64 << 10 }, (s) => s.call('init', [null])]
+    ]
+    await settle()
+    for (let round = 0; round < 3; round++) {
+      for (const [files, limits, use] of runs) {
+        const sandbox = await createSandbox(files, 'index.js', limits)
+        use(sandbox)
+        const reused = sandboxesReused()
+        sandbox.dispose()
+        await settle()
+        expect(sandboxesReused()).toBe(reused + 1)
+      }
+    }
+    const { ready, fresh } = await inspectBlanks()
+    expect(ready.length).toBeGreaterThan(0)
+    for (const memory of ready) {
+      expect(memory.length).toBe(fresh.length)
+      expect(Buffer.compare(memory, fresh)).toBe(0)
+    }
+  })
+
+  it('an instance that failed or grew its memory is not handed back', async () => {
+    await settle()
+    const before = sandboxesReused()
+    await failure(async () => {
+      const sandbox = await createSandbox(hostile('loop-init.js'), 'index.js', LITTLE_FUEL)
+      sandbox.call('init', [{}])
+    })
+    const big = await createSandbox(pack('export function init () { return "x".repeat(4 << 20).length }\nexport function reduce (s) { return { state: s } }'), 'index.js')
+    expect(big.call('init', [null]).value).toBe(4 << 20)
+    big.dispose()
+    await settle()
+    expect(sandboxesReused()).toBe(before)
   })
 })
 
