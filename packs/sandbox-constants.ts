@@ -72,7 +72,7 @@ export const SPARE_SANDBOXES = 2
 /**
  * Blank sandboxes kept at most, counting released ones that were reset: as
  * many as a node runs at once by default (the daemon's 4 run slots), so a
- * busy node stops making instances. Each holds its 5.3 MiB snapshot and
+ * busy node stops making instances. Each holds its 1.7 MiB snapshot and
  * about as much resident WebAssembly memory.
  */
 export const POOLED_SANDBOXES = 4

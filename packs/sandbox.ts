@@ -346,29 +346,81 @@ interface Ballast {
 const SNAPSHOT_SKIP = 65536
 /** Bytes kept at each end of a skipped block: the allocator's headers around it. */
 const SNAPSHOT_MARGIN = 64
+/** Static data and the allocator's own state lie below this (about 90 KiB in this build): restored whole. */
+const DATA_BYTES = 256 * 1024
+/** C stack restored beyond the run's own stack limit: the C frames QuickJS runs between its checks. */
+const STACK_MARGIN = 256 * 1024
+/** Zero bytes checked just outside the restored parts: a run that wrote there is not reset but dropped. */
+const GUARD_BYTES = 64 * 1024
+const PAGE_WORDS = 1024
+
+function zeroIn (words: Int32Array, from: number, to: number): boolean {
+  for (let i = from >> 2; i < to >> 2; i++) if (words[i] !== 0) return false
+  return true
+}
 
 /**
- * A blank instance's memory wherever a run can write to it: everything but the inside of the
- * large ballast blocks, which belong to no one (allocated once by fillBase, never handed out).
- * That is the static data, the C stack, QuickJS's heap and the allocator's free blocks, about
- * 5.3 MiB of the 16. The one mutable WebAssembly global (the stack pointer) is back at its base
- * whenever no call is running, so memory is the whole of the instance's state.
+ * A blank instance's memory wherever a run can write to it, taken once the blank is made.
+ *
+ * Layout of this build's linear memory: static data, then the C stack (growing down from its
+ * top, which the blank's own frames leave just below the heap), then the heap. A run writes to
+ * the static data, to the stack down to its stack limit, and to the heap, except inside the large
+ * ballast blocks, which belong to no one (allocated once by fillBase, never handed out). Those are
+ * the parts kept and put back; the rest of the 16 MiB stays as the blank had it, all zero below
+ * the stack's frames, which is checked at the edges before every reset (`restore` refuses when a
+ * guard band is no longer zero). The one mutable WebAssembly global (the stack pointer) is back at
+ * its base whenever no call runs, so memory is the whole of the instance's state.
  */
 class Snapshot {
-  private readonly regions: Array<{ at: number, bytes: Uint8Array }> = []
+  private readonly data: Uint8Array
+  /** Lowest page of the stack frames the blank left. */
+  private readonly stackFloor: number
+  /** From `stackFloor - deepest` up: the deepest stack any run may have, then the heap. */
+  private readonly upper: Array<{ at: number, bytes: Uint8Array }> = []
+  private readonly deepest = MAX_STACK_BYTES + STACK_MARGIN
 
   constructor (memory: Uint8Array, ballast: readonly Ballast[]) {
+    const words = new Int32Array(memory.buffer, memory.byteOffset, memory.byteLength >> 2)
     const skipped = ballast.filter((b) => b.size >= SNAPSHOT_SKIP).sort((a, b) => a.ptr - b.ptr)
-    let from = 0
+    const first = skipped[0]
+    if (first === undefined) throw new Error('unsupported QuickJS build: no ballast to leave out of the snapshot')
+    // Down from the heap's first ballast block to the first 64 KiB of zero pages: below the blank's frames.
+    let floor = first.ptr - (first.ptr % (PAGE_WORDS * 4))
+    for (let zeroPages = 0; zeroPages < GUARD_BYTES / (PAGE_WORDS * 4) && floor > 0;) {
+      const page = floor - PAGE_WORDS * 4
+      zeroPages = zeroIn(words, page, floor) ? zeroPages + 1 : 0
+      floor = page
+    }
+    floor += GUARD_BYTES
+    this.stackFloor = floor
+    const low = floor - this.deepest
+    if (low - GUARD_BYTES < DATA_BYTES + GUARD_BYTES || !zeroIn(words, DATA_BYTES, DATA_BYTES + GUARD_BYTES) || !zeroIn(words, low - GUARD_BYTES, floor)) {
+      throw new Error('unsupported QuickJS build: its memory is not laid out as data, stack, heap')
+    }
+    this.data = memory.slice(0, DATA_BYTES)
+    let from = low
     for (const b of skipped) {
-      this.regions.push({ at: from, bytes: memory.slice(from, b.ptr + SNAPSHOT_MARGIN) })
+      this.upper.push({ at: from, bytes: memory.slice(from, b.ptr + SNAPSHOT_MARGIN) })
       from = b.ptr + b.size - SNAPSHOT_MARGIN
     }
-    this.regions.push({ at: from, bytes: memory.slice(from) })
+    this.upper.push({ at: from, bytes: memory.slice(from) })
   }
 
-  restore (memory: Uint8Array): void {
-    for (const { at, bytes } of this.regions) memory.set(bytes, at)
+  /**
+   * Puts the blank back, for a run whose stack limit was `stackBytes`. False, with nothing
+   * written, when the run wrote outside the parts kept (the instance must then be dropped).
+   */
+  restore (memory: Uint8Array, stackBytes: number): boolean {
+    const words = new Int32Array(memory.buffer, memory.byteOffset, memory.byteLength >> 2)
+    const low = this.stackFloor - Math.min(this.deepest, stackBytes + STACK_MARGIN)
+    if (!zeroIn(words, DATA_BYTES, DATA_BYTES + GUARD_BYTES) || !zeroIn(words, low - GUARD_BYTES, low)) return false
+    memory.set(this.data, 0)
+    for (const { at, bytes } of this.upper) {
+      if (at + bytes.length <= low) continue
+      const skip = Math.max(0, low - at)
+      memory.set(skip === 0 ? bytes : bytes.subarray(skip), at + skip)
+    }
+    return true
   }
 }
 
@@ -721,11 +773,12 @@ class QuickJSSandbox implements Sandbox {
 
   /**
    * Back to the blank this instance was: its memory from the snapshot, the host's side as the
-   * constructor left it. Only for a released, reusable sandbox, outside any call into it.
+   * constructor left it. Only for a released, reusable sandbox, outside any call into it. False
+   * when the run wrote where the snapshot does not reach: the instance is then dropped.
    */
-  reset (): void {
+  reset (): boolean {
     if (!this.released || !this.reusable) throw new Error('only a released sandbox that ended cleanly can be reset')
-    this.blank.restore(this.instance.heap.HEAPU8)
+    if (!this.blank.restore(this.instance.heap.HEAPU8, this.limits.stackBytes)) return false
     this.limits = DEFAULT_LIMITS
     this.files = {}
     this.ticks = 0
@@ -737,6 +790,7 @@ class QuickJSSandbox implements Sandbox {
     this.instance.capBytes = BASE_MEMORY_BYTES
     this.instance.refused = false
     this.instance.kill = false
+    return true
   }
 
   /** The instance's whole linear memory (tests compare a reset instance with a new one). */
@@ -1149,7 +1203,10 @@ function refillSoon (): void {
 
 function giveBack (vm: QuickJSSandbox): void {
   if (ready.length >= POOLED_SANDBOXES) return
-  vm.reset()
+  if (!vm.reset()) {
+    refillSoon()
+    return
+  }
   reusedCount++
   ready.push(vm)
 }
