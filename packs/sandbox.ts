@@ -731,6 +731,8 @@ class QuickJSSandbox implements Sandbox {
   private readonly ops: QuickJSHandle[] = []
   /** This instance's memory when it was blank: what `reset` puts back. */
   private readonly blank: Snapshot
+  /** Ticks the blank itself used (the prelude): a run's count starts from them, reset or not. */
+  private readonly blankTicks: number
   /** Raw pointers of the hot path: the context, `undefined`, a two-slot argv. */
   private readonly ctxPtr: number
   private readonly undefinedPtr: number
@@ -764,6 +766,7 @@ class QuickJSSandbox implements Sandbox {
     // Every handle the host keeps is made now, so that it is part of the blank.
     for (let op = 0; op <= OP_STEP; op++) this.op(op)
     this.blank = new Snapshot(instance.heap.HEAPU8, fillBase(instance))
+    this.blankTicks = this.ticks
   }
 
   /** Ended cleanly, its memory never grew: `reset` makes it the blank it was. */
@@ -781,7 +784,7 @@ class QuickJSSandbox implements Sandbox {
     if (!this.blank.restore(this.instance.heap.HEAPU8, this.limits.stackBytes)) return false
     this.limits = DEFAULT_LIMITS
     this.files = {}
-    this.ticks = 0
+    this.ticks = this.blankTicks
     this.deadline = Infinity
     this.abort = undefined
     this.refusedImport = undefined

@@ -308,6 +308,25 @@ export function reduce (s, e) {
     }
   })
 
+  it('a reset instance counts fuel from the same start as a new one (loading and the blank included)', async () => {
+    await settle()
+    const use = (s: Awaited<ReturnType<typeof createSandbox>>): string => {
+      s.begin({ seed: 1 })
+      s.step(JSON.stringify({ work: 25_000, last: true }))
+      return JSON.stringify({ fuel: s.fuelUsed })
+    }
+    // More at once than the pool holds: some of these are new instances.
+    const first = await Promise.all(Array.from({ length: 6 }, async () => await createSandbox(pack(WORKER), 'index.js')))
+    const seen = new Set(first.map(use))
+    const reused = sandboxesReused()
+    for (const s of first) s.dispose()
+    await settle()
+    expect(sandboxesReused()).toBeGreaterThan(reused)
+    const again = await Promise.all(Array.from({ length: 4 }, async () => await createSandbox(pack(WORKER), 'index.js')))
+    for (const s of again) seen.add(use(s))
+    expect(seen.size).toBe(1)
+  })
+
   it('an instance that failed or grew its memory is not handed back', async () => {
     await settle()
     const before = sandboxesReused()
