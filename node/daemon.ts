@@ -13,6 +13,7 @@
  * reverse; a second signal exits at once.
  */
 import { readFile, stat } from 'node:fs/promises'
+import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import type { Budget } from '../packs/manifest.ts'
@@ -110,29 +111,38 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
       metrics: { packFetches: metrics.packFetches, dhtOperations: metrics.dhtOperations },
       log
     })
-    // Every delegation admits its pack: the registry and the verified pack are read again only
-    // when their files change (`reach trust add` and `reach pack sign` edit them while we run).
+    // Every delegation admits its pack. Admission is a function of the pack (fixed by its CID),
+    // its signatures, the trust registry and the policy (fixed while the node runs), so the
+    // verdict is kept until the signatures or the registry file change (`reach pack sign` and
+    // `reach trust add` edit them while we run). A stat takes microseconds; through the thread
+    // pool it cost a delegation more in waiting than in work.
     let registryStamp = ''
-    const packCache = new Map<string, { pack: StoredPack, stamp: string }>()
-    const stampOf = async (path: string): Promise<string> => await stat(path).then((s) => `${s.mtimeMs}:${s.size}`, () => 'missing')
+    const packCache = new Map<string, { pack: StoredPack, stamp: string, admittedWith: string }>()
+    const stampOf = (path: string): string => {
+      const s = statSync(path, { throwIfNoEntry: false })
+      return s === undefined ? 'missing' : `${s.mtimeMs}:${s.size}`
+    }
     /** A pack from the store, or fetched from providers (verified and admitted before it is stored); admitted either way. */
     const fetchAdmitted = async (cid: string, signal?: AbortSignal, timeoutMs?: number): Promise<StoredPack & { provider?: string | null, tried?: Array<{ peer: string, code: string }> }> => {
-      const trustStamp = await stampOf(home.trust)
+      const trustStamp = stampOf(home.trust)
       if (trustStamp !== registryStamp) {
         registry = await openTrustRegistry(home.trust)
         registryStamp = trustStamp
       }
-      const sigsStamp = await stampOf(join(home.packs, cid + SIGS_SUFFIX))
+      const sigsStamp = stampOf(join(home.packs, cid + SIGS_SUFFIX))
       const cached = packCache.get(cid)
       if (cached !== undefined && cached.stamp === sigsStamp) {
-        admitPack({ ...cached.pack, registry, policy: node.policy })
+        if (cached.admittedWith !== registryStamp) {
+          admitPack({ ...cached.pack, registry, policy: node.policy })
+          cached.admittedWith = registryStamp
+        }
         return cached.pack
       }
       if (await node.packs.has(cid)) {
         const pack = await node.packs.get(cid)
         admitPack({ ...pack, registry, policy: node.policy })
         if (packCache.size >= 64) packCache.delete(packCache.keys().next().value as string)
-        packCache.set(cid, { pack, stamp: sigsStamp })
+        packCache.set(cid, { pack, stamp: sigsStamp, admittedWith: registryStamp })
         return pack
       }
       const r = await exchange.fetch(cid, { ...(signal === undefined ? {} : { signal }), ...(timeoutMs === undefined ? {} : { timeoutMs }) })

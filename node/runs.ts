@@ -114,10 +114,19 @@ export class RunStore {
   private readonly spares: SpareLog[] = []
   private refilling: Promise<void> | undefined
   private closed = false
+  /** The node's checkpoint signer, made once (a private KeyObject per run cost 0.25 ms). */
+  private readonly signer: ReturnType<typeof createSigner>
+  /**
+   * Runs whose result is known but whose log is still being closed and whose record and
+   * checkpoint are still being written: that happens after the result is handed back, off the
+   * run's path. Every reader of a run waits for its entry.
+   */
+  private readonly settling = new Map<string, Promise<void>>()
 
   constructor (home: HomePaths, nodeSeed: Uint8Array, options: RunStoreOptions = {}) {
     this.home = home
     this.nodeSeed = nodeSeed
+    this.signer = createSigner(nodeSeed)
     this.spareTarget = options.spares ?? 0
     if (this.spareTarget > 0) this.refill()
   }
@@ -144,6 +153,7 @@ export class RunStore {
   async close (): Promise<void> {
     this.closed = true
     await this.refilling
+    await this.settled()
     for (const spare of this.spares.splice(0)) {
       await spare.store.close()
       await rm(this.dir(spare.runId), { recursive: true, force: true })
@@ -157,13 +167,35 @@ export class RunStore {
 
   async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
     const { runId, nonce, store } = await this.takeLog()
+    let outcome: RunOutcome
     try {
       const sink = this.sink(new EventLog(store))
-      const outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
-      return await this.finish(runId, outcome)
-    } finally {
+      outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
+    } catch (err) {
       await store.close()
+      throw err
     }
+    // The log is durable up to its last event: the result can go back now. Closing the log and
+    // writing the record and checkpoint (functions of the log) follow off the run's path.
+    const sealed = this.sealOf(runId, outcome.events, outcome)
+    this.settle(runId, async () => {
+      await store.close()
+      await this.writeSeal(runId, sealed)
+    })
+    return { ...sealed, outcome }
+  }
+
+  private settle (runId: string, work: () => Promise<void>): void {
+    const done = work().catch(() => {
+      // A record or checkpoint not written is rebuilt from the log when it is next read.
+    }).finally(() => { if (this.settling.get(runId) === done) this.settling.delete(runId) })
+    this.settling.set(runId, done)
+  }
+
+  /** Wait until `runId` (or every run) is settled: its log closed, its record and checkpoint written. */
+  async settled (runId?: string): Promise<void> {
+    if (runId !== undefined) await this.settling.get(runId)
+    else await Promise.all([...this.settling.values()])
   }
 
   /** Continue a run a dead process left unfinished (no tool whose result was recorded runs again). */
@@ -194,13 +226,19 @@ export class RunStore {
     return { record, outcome, checkpoint }
   }
 
+  private async seal (runId: string, events: readonly Event[], outcome?: RunOutcome): Promise<{ record: RunRecord, checkpoint: Checkpoint }> {
+    const sealed = this.sealOf(runId, events, outcome)
+    await this.writeSeal(runId, sealed)
+    return sealed
+  }
+
   /**
    * The run's record and the node's signed checkpoint of its finished log, written next to the
    * log. Both are functions of the log (Ed25519 is deterministic), so they are written without
    * fsync: the log is the durable part, and a record or checkpoint lost in a crash is rebuilt
    * from it, byte for byte, the next time it is read (`checkpointText`).
    */
-  private async seal (runId: string, events: readonly Event[], outcome?: RunOutcome): Promise<{ record: RunRecord, checkpoint: Checkpoint }> {
+  private sealOf (runId: string, events: readonly Event[], outcome?: RunOutcome): { record: RunRecord, checkpoint: Checkpoint } {
     const d = digestLog(events, { reduce: false })
     const record = recordOf(runId, events, outcome)
     // The node signs what the log is at its end; its state hash is the
@@ -212,16 +250,20 @@ export class RunStore {
       log_hash: d.log_hash,
       merkle_root: d.merkle_root,
       timestamp: d.timestamp
-    }, createSigner(this.nodeSeed))
+    }, this.signer)
     record.checkpoint_id = checkpoint.checkpoint_id
+    return { record, checkpoint }
+  }
+
+  private async writeSeal (runId: string, { record, checkpoint }: { record: RunRecord, checkpoint: Checkpoint }): Promise<void> {
     await Promise.all([
       writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), encodeCheckpoint(checkpoint), 0o644, { durable: false }),
       writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n', 0o644, { durable: false })
     ])
-    return { record, checkpoint }
   }
 
   async events (runId: string): Promise<Event[]> {
+    await this.settled(runId)
     let store
     try {
       store = await openStore(join(this.dir(runId), 'log'), { kind: 'level' })
@@ -238,6 +280,7 @@ export class RunStore {
 
   async record (runId: string): Promise<RunRecord> {
     const dir = this.dir(runId)
+    await this.settled(runId)
     try {
       return JSON.parse(await readFile(join(dir, 'record.json'), 'utf8')) as RunRecord
     } catch {
@@ -248,6 +291,7 @@ export class RunStore {
 
   /** Every run, most recently active first (a run's directory changes when it starts and when it ends). */
   async list (): Promise<RunRecord[]> {
+    await this.settled()
     const names = await readdir(this.home.runs).catch(() => [] as string[])
     const found: Array<{ record: RunRecord, mtime: number }> = []
     for (const name of names.filter((n) => /^run_[0-9a-f]{20}$/.test(n))) {
@@ -262,8 +306,10 @@ export class RunStore {
 
   /** The node's signed checkpoint of a finished run; rebuilt from the log if a crash lost the file. */
   async checkpointText (runId: string): Promise<string> {
+    const dir = this.dir(runId)
+    await this.settled(runId)
     try {
-      return await readFile(join(this.dir(runId), 'final.checkpoint'), 'utf8')
+      return await readFile(join(dir, 'final.checkpoint'), 'utf8')
     } catch (err) {
       if (errno(err) !== 'ENOENT') throw err
     }
