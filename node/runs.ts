@@ -19,10 +19,10 @@ import { createCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
 import { chainError, verifyChain } from '../protocol/chain.ts'
 import { digestLog } from '../protocol/digest.ts'
 import { ReachError, type ErrorCode } from '../protocol/errors.ts'
-import type { Event, EventDraft } from '../protocol/event.ts'
+import { headOf, nextEvent, type Event, type EventDraft } from '../protocol/event.ts'
 import { hashCanonical } from '../protocol/hash.ts'
 import { createSigner } from '../protocol/keys.ts'
-import { executeRun, replayRecordedRun, resumeRun, startOf, type RunBudget, type RunOutcome, type RunPack, type RunPolicy, type ReplayVerdict } from '../packs/runner.ts'
+import { executeRun, replayRecordedRun, resumeRun, startOf, type RunBudget, type RunOutcome, type RunPack, type RunPolicy, type RunSink, type ReplayVerdict } from '../packs/runner.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { encodeCheckpoint } from '../protocol/checkpoint.ts'
 import { errno, writeFileAtomic } from './fs.ts'
@@ -210,12 +210,29 @@ export class RunStore {
     }
   }
 
-  private sink (log: EventLog): { append: (d: EventDraft) => Promise<Event> } {
+  private sink (log: EventLog): RunSink {
     const fault = faultAfter()
+    let held: Event | undefined
+    const crashAfter = (type: string): void => { if (fault === type) process.kill(process.pid, 'SIGKILL') }
     return {
+      hold: (draft) => {
+        if (held !== undefined || log.pendingHead() !== null) throw new Error('only a run\'s first event is held')
+        held = nextEvent(null, draft)
+        return held
+      },
       append: async (draft) => {
-        const event = await log.append(draft)
-        if (fault === draft.type) process.kill(process.pid, 'SIGKILL')
+        const first = held
+        if (first === undefined) {
+          const event = await log.append(draft)
+          crashAfter(draft.type)
+          return event
+        }
+        // The held first event goes in the same durable write.
+        held = undefined
+        const event = nextEvent(headOf(first), draft)
+        await log.store.appendBatch([first, event])
+        crashAfter(first.type)
+        crashAfter(draft.type)
         return event
       }
     }

@@ -47,7 +47,15 @@ export interface RunPolicy {
 
 /** Where a live run writes its events (an EventLog over the run's store). */
 export interface RunSink {
+  /** Appends the event built from `draft`; resolves once it is durable. */
   append (draft: EventDraft): Promise<Event>
+  /**
+   * Builds the run's first event now and writes it with the next `append`, in the same durable
+   * write. Nothing a run does reaches the world before a later event is durable (a tool is only
+   * called once its ToolCalled is), so a run whose process dies before then simply never
+   * started. Optional: without it the first event is appended on its own.
+   */
+  hold?: (draft: EventDraft) => Event
 }
 
 export interface RunStart {
@@ -214,7 +222,10 @@ class Interpreter {
   async run (): Promise<RunOutcome> {
     const { pack, input, budget, policy, engineVersion, nonce } = this.start
     const started = { pack_cid: pack.cid, pack_name: pack.name, engine_version: engineVersion, policy_version: policy.version, input, input_hash: hashCanonical(input), budget: budget as unknown as JsonObject, nonce }
-    await this.emit({ type: 'RunStarted', aggregate_id: RUN_AGGREGATE, payload: started }, (r) => same(r.payload, started))
+    const startDraft: EventDraft = { type: 'RunStarted', aggregate_id: RUN_AGGREGATE, payload: started }
+    const hold = this.mode.kind === 'run' ? this.mode.sink?.hold : undefined
+    if (hold !== undefined) this.events.push(hold(startDraft))
+    else await this.emit(startDraft, (r) => same(r.payload, started))
     let sandbox: Sandbox | undefined
     try {
       sandbox = await createSandbox(pack.files, pack.entry, { fuel: budget.fuel, memoryBytes: budget.memory_bytes, outputBytes: budget.output_bytes, wallMs: budget.wall_ms })

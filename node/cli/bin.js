@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import module from 'node:module'
+import tty from 'node:tty'
 
 const [major, minor] = process.versions.node.split('.').map(Number)
 if (major < 22 || (major === 22 && minor < 18)) {
@@ -23,5 +24,8 @@ if (major < 22 || (major === 22 && minor < 18)) {
 // Cache compiled modules between runs: most commands are short-lived, so
 // startup is most of their cost.
 module.enableCompileCache?.()
+// libp2p's logger asks whether stderr is a terminal for every stream it opens (to colour debug
+// output); ask once, here, before it loads.
+process.env.DEBUG_COLORS ??= String(tty.isatty(2))
 const { main } = await import('./main.ts')
 process.exitCode = await main(process.argv.slice(2))
