@@ -25,7 +25,7 @@ import { createSigner } from '../protocol/keys.ts'
 import { executeRun, replayRecordedRun, resumeRun, startOf, type RunBudget, type RunOutcome, type RunPack, type RunPolicy, type RunSink, type ReplayVerdict } from '../packs/runner.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { encodeCheckpoint } from '../protocol/checkpoint.ts'
-import { errno, writeFileAtomic } from './fs.ts'
+import { errno, writeFileAtomic, writeFileAtomicSync } from './fs.ts'
 import type { HomePaths } from './home.ts'
 import { EventLog, openStore } from './store/index.ts'
 import type { EventStore } from './store/types.ts'
@@ -273,10 +273,9 @@ export class RunStore {
   }
 
   private async writeSeal (runId: string, { record, checkpoint }: { record: RunRecord, checkpoint: Checkpoint }): Promise<void> {
-    await Promise.all([
-      writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), encodeCheckpoint(checkpoint), 0o644, { durable: false }),
-      writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n', 0o644, { durable: false })
-    ])
+    const dir = this.dir(runId)
+    writeFileAtomicSync(join(dir, 'final.checkpoint'), encodeCheckpoint(checkpoint))
+    writeFileAtomicSync(join(dir, 'record.json'), JSON.stringify(record, null, 2) + '\n')
   }
 
   async events (runId: string): Promise<Event[]> {
