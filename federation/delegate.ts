@@ -6,6 +6,10 @@
  *   server → result {delegation_id, run_id, status, output?, error?, record, checkpoint, log_head}
  *          | error {code, message}                 (refused; the stream is then closed)
  *
+ * After a result the client may send its next request on the same stream: a client keeps its
+ * idle streams per peer, which spares the next delegation a new stream and a protocol
+ * negotiation round trip; the server closes a stream idle for 30 s.
+ *
  * The server refuses, in this order, so every node gives the same answer to
  * the same request: a malformed frame (RL-4010/4011/4012), an expired
  * deadline (RL-4008), a replayed nonce (RL-4009), an ancestry whose hops do
@@ -29,7 +33,7 @@ import { decodeCheckpoint, encodeCheckpoint, verifyCheckpoint } from '../protoco
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { hashCanonical } from '../protocol/hash.ts'
 import { createSigner, signDomain, verifyDomain, type Signer } from '../protocol/keys.ts'
-import { HOP_SIGNATURE_KIND, MAX_FRAME, PROTOCOLS, hopBody, requestDigest, type DelegateRequest, type Hop, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
+import { HOP_SIGNATURE_KIND, MAX_FRAME, PROTOCOLS, hopBody, requestDigest, type CancelFrame, type DelegateRequest, type ErrorFrame, type Hop, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
 import type { Budget } from '../packs/manifest.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import type { LocalNode } from '../node/node.ts'
@@ -37,7 +41,7 @@ import type { StoredPack } from '../node/pack-store.ts'
 import { fingerprintOf, type RunRecord } from '../node/runs.ts'
 import type { ReachHost } from '../node/host.ts'
 import { parsePeerId, publicKeyOfPeer } from '../node/host.ts'
-import { frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
+import { DEFAULT_READ_TIMEOUT_MS, frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
 
 /**
  * Codes that say something about the request itself, so every peer would answer the same: a
@@ -52,6 +56,12 @@ export const DEFAULT_ATTEMPTS = 3
 export const MAX_DEADLINE_MS = 3_600_000
 /** How long a nonce is remembered past its deadline (clock skew between nodes). */
 const NONCE_GRACE_MS = 60_000
+/** A delegation stream idle this long between requests is closed by the server ... */
+export const SERVER_IDLE_MS = 30_000
+/** ... and given up by the client well before, so that the client is not the one racing the close. */
+export const CLIENT_IDLE_MS = 10_000
+/** Idle delegation streams a client keeps per peer. */
+const IDLE_STREAMS_PER_PEER = 2
 /** Live nonces remembered at most (each ~100 bytes): past this the node answers busy. */
 const MAX_NONCES = 100_000
 
@@ -128,6 +138,8 @@ export interface DelegationServerInit {
   toolsFor?: (lineage: Lineage, budget: Budget, signal: AbortSignal) => Tool[]
   maxConcurrent?: number
   maxQueue?: number
+  /** How long a stream may wait between one result and the next request (default SERVER_IDLE_MS). */
+  idleMs?: number
   now?: () => number
   onServed?: (outcome: string) => void
   log?: (line: string) => void
@@ -149,12 +161,14 @@ export class DelegationServer {
   private readonly waiting: Array<() => void> = []
   private readonly maxConcurrent: number
   private readonly maxQueue: number
+  private readonly idleMs: number
 
   constructor (init: DelegationServerInit) {
     this.init = init
     this.self = init.host.peerId.toString()
     this.maxConcurrent = init.maxConcurrent ?? 4
     this.maxQueue = init.maxQueue ?? 16
+    this.idleMs = init.idleMs ?? SERVER_IDLE_MS
   }
 
   async start (): Promise<void> {
@@ -218,14 +232,40 @@ export class DelegationServer {
     }
   }
 
+  /**
+   * One stream, its delegations one after another: after a result the client may send its next
+   * request on the same stream (no new stream, no protocol negotiation), or close it. A refusal
+   * or a failure closes the stream; so does a stream idle for `idleMs` between requests.
+   */
   private async serve (stream: Stream, connection: Connection): Promise<void> {
     const caller = connection.remotePeer.toString()
     const fs = frames(stream, MAX_FRAME.delegateRequest)
-    let request: DelegateRequest
+    const inbox = new Inbox(fs)
+    let waitMs = DEFAULT_READ_TIMEOUT_MS
+    for (;;) {
+      let frame: DelegateRequest | CancelFrame | ErrorFrame
+      try {
+        frame = await inbox.next(AbortSignal.timeout(waitMs))
+      } catch (err) {
+        // Nothing asked: the first frame's problem is refused with its code; later, the client
+        // went quiet or away.
+        if (waitMs === DEFAULT_READ_TIMEOUT_MS) {
+          this.init.onServed?.('refused')
+          return await fs.refuse(err)
+        }
+        return await fs.close()
+      }
+      if (isErrorFrame(frame)) return await fs.close()
+      // A cancel that crossed the result on the wire: nothing left to cancel.
+      if (frame.type === 'cancel') continue
+      if (!await this.serveOne(fs, inbox, frame, caller)) return
+      waitMs = this.idleMs
+    }
+  }
+
+  /** Serve one request; true when its result went back and the stream may carry the next one. */
+  private async serveOne (fs: FrameStream, inbox: Inbox, request: DelegateRequest, caller: string): Promise<boolean> {
     try {
-      const first = await fs.read(['delegate'])
-      if (isErrorFrame(first)) return await fs.close()
-      request = first
       if (request.deadline <= this.now()) throw new ReachError('RL-4008', { message: 'the request arrived after its deadline' })
       if (request.deadline > this.now() + MAX_DEADLINE_MS) throw new ReachError('RL-4008', { message: `the deadline is more than ${MAX_DEADLINE_MS / 60_000} minutes away` })
       checkAncestry(request, caller, this.self)
@@ -237,7 +277,8 @@ export class DelegationServer {
     } catch (err) {
       this.init.onServed?.('refused')
       this.init.log?.(`delegate: refused ${caller}: ${(err as Error).message}`)
-      return await fs.refuse(err)
+      await fs.refuse(err)
+      return false
     }
 
     const abort = new AbortController()
@@ -245,7 +286,7 @@ export class DelegationServer {
     const active: Active = { delegation_id: request.delegation_id, peer: caller, abort, started: this.now() }
     this.active.set(request.delegation_id, active)
     // The client may cancel at any time: a `cancel` frame, or the stream going away.
-    void this.watchCancel(fs, request.delegation_id, abort)
+    const watching = this.watchCancel(inbox, request.delegation_id, abort)
     let release: (() => void) | undefined
     try {
       release = await this.slot(abort.signal)
@@ -274,29 +315,109 @@ export class DelegationServer {
       }
       this.init.onServed?.(outcome.status)
       await fs.write(result)
-      await fs.close()
+      // A run the client cancelled, or a client that broke the protocol: this stream is done.
+      if (abort.signal.aborted) {
+        await fs.close()
+        return false
+      }
+      return true
     } catch (err) {
       this.init.onServed?.('error')
       this.init.log?.(`delegate: ${request.delegation_id} from ${caller} failed: ${(err as Error).message}`)
       await fs.refuse(abort.signal.aborted && !isReachError(err) ? abort.signal.reason : err)
+      return false
     } finally {
       clearTimeout(deadline)
       release?.()
       this.active.delete(request.delegation_id)
+      watching.stop()
     }
   }
 
-  private async watchCancel (fs: FrameStream, delegationId: string, abort: AbortController): Promise<void> {
-    try {
-      for (;;) {
-        const frame = await fs.read(['cancel'], { signal: abort.signal, timeoutMs: MAX_DEADLINE_MS + 60_000 })
-        if (isErrorFrame(frame) || frame.delegation_id === delegationId) break
+  /** Until `stop`: a `cancel` for this delegation, the stream going away, or a request out of turn aborts the run. */
+  private watchCancel (inbox: Inbox, delegationId: string, abort: AbortController): { stop: () => void } {
+    const stopped = new AbortController()
+    void (async () => {
+      try {
+        for (;;) {
+          const frame = await inbox.peek(stopped.signal)
+          if (frame === undefined) return
+          if (isErrorFrame(frame) || frame.type === 'cancel') {
+            inbox.drop()
+            if (isErrorFrame(frame) || frame.delegation_id === delegationId) break
+            continue
+          }
+          // The result went back and the client asked again: that is the serve loop's to take.
+          if (stopped.signal.aborted) return
+          // A request before this one's result: the client broke the protocol.
+          inbox.drop()
+          abort.abort(new ReachError('RL-4010', { message: 'a second request on the stream before the first one\'s result' }))
+          return
+        }
+        abort.abort(new ReachError('RL-4015', { message: 'cancelled by the client' }))
+      } catch (err) {
+        // The stream ended or broke before the result: nobody is waiting for the run any more.
+        if (!abort.signal.aborted && !stopped.signal.aborted) abort.abort(new ReachError('RL-4015', { message: `the client went away (${(err as Error).message})` }))
       }
-      abort.abort(new ReachError('RL-4015', { message: 'cancelled by the client' }))
-    } catch (err) {
-      // The stream ended or broke before the result: nobody is waiting for the run any more.
-      if (!abort.signal.aborted) abort.abort(new ReachError('RL-4015', { message: `the client went away (${(err as Error).message})` }))
+    })()
+    return { stop: () => { stopped.abort() } }
+  }
+}
+
+/**
+ * The frames a client sends on a delegation stream, read by one reader for the stream's whole
+ * life (during a run, to see a `cancel`; between runs, to get the next request) and handed out
+ * in order. At most one frame is held: a client has nothing to send while a frame is unanswered
+ * but a `cancel`, so more is a client breaking the protocol, and the read waits.
+ */
+class Inbox {
+  private readonly fs: FrameStream
+  private held: DelegateRequest | CancelFrame | ErrorFrame | undefined
+  private reading: Promise<void> | undefined
+  private failure: unknown
+
+  constructor (fs: FrameStream) {
+    this.fs = fs
+  }
+
+  private fill (): Promise<void> {
+    this.reading ??= (async () => {
+      try {
+        // Deadlines are the caller's (peek's signal): a stream stays open between requests.
+        this.held = await this.fs.read(['delegate', 'cancel'], { timeoutMs: MAX_DEADLINE_MS + 60_000 })
+      } catch (err) {
+        this.failure = err
+      } finally {
+        this.reading = undefined
+      }
+    })()
+    return this.reading
+  }
+
+  /** The next frame without taking it; undefined when `signal` aborts first. Throws how the stream failed. */
+  async peek (signal: AbortSignal): Promise<DelegateRequest | CancelFrame | ErrorFrame | undefined> {
+    if (this.held === undefined && this.failure === undefined) {
+      const stop = new Promise<void>((resolve) => {
+        if (signal.aborted) resolve()
+        signal.addEventListener('abort', () => { resolve() }, { once: true })
+      })
+      await Promise.race([this.fill(), stop])
     }
+    if (this.held !== undefined) return this.held
+    if (this.failure !== undefined) throw this.failure
+    return undefined
+  }
+
+  drop (): void {
+    this.held = undefined
+  }
+
+  /** Take the next frame; throws how the stream failed, or RL-4002 when `signal` aborts first. */
+  async next (signal: AbortSignal): Promise<DelegateRequest | CancelFrame | ErrorFrame> {
+    const frame = await this.peek(signal)
+    if (frame === undefined) throw new ReachError('RL-4002', { message: 'no request in time' })
+    this.drop()
+    return frame
   }
 }
 
@@ -332,12 +453,30 @@ export interface DelegateOptions {
   delegation_id?: string
 }
 
+interface IdleStream {
+  fs: FrameStream
+  since: number
+  /** Stop watching it for the peer's close. */
+  forget: () => void
+}
+
+/** A stream failed before any answer came back on it (RL-4002 inside). */
+class StaleStream extends Error {
+  readonly error: ReachError
+  constructor (error: ReachError) {
+    super(error.message)
+    this.error = error
+  }
+}
+
 export class Delegator {
   private readonly init: DelegatorInit
   private readonly self: string
   private readonly inflight = new Map<string, AbortController>()
   /** Made once: a private KeyObject per request cost a delegation 0.3 ms. */
   private readonly signer: Signer
+  /** Streams whose last delegation ended in a result, kept for the next request to the same peer. */
+  private readonly idle = new Map<string, IdleStream[]>()
 
   constructor (init: DelegatorInit) {
     this.init = init
@@ -418,20 +557,82 @@ export class Delegator {
     }
   }
 
-  /** One request to one peer: sign our hop, send, wait for the result (or cancel), check it. */
+  /** An idle stream to `peer` that is still open both ways, if one is kept. */
+  private takeIdle (peer: string): FrameStream | undefined {
+    const kept = this.idle.get(peer)
+    while (kept !== undefined && kept.length > 0) {
+      const { fs, since, forget } = kept.pop() as IdleStream
+      forget()
+      const s = fs.stream
+      if (Date.now() - since < CLIENT_IDLE_MS && s.status === 'open' && s.writeStatus === 'writable' && s.remoteWriteStatus === 'writable') return fs
+      void fs.close()
+    }
+    return undefined
+  }
+
+  private keepIdle (peer: string, fs: FrameStream): void {
+    const s = fs.stream
+    const kept = this.idle.get(peer) ?? []
+    this.idle.set(peer, kept)
+    // The peer closes a stream it will not read again (a refusal, an old server): not kept.
+    if (kept.length >= IDLE_STREAMS_PER_PEER || s.status !== 'open' || s.remoteWriteStatus !== 'writable') {
+      void fs.close()
+      return
+    }
+    // Closed by the peer (idle too long on its side) or torn down while kept: let it go at once.
+    const gone = (): void => {
+      const i = kept.indexOf(entry)
+      if (i >= 0) kept.splice(i, 1)
+      forget()
+      void fs.close()
+    }
+    const forget = (): void => {
+      s.removeEventListener('remoteCloseWrite', gone)
+      s.removeEventListener('close', gone)
+    }
+    const entry: IdleStream = { fs, since: Date.now(), forget }
+    s.addEventListener('remoteCloseWrite', gone)
+    s.addEventListener('close', gone)
+    kept.push(entry)
+  }
+
+  /**
+   * One request to one peer: sign our hop, send, wait for the result (or cancel), check it. The
+   * request goes on a kept stream to that peer when there is one (no new stream, no protocol
+   * negotiation). If that stream fails before any answer (the peer closed it while it sat idle),
+   * the request is made again, with a new nonce and hop, on a new stream to the same peer: the one
+   * case where the first request could have started a run is a connection broken mid-run, and that
+   * run is cancelled when the peer sees its client gone.
+   */
   private async attempt (peer: string, options: DelegateOptions & { delegation_id: string }, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
-    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce: randomBytes(16).toString('hex'), deadline }
-    const hop = signHop(this.signer, base, lineage.ancestry, this.self, peer)
-    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
+    const kept = this.takeIdle(peer)
+    if (kept !== undefined) {
+      try {
+        return await this.exchange(peer, kept, options, lineage, deadline, signal)
+      } catch (err) {
+        if (!(err instanceof StaleStream)) throw err
+      }
+    }
     let stream: Stream
     try {
       stream = await this.init.host.dialProtocol(parsePeerId(peer) as PeerId, PROTOCOLS.delegate, { signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
     } catch (err) {
       throw new ReachError('RL-4002', { message: `cannot reach ${peer}: ${(err as Error).message}`, cause: err })
     }
-    const fs = frames(stream, MAX_FRAME.delegateResult)
+    try {
+      return await this.exchange(peer, frames(stream, MAX_FRAME.delegateResult), options, lineage, deadline, signal)
+    } catch (err) {
+      throw err instanceof StaleStream ? err.error : err
+    }
+  }
+
+  private async exchange (peer: string, fs: FrameStream, options: DelegateOptions & { delegation_id: string }, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
+    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce: randomBytes(16).toString('hex'), deadline }
+    const hop = signHop(this.signer, base, lineage.ancestry, this.self, peer)
+    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
     const onAbort = (): void => { void fs.write({ v: 1, type: 'cancel', delegation_id: options.delegation_id }).catch(() => {}) }
     signal.addEventListener('abort', onAbort, { once: true })
+    let answered = false
     try {
       await fs.write(request)
       // Until the deadline (and a second for the peer to say it ran out); after a cancel, a
@@ -441,14 +642,18 @@ export class Delegator {
       if (signal.aborted) afterCancel()
       else signal.addEventListener('abort', afterCancel, { once: true })
       const frame = await fs.read(['result'], { signal: wait.signal, timeoutMs: Math.max(1, deadline - Date.now()) + 1_000 })
+      answered = true
       if (isErrorFrame(frame)) throw peerError(frame, peer)
       const checked = this.check(peer, options, frame)
-      // The answer is in and checked: the stream winds down in the background (close never throws).
-      void fs.close()
+      // The answer is in and checked: the stream carries the next request to this peer, or winds
+      // down in the background (close never throws).
+      if (signal.aborted) void fs.close()
+      else this.keepIdle(peer, fs)
       return checked
     } catch (err) {
       fs.reset(err as Error)
       if (signal.aborted && isReachError(err, 'RL-4002')) throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
+      if (!answered && isReachError(err, 'RL-4002') && !signal.aborted) throw new StaleStream(err)
       throw err
     } finally {
       signal.removeEventListener('abort', onAbort)

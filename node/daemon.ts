@@ -42,6 +42,8 @@ export interface DaemonOptions {
   /** Delegations run at once, and waiting (RL-4007 past that). */
   maxConcurrent?: number
   maxQueue?: number
+  /** How long a delegation stream may sit idle between requests before this node closes it. */
+  delegateIdleMs?: number
   /** Breaker settings (tests use short ones). */
   breakerResetMs?: number
   breakerVolume?: number
@@ -176,6 +178,7 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
       toolsFor,
       ...(options.maxConcurrent === undefined ? {} : { maxConcurrent: options.maxConcurrent }),
       ...(options.maxQueue === undefined ? {} : { maxQueue: options.maxQueue }),
+      ...(options.delegateIdleMs === undefined ? {} : { idleMs: options.delegateIdleMs }),
       onServed: (outcome) => { metrics.delegationsServed.inc({ outcome }); if (outcome === 'completed' || outcome === 'failed' || outcome === 'cancelled') metrics.runs.inc({ status: outcome }) },
       log
     })

@@ -47,7 +47,7 @@ beforeAll(async () => {
   const built = await buildBundle(fileURLToPath(new URL('../fixtures/packs/slow', import.meta.url)))
   await openPackStore(home.packs).put(built.bytes, [signPack({ cid: built.cid, manifest: built.bundle.manifest }, createSigner(publisher.seed))])
   slowCid = built.cid
-  daemon = await startDaemon({ home, log: () => {}, maxConcurrent: 1, maxQueue: 0, pingIntervalMs: 200 })
+  daemon = await startDaemon({ home, log: () => {}, maxConcurrent: 1, maxQueue: 0, pingIntervalMs: 200, delegateIdleMs: 1_000 })
   attackerSeed = generateKeyPair().seed
   attacker = await createHost({ seed: attackerSeed, bootstrap: [daemon.endpoint.addrs[0] as string] })
 }, 30_000)
@@ -150,6 +150,65 @@ describe('delegate protocol under abuse', () => {
     expect(['RL-4001', 'RL-4008']).toContain(code)
     expect(Date.now() - started).toBeLessThan(8_000)
   }, 15_000)
+})
+
+describe('a delegation stream carries one request after another', () => {
+  const frameOf = async (lp: ReturnType<typeof lpStream>, ms = 10_000): Promise<Record<string, unknown>> => JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(ms) })).subarray()).toString('utf8')) as Record<string, unknown>
+  const quick = (): DelegateRequest => request({ pack_cid: slowCid, input: { steps: 1, work: 1 } })
+
+  it('two requests in turn on one stream both run; the stream is closed once idle past the server\'s limit', async () => {
+    const stream = await open(PROTOCOLS.delegate)
+    const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = quick()
+        await lp.write(json(r))
+        expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: r.delegation_id, status: 'completed' })
+      }
+      // Idle past delegateIdleMs (1 s here): the server closes its end; the read ends, it does not hang.
+      const ended = await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)
+      expect(ended).toBe('UnexpectedEOFError')
+    } finally {
+      stream.abort(new Error('done'))
+    }
+    await stillServing()
+  })
+
+  it('a request before the last one\'s result cancels that run (RL-4010) and ends the stream', async () => {
+    const stream = await open(PROTOCOLS.delegate)
+    const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
+    try {
+      const first = request({ pack_cid: slowCid, input: { steps: 300, work: 3000 } })
+      await lp.write(json(first))
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      await lp.write(json(quick()))
+      expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: first.delegation_id, status: 'cancelled', error: { code: 'RL-4010' } })
+      expect(await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)).toBe('UnexpectedEOFError')
+    } finally {
+      stream.abort(new Error('done'))
+    }
+    await stillServing()
+  })
+
+  it('a delegating node keeps the stream for its next request to that peer, and opens a new one once the peer closed it', async () => {
+    const client = await startDaemon({ home: homePaths(await mkdtemp(join(os.tmpdir(), 'reach-client-'))), log: () => {}, bootstrap: [daemon.endpoint.addrs[0] as string] })
+    try {
+      const peer = daemon.host.peerId.toString()
+      const openStreams = (): number => client.host.getConnections(daemon.host.peerId).flatMap((c) => c.streams).filter((s) => s.protocol === PROTOCOLS.delegate && s.status === 'open').length
+      for (let i = 0; i < 3; i++) {
+        const d = await client.delegator.delegate({ pack_cid: slowCid, input: { steps: 1, work: i + 1 }, peer })
+        expect(d.status).toBe('completed')
+        expect(openStreams()).toBe(1)
+      }
+      // The server closes it after 1 s idle: the next request goes on a new stream.
+      for (let i = 0; i < 50 && openStreams() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 100))
+      expect(openStreams()).toBe(0)
+      expect((await client.delegator.delegate({ pack_cid: slowCid, input: { steps: 1, work: 9 }, peer })).status).toBe('completed')
+      expect(openStreams()).toBe(1)
+    } finally {
+      await client.stop()
+    }
+  }, 20_000)
 })
 
 describe('the DHT protocol (/reach/kad/1.0.0, libp2p\'s own) under abuse', () => {
