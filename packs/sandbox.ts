@@ -64,6 +64,7 @@
  * QuickJS's own stack check does not see) unwinds the same way. Either way
  * only that sandbox's instance is lost.
  */
+import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import {
@@ -75,7 +76,7 @@ import { MAX_DEPTH, canonicalize, type JsonValue } from '../protocol/canonical.t
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import {
   BASE_MEMORY_BYTES, DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_STACK_BYTES, DEFAULT_WALL_MS,
-  MAX_ERROR_MESSAGE, MAX_MEMORY_BYTES, MAX_STACK_BYTES, POOLED_SANDBOXES, SPARE_SANDBOXES
+  LOADED_PACKS, LOADED_READY_PER_PACK, MAX_ERROR_MESSAGE, MAX_MEMORY_BYTES, MAX_STACK_BYTES, POOLED_SANDBOXES, SEEN_PACKS, SPARE_SANDBOXES
 } from './sandbox-constants.ts'
 
 export interface SandboxLimits {
@@ -360,29 +361,24 @@ function zeroIn (words: Int32Array, from: number, to: number): boolean {
 }
 
 /**
- * A blank instance's memory wherever a run can write to it, taken once the blank is made.
- *
- * Layout of this build's linear memory: static data, then the C stack (growing down from its
- * top, which the blank's own frames leave just below the heap), then the heap. A run writes to
- * the static data, to the stack down to its stack limit, and to the heap, except inside the large
- * ballast blocks, which belong to no one (allocated once by fillBase, never handed out). Those are
- * the parts kept and put back; the rest of the 16 MiB stays as the blank had it, all zero below
- * the stack's frames, which is checked at the edges before every reset (`restore` refuses when a
- * guard band is no longer zero). The one mutable WebAssembly global (the stack pointer) is back at
- * its base whenever no call runs, so memory is the whole of the instance's state.
+ * Where a run can write in an instance's memory. This build lays its linear memory out as static
+ * data, then the C stack (growing down from its top, which the blank's own frames leave just
+ * below the heap), then the heap. A run writes to the static data, to the stack down to its stack
+ * limit (plus the C frames QuickJS runs between its checks), and to the heap, except inside the
+ * large ballast blocks, which belong to no one (allocated once by fillBase, never handed out).
+ * Found once per blank: every blank is the same bytes, so every blank has the same layout.
  */
-class Snapshot {
-  private readonly data: Uint8Array
+class Layout {
   /** Lowest page of the stack frames the blank left. */
-  private readonly stackFloor: number
-  /** From `stackFloor - deepest` up: the deepest stack any run may have, then the heap. */
-  private readonly upper: Array<{ at: number, bytes: Uint8Array }> = []
-  private readonly deepest = MAX_STACK_BYTES + STACK_MARGIN
+  readonly stackFloor: number
+  /** Ballast blocks left out of snapshots, by address. */
+  readonly skipped: readonly Ballast[]
+  static readonly deepest = MAX_STACK_BYTES + STACK_MARGIN
 
   constructor (memory: Uint8Array, ballast: readonly Ballast[]) {
-    const words = new Int32Array(memory.buffer, memory.byteOffset, memory.byteLength >> 2)
-    const skipped = ballast.filter((b) => b.size >= SNAPSHOT_SKIP).sort((a, b) => a.ptr - b.ptr)
-    const first = skipped[0]
+    const words = wordsOf(memory)
+    this.skipped = ballast.filter((b) => b.size >= SNAPSHOT_SKIP).sort((a, b) => a.ptr - b.ptr)
+    const first = this.skipped[0]
     if (first === undefined) throw new Error('unsupported QuickJS build: no ballast to leave out of the snapshot')
     // Down from the heap's first ballast block to the first 64 KiB of zero pages: below the blank's frames.
     let floor = first.ptr - (first.ptr % (PAGE_WORDS * 4))
@@ -393,13 +389,50 @@ class Snapshot {
     }
     floor += GUARD_BYTES
     this.stackFloor = floor
-    const low = floor - this.deepest
+    const low = floor - Layout.deepest
     if (low - GUARD_BYTES < DATA_BYTES + GUARD_BYTES || !zeroIn(words, DATA_BYTES, DATA_BYTES + GUARD_BYTES) || !zeroIn(words, low - GUARD_BYTES, floor)) {
       throw new Error('unsupported QuickJS build: its memory is not laid out as data, stack, heap')
     }
+  }
+
+  /** Lowest stack byte a run with this stack limit can have written. */
+  low (stackBytes: number): number {
+    return this.stackFloor - Math.min(Layout.deepest, stackBytes + STACK_MARGIN)
+  }
+
+  /** The guard bands are still zero: the run wrote nowhere a snapshot does not reach. */
+  clean (memory: Uint8Array, stackBytes: number): boolean {
+    const words = wordsOf(memory)
+    const low = this.low(stackBytes)
+    return zeroIn(words, DATA_BYTES, DATA_BYTES + GUARD_BYTES) && zeroIn(words, low - GUARD_BYTES, low)
+  }
+}
+
+function wordsOf (memory: Uint8Array): Int32Array {
+  return new Int32Array(memory.buffer, memory.byteOffset, memory.byteLength >> 2)
+}
+
+/**
+ * An instance's memory wherever a run can write to it (see `Layout`): taken when the instance is
+ * blank, or once a pack is loaded into it. The rest of the 16 MiB is the same in every instance at
+ * those points (zero below the stack's frames, untouched inside the ballast), which `restore`
+ * checks at the edges first. The one mutable WebAssembly global (the stack pointer) is back at
+ * its base whenever no call runs, so memory is the whole of the instance's state.
+ */
+class Snapshot {
+  private readonly layout: Layout
+  private readonly data: Uint8Array
+  /** From `stackFloor - deepest` up: the deepest stack any run may have, then the heap. */
+  private readonly upper: Array<{ at: number, bytes: Uint8Array }> = []
+  /** The stack limit in force when it was taken (a loaded pack's frames went that deep). */
+  readonly stackBytes: number
+
+  constructor (memory: Uint8Array, layout: Layout, stackBytes = 0) {
+    this.layout = layout
+    this.stackBytes = stackBytes
     this.data = memory.slice(0, DATA_BYTES)
-    let from = low
-    for (const b of skipped) {
+    let from = layout.stackFloor - Layout.deepest
+    for (const b of layout.skipped) {
       this.upper.push({ at: from, bytes: memory.slice(from, b.ptr + SNAPSHOT_MARGIN) })
       from = b.ptr + b.size - SNAPSHOT_MARGIN
     }
@@ -407,14 +440,14 @@ class Snapshot {
   }
 
   /**
-   * Puts the blank back, for a run whose stack limit was `stackBytes`. False, with nothing
-   * written, when the run wrote outside the parts kept (the instance must then be dropped).
+   * Puts this state back into an instance whose last run had the stack limit `ranWith`. False,
+   * with nothing written, when that run wrote outside the parts kept (the instance must then be
+   * dropped).
    */
-  restore (memory: Uint8Array, stackBytes: number): boolean {
-    const words = new Int32Array(memory.buffer, memory.byteOffset, memory.byteLength >> 2)
-    const low = this.stackFloor - Math.min(this.deepest, stackBytes + STACK_MARGIN)
-    if (!zeroIn(words, DATA_BYTES, DATA_BYTES + GUARD_BYTES) || !zeroIn(words, low - GUARD_BYTES, low)) return false
+  restore (memory: Uint8Array, ranWith: number): boolean {
+    if (!this.layout.clean(memory, ranWith)) return false
     memory.set(this.data, 0)
+    const low = this.layout.low(Math.max(ranWith, this.stackBytes))
     for (const { at, bytes } of this.upper) {
       if (at + bytes.length <= low) continue
       const skip = Math.max(0, low - at)
@@ -729,8 +762,11 @@ class QuickJSSandbox implements Sandbox {
   private readonly ctx: QuickJSContext
   private readonly harness: QuickJSHandle
   private readonly ops: QuickJSHandle[] = []
+  private readonly layout: Layout
   /** This instance's memory when it was blank: what `reset` puts back. */
   private readonly blank: Snapshot
+  /** The pack loaded into it (`loadKey`), if one is. */
+  loadedKey: string | undefined
   /** Ticks the blank itself used (the prelude): a run's count starts from them, reset or not. */
   private readonly blankTicks: number
   /** Raw pointers of the hot path: the context, `undefined`, a two-slot argv. */
@@ -765,7 +801,8 @@ class QuickJSSandbox implements Sandbox {
     this.harness = evaluated.value
     // Every handle the host keeps is made now, so that it is part of the blank.
     for (let op = 0; op <= OP_STEP; op++) this.op(op)
-    this.blank = new Snapshot(instance.heap.HEAPU8, fillBase(instance))
+    this.layout = new Layout(instance.heap.HEAPU8, fillBase(instance))
+    this.blank = new Snapshot(instance.heap.HEAPU8, this.layout)
     this.blankTicks = this.ticks
   }
 
@@ -775,25 +812,40 @@ class QuickJSSandbox implements Sandbox {
   }
 
   /**
-   * Back to the blank this instance was: its memory from the snapshot, the host's side as the
-   * constructor left it. Only for a released, reusable sandbox, outside any call into it. False
-   * when the run wrote where the snapshot does not reach: the instance is then dropped.
+   * Back to the blank this instance was, or to that blank with `loaded`'s pack loaded: its memory
+   * from the snapshot, the host's side as the constructor (or `start`) left it. Only outside any
+   * call into it, for a released sandbox that ended cleanly or a ready one. False when the last
+   * run wrote where a snapshot does not reach: the instance is then dropped.
    */
-  reset (): boolean {
-    if (!this.released || !this.reusable) throw new Error('only a released sandbox that ended cleanly can be reset')
-    if (!this.blank.restore(this.instance.heap.HEAPU8, this.limits.stackBytes)) return false
-    this.limits = DEFAULT_LIMITS
-    this.files = {}
-    this.ticks = this.blankTicks
+  reset (loaded?: Loaded): boolean {
+    if (this.failure !== undefined || this.abandoned || this.instance.memory.buffer.byteLength !== BASE_MEMORY_BYTES) throw new Error('only a sandbox that ended cleanly can be reset')
+    if (!(loaded?.snapshot ?? this.blank).restore(this.instance.heap.HEAPU8, this.limits.stackBytes)) return false
+    this.limits = loaded === undefined ? DEFAULT_LIMITS : { ...DEFAULT_LIMITS, stackBytes: loaded.snapshot.stackBytes }
+    this.files = loaded?.files ?? {}
+    this.ticks = loaded?.ticks ?? this.blankTicks
+    this.loading = loaded === undefined
+    this.loadedKey = loaded?.key
     this.deadline = Infinity
     this.abort = undefined
     this.refusedImport = undefined
-    this.loading = true
     this.released = false
     this.instance.capBytes = BASE_MEMORY_BYTES
     this.instance.refused = false
     this.instance.kill = false
     return true
+  }
+
+  /** The pack as `start` left it, for later runs of the same pack; undefined if loading grew the memory or wrote out of bounds. */
+  capture (key: string): Loaded | undefined {
+    const memory = this.instance.heap.HEAPU8
+    if (this.failure !== undefined || this.loading || this.instance.memory.buffer.byteLength !== BASE_MEMORY_BYTES || !this.layout.clean(memory, this.limits.stackBytes)) return undefined
+    return { key, snapshot: new Snapshot(memory, this.layout, this.limits.stackBytes), ticks: this.ticks, files: this.files }
+  }
+
+  /** A loaded sandbox (reset to a `Loaded`) takes a run's limits: what `start` would have set after loading. */
+  bind (limits: SandboxLimits): void {
+    this.limits = limits
+    this.instance.capBytes = this.instance.heap.HEAPU8.length + limits.memoryBytes
   }
 
   /** The instance's whole linear memory (tests compare a reset instance with a new one). */
@@ -1204,14 +1256,95 @@ function refillSoon (): void {
   setImmediate(() => { refill().catch(() => {}) }).unref()
 }
 
+/**
+ * A pack loaded into a blank (module evaluated, harness installed), kept once the same pack has
+ * loaded twice: a released sandbox that ran it is reset to this instead of to the blank, so the
+ * next run of that pack skips loading. Loading is deterministic, so the state is the one a new
+ * load would make; it is used only when the run's fuel covers what loading used (a run with less
+ * loads, and fails, the ordinary way).
+ */
+interface Loaded {
+  key: string
+  snapshot: Snapshot
+  /** Ticks at the end of loading, the blank's included. */
+  ticks: number
+  files: Record<string, string>
+}
+
+const loadedPacks = new Map<string, Loaded>()
+const readyLoaded = new Map<string, QuickJSSandbox[]>()
+/** Packs loaded once (a second load keeps the loaded state); least recently used first. */
+const seen = new Map<string, true>()
+let preloadedCount = 0
+
+/** The identity of a load: the files, the entry, and the limits that shape it (stack, output). */
+function loadKey (files: Record<string, string>, entry: string, limits: SandboxLimits): string {
+  return createHash('sha256').update(canonicalize({ entry, files, stack: limits.stackBytes, output: limits.outputBytes })).digest('hex')
+}
+
+function readyCount (): number {
+  let n = ready.length
+  for (const list of readyLoaded.values()) n += list.length
+  return n
+}
+
+function remember (key: string, vm: QuickJSSandbox): void {
+  const known = loadedPacks.get(key)
+  if (known !== undefined) {
+    // Most recently used last.
+    loadedPacks.delete(key)
+    loadedPacks.set(key, known)
+    return
+  }
+  if (!seen.has(key)) {
+    seen.set(key, true)
+    if (seen.size > SEEN_PACKS) seen.delete(seen.keys().next().value as string)
+    return
+  }
+  const loaded = vm.capture(key)
+  if (loaded === undefined) return
+  loadedPacks.set(key, loaded)
+  if (loadedPacks.size > LOADED_PACKS) {
+    const oldest = loadedPacks.keys().next().value as string
+    loadedPacks.delete(oldest)
+    // Its ready instances go back to blank.
+    for (const old of readyLoaded.get(oldest) ?? []) if (old.reset()) ready.push(old)
+    readyLoaded.delete(oldest)
+  }
+}
+
 function giveBack (vm: QuickJSSandbox): void {
-  if (ready.length >= POOLED_SANDBOXES) return
-  if (!vm.reset()) {
+  if (readyCount() >= POOLED_SANDBOXES) return
+  const loaded = vm.loadedKey === undefined ? undefined : loadedPacks.get(vm.loadedKey)
+  const list = loaded === undefined ? undefined : readyLoaded.get(loaded.key) ?? []
+  const forPack = loaded !== undefined && list !== undefined && list.length < LOADED_READY_PER_PACK
+  if (!vm.reset(forPack ? loaded : undefined)) {
     refillSoon()
     return
   }
   reusedCount++
-  ready.push(vm)
+  if (forPack && loaded !== undefined && list !== undefined) {
+    list.push(vm)
+    readyLoaded.set(loaded.key, list)
+  } else {
+    ready.push(vm)
+  }
+}
+
+/** A blank: a ready one, else a ready loaded one reset to blank, else a new one. */
+async function takeBlank (): Promise<QuickJSSandbox> {
+  const vm = ready.pop()
+  if (vm !== undefined) return vm
+  for (const list of readyLoaded.values()) {
+    const other = list.pop()
+    if (other !== undefined && other.reset()) return other
+  }
+  return await blank()
+}
+
+/** How many sandboxes started with their pack already loaded since the process started. */
+export function sandboxesPreloaded (): number {
+  return preloadedCount
 }
 
 /** How many released sandboxes were reset and handed back since the process started. */
@@ -1245,8 +1378,22 @@ export async function createSandbox (files: Record<string, string>, entry: strin
     if (v !== undefined) full[key] = v
   }
   checkLimits(full)
-  const vm = ready.pop() ?? await blank()
-  vm.start(files, entry.startsWith('./') ? entry.slice(2) : entry, full)
+  const path = entry.startsWith('./') ? entry.slice(2) : entry
+  const key = loadKey(files, path, full)
+  const loaded = loadedPacks.get(key)
+  if (loaded !== undefined && full.fuel >= loaded.ticks) {
+    const vm = readyLoaded.get(key)?.pop()
+    if (vm !== undefined) {
+      vm.bind(full)
+      remember(key, vm)
+      preloadedCount++
+      return new PackSandbox(vm)
+    }
+  }
+  const vm = await takeBlank()
+  vm.start(files, path, full)
+  vm.loadedKey = key
+  remember(key, vm)
   return new PackSandbox(vm)
 }
 
@@ -1257,4 +1404,15 @@ export async function createSandbox (files: Record<string, string>, entry: strin
 export async function inspectBlanks (): Promise<{ ready: Uint8Array[], fresh: Uint8Array }> {
   const fresh = (await blank()).memory.slice()
   return { ready: ready.map((vm) => vm.memory.slice()), fresh }
+}
+
+/**
+ * For tests: a copy of the whole memory of every ready sandbox with this pack already loaded, and
+ * of a new instance that loads it now (not kept). They must be equal byte for byte.
+ */
+export async function inspectLoaded (files: Record<string, string>, entry: string, limits: Partial<SandboxLimits> = {}): Promise<{ ready: Uint8Array[], fresh: Uint8Array }> {
+  const full = { ...DEFAULT_LIMITS, ...limits }
+  const vm = await blank()
+  vm.start(files, entry, full)
+  return { ready: (readyLoaded.get(loadKey(files, entry, full)) ?? []).map((r) => r.memory.slice()), fresh: vm.memory.slice() }
 }
