@@ -557,6 +557,17 @@ export class Delegator {
     }
   }
 
+  /** Close every kept stream (to `peer`, or to every peer): the next request opens a new one. */
+  dropIdle (peer?: string): void {
+    for (const [p, kept] of this.idle) {
+      if (peer !== undefined && p !== peer) continue
+      for (const { fs, forget } of kept.splice(0)) {
+        forget()
+        void fs.close()
+      }
+    }
+  }
+
   /** An idle stream to `peer` that is still open both ways, if one is kept. */
   private takeIdle (peer: string): FrameStream | undefined {
     const kept = this.idle.get(peer)
