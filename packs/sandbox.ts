@@ -1165,7 +1165,7 @@ class QuickJSSandbox implements Sandbox {
     // A failure can be released from inside a callback of the VM, whose frames still run on
     // this memory until they unwind; a clean end is reset once they have.
     if (this.reusable) {
-      setImmediate(() => { giveBack(this) })
+      handBack(this)
     } else {
       recycle(this.instance)
       refillSoon()
@@ -1332,6 +1332,18 @@ function giveBack (vm: QuickJSSandbox): void {
 }
 
 /** A blank: a ready one, else a ready loaded one reset to blank, else a new one. */
+/** Released cleanly and not reset yet: that waits for the next turn of the event loop, or for the next createSandbox. */
+const released: QuickJSSandbox[] = []
+
+function handBack (vm: QuickJSSandbox): void {
+  released.push(vm)
+  if (released.length === 1) setImmediate(settleReleased)
+}
+
+function settleReleased (): void {
+  for (const vm of released.splice(0)) giveBack(vm)
+}
+
 async function takeBlank (): Promise<QuickJSSandbox> {
   const vm = ready.pop()
   if (vm !== undefined) return vm
@@ -1381,6 +1393,8 @@ export async function createSandbox (files: Record<string, string>, entry: strin
   const path = entry.startsWith('./') ? entry.slice(2) : entry
   const key = loadKey(files, path, full)
   const loaded = loadedPacks.get(key)
+  // A sandbox released since the last turn of the event loop (runs back to back) is reset now.
+  settleReleased()
   if (loaded !== undefined && full.fuel >= loaded.ticks) {
     const vm = readyLoaded.get(key)?.pop()
     if (vm !== undefined) {
