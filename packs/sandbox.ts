@@ -26,8 +26,12 @@
  * copy taken when that instance was blank (`Snapshot`), off the run's path,
  * and the restored instance is byte for byte the blank it was, so the next
  * run cannot tell it from a new one (tested against a fresh instance's whole
- * memory). An instance that failed, was torn out or grew its memory is
- * dropped instead. A separate instance is what makes the
+ * memory). A pack that has loaded twice is kept loaded: its sandboxes are
+ * reset to the state its load made (`Loaded`), which a new load would make
+ * too (tested the same way), and later runs skip loading. An instance that
+ * failed, was torn out or grew its memory is dropped instead, and one whose
+ * run wrote outside the parts a snapshot keeps (checked by guard bands) too.
+ * A separate instance is what makes the
  * memory limit real and deterministic: this QuickJS build cannot measure its
  * allocations (no malloc_usable_size under emscripten; runtime.setMemoryLimit
  * counts 8 bytes a block, and 600 MB fit under a "4 MB" limit), so the limit
