@@ -48,6 +48,8 @@ export interface RunRecord {
   checkpoint_id: string | null
 }
 
+const TERMINAL: ReadonlySet<string> = new Set(['RunCompleted', 'RunFailed', 'RunCancelled'])
+
 export function fingerprintOf (r: Pick<RunRecord, 'engine_version' | 'policy_version' | 'input_hash' | 'artifact_hash' | 'output_hash' | 'event_log_hash'>): string {
   return hashCanonical({ engine_version: r.engine_version, policy_version: r.policy_version, input_hash: r.input_hash, artifact_hash: r.artifact_hash, output_hash: r.output_hash, event_log_hash: r.event_log_hash })
 }
@@ -143,9 +145,14 @@ export class RunStore {
     })().catch(() => {}).finally(() => { this.refilling = undefined })
   }
 
+  /**
+   * A spare log, or a new one. The spare taken is replaced once the run has settled, not now:
+   * making a LevelDB log fsyncs its files, and that would queue on the disk beside the run's own
+   * last write. Only a node with no spare left starts replacing at once.
+   */
   private async takeLog (): Promise<SpareLog> {
     const spare = this.spares.shift()
-    if (this.spareTarget > 0) this.refill()
+    if (this.spareTarget > 0 && this.spares.length === 0) this.refill()
     return spare ?? await this.newLog()
   }
 
@@ -167,20 +174,25 @@ export class RunStore {
 
   async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
     const { runId, nonce, store } = await this.takeLog()
+    let early: { record: RunRecord, checkpoint: Checkpoint } | undefined
     let outcome: RunOutcome
     try {
-      const sink = this.sink(new EventLog(store))
+      const sink = this.sink(new EventLog(store), (events) => { early = this.sealOf(runId, events) })
       outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
     } catch (err) {
       await store.close()
+      if (this.spareTarget > 0) this.refill()
       throw err
     }
     // The log is durable up to its last event: the result can go back now. Closing the log and
     // writing the record and checkpoint (functions of the log) follow off the run's path.
-    const sealed = this.sealOf(runId, outcome.events, outcome)
+    // Sealed while the last write was syncing, from the same events (checked, cheaply).
+    const last = outcome.events.at(-1)
+    const sealed = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash ? early : this.sealOf(runId, outcome.events, outcome)
     this.settle(runId, async () => {
       await store.close()
       await this.writeSeal(runId, sealed)
+      if (this.spareTarget > 0 && !this.closed) this.refill()
     })
     return { ...sealed, outcome }
   }
@@ -210,10 +222,26 @@ export class RunStore {
     }
   }
 
-  private sink (log: EventLog): RunSink {
+  /**
+   * The sink a run writes through. `onLast`, when given, gets the whole log as soon as its last
+   * event (RunCompleted, RunFailed, RunCancelled) is built, while that event's write is still on
+   * its way to disk: sealing (hashing the log, signing the checkpoint) then overlaps the fsync.
+   */
+  private sink (log: EventLog, onLast?: (events: readonly Event[]) => void): RunSink {
     const fault = faultAfter()
     let held: Event | undefined
+    const written: Event[] = []
     const crashAfter = (type: string): void => { if (fault === type) process.kill(process.pid, 'SIGKILL') }
+    const write = async (events: Event[]): Promise<void> => {
+      const durable = log.store.appendBatch(events)
+      written.push(...events)
+      const last = events.at(-1) as Event
+      // After this turn's microtasks, by which time the write has gone to the thread pool (sealing
+      // first would hold it back); if the write is done even sooner, the caller seals itself.
+      if (onLast !== undefined && TERMINAL.has(last.type)) setImmediate(onLast, [...written])
+      await durable
+      for (const e of events) crashAfter(e.type)
+    }
     return {
       hold: (draft) => {
         if (held !== undefined || log.pendingHead() !== null) throw new Error('only a run\'s first event is held')
@@ -222,17 +250,10 @@ export class RunStore {
       },
       append: async (draft) => {
         const first = held
-        if (first === undefined) {
-          const event = await log.append(draft)
-          crashAfter(draft.type)
-          return event
-        }
-        // The held first event goes in the same durable write.
         held = undefined
-        const event = nextEvent(headOf(first), draft)
-        await log.store.appendBatch([first, event])
-        crashAfter(first.type)
-        crashAfter(draft.type)
+        // The held first event goes in the same durable write.
+        const event = nextEvent(first === undefined ? log.pendingHead() : headOf(first), draft)
+        await write(first === undefined ? [event] : [first, event])
         return event
       }
     }

@@ -113,9 +113,9 @@ export class LevelEventStore extends CommittedStore implements EventStore {
     if (options.create === true && !empty) throw new ReachError('RL-5005', { message: `${path} already holds a log`, details: { path } })
     if (version === undefined) {
       if (!empty) throw new ReachError('RL-5009', { message: `${path} has events but no format version`, details: { path } })
-      // Not synced on its own: the first append's synced write carries it to disk (LevelDB writes
-      // its log in order), and a log that dies empty is simply opened again without a version.
-      await db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: false })
+      // Synced now, though the first append's synced write would carry it too: the first fsync of
+      // a new log costs half as much again as later ones, and a spare log pays it before its run.
+      await db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: true })
     } else if (version !== String(LEVEL_FORMAT_VERSION)) {
       throw new ReachError('RL-5009', { message: `${path} has format version ${version}; this node reads version ${LEVEL_FORMAT_VERSION}`, details: { path, version } })
     }
