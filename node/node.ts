@@ -37,15 +37,23 @@ export async function nodeSeed (home: HomePaths): Promise<Uint8Array> {
   }
 }
 
+/** The run loop's view of a pack, made once per pack object (a daemon reuses its verified packs). */
+const runPacks = new WeakMap<Pack, RunPack>()
+
 export function runPackOf (pack: Pack): RunPack {
+  const known = runPacks.get(pack)
+  if (known !== undefined) return known
   const { manifest, files } = pack.bundle
-  return {
+  const made: RunPack = {
     cid: pack.cid,
     name: manifest.name,
     entry: manifest.entry,
     capabilities: manifest.capabilities,
-    files: Object.fromEntries(Object.entries(files).map(([path, bytes]) => [path, Buffer.from(bytes).toString('utf8')]))
+    // Frozen: the sandbox keys a loaded pack by this object's contents, hashed once.
+    files: Object.freeze(Object.fromEntries(Object.entries(files).map(([path, bytes]) => [path, Buffer.from(bytes).toString('utf8')])))
   }
+  runPacks.set(pack, made)
+  return made
 }
 
 async function isDirectory (path: string): Promise<boolean> {

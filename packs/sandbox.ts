@@ -1283,8 +1283,25 @@ let preloadedCount = 0
 
 /** The identity of a load: the files, the entry, and the limits that shape it (stack, output). */
 function loadKey (files: Record<string, string>, entry: string, limits: SandboxLimits): string {
-  return createHash('sha256').update(canonicalize({ entry, files, stack: limits.stackBytes, output: limits.outputBytes })).digest('hex')
+  let digests = filesDigests.get(files)
+  if (digests === undefined) {
+    digests = new Map()
+    filesDigests.set(files, digests)
+  }
+  let digest = digests.get(entry)
+  if (digest === undefined) {
+    digest = createHash('sha256').update(canonicalize({ entry, files })).digest('hex')
+    digests.set(entry, digest)
+  }
+  return `${digest}:${limits.stackBytes}:${limits.outputBytes}`
 }
+
+/**
+ * The digest of a files object's code, per entry, hashed once per object: the callers hand the
+ * same object for every run of a pack. The object must not change after its first load (the run
+ * loop's packs never do).
+ */
+const filesDigests = new WeakMap<Record<string, string>, Map<string, string>>()
 
 function readyCount (): number {
   let n = ready.length
