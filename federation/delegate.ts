@@ -4,12 +4,9 @@
  *   client → delegate {delegation_id, pack_cid, input, budget, depth, ancestry, deadline, nonce}
  *   client → cancel {delegation_id}                (optional, any time before the result)
  *   server → result {delegation_id, run_id, status, output?, error?, record, checkpoint, log_head}
- *   server → durable {delegation_id}               (the run's log is on disk: the result stands)
- *          | error {code, message}                 (refused or failed; the stream is then closed)
+ *          | error {code, message}                 (refused; the stream is then closed)
  *
- * The result goes out as soon as it is sealed, while the run's last write syncs, so the client
- * checks it (a signature verify) in the time the server's fsync takes; `durable` follows.
- * After it the client may send its next request on the same stream: a client keeps its
+ * After a result the client may send its next request on the same stream: a client keeps its
  * idle streams per peer, which spares the next delegation a new stream and a protocol
  * negotiation round trip; the server closes a stream idle for 30 s.
  *
@@ -41,7 +38,7 @@ import type { Budget } from '../packs/manifest.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import type { LocalNode } from '../node/node.ts'
 import type { StoredPack } from '../node/pack-store.ts'
-import { fingerprintOf, type RunRecord, type SealedRun } from '../node/runs.ts'
+import { fingerprintOf, type RunRecord } from '../node/runs.ts'
 import type { ReachHost } from '../node/host.ts'
 import { parsePeerId, publicKeyOfPeer } from '../node/host.ts'
 import { DEFAULT_READ_TIMEOUT_MS, frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
@@ -296,24 +293,28 @@ export class DelegationServer {
       const pack = await this.init.getPack(request.pack_cid, abort.signal, Math.max(1, request.deadline - this.now()))
       const budget = { ...pack.bundle.manifest.budget, ...request.budget } as Budget
       const lineage: Lineage = { depth: request.depth, ancestry: request.ancestry, deadline: request.deadline }
-      // The result goes out as soon as it is sealed, while the run's last write is still syncing;
-      // `durable` follows once the log is on disk, and only then does the result stand.
-      let sent: Promise<void> | undefined
       const { record, outcome, checkpoint } = await this.init.node.runPack({
         pack,
         input: request.input as JsonValue,
         budget: request.budget as Partial<Budget>,
         signal: abort.signal,
-        extraTools: this.init.toolsFor?.(lineage, budget, abort.signal) ?? [],
-        onSealed: (sealed) => {
-          sent = fs.write(resultFrame(request.delegation_id, sealed))
-          // Awaited below, once the run is durable; a broken stream must not go unhandled meanwhile.
-          sent.catch(() => {})
-        }
+        extraTools: this.init.toolsFor?.(lineage, budget, abort.signal) ?? []
       })
-      await (sent ?? fs.write(resultFrame(request.delegation_id, { record, checkpoint, events: outcome.events })))
+      const last = outcome.events.at(-1)
+      const result: ResultFrame = {
+        v: 1,
+        type: 'result',
+        delegation_id: request.delegation_id,
+        run_id: record.run_id,
+        status: outcome.status,
+        ...(outcome.output === undefined ? {} : { output: outcome.output }),
+        ...(outcome.error === undefined ? {} : { error: outcome.error }),
+        record: record as unknown as Record<string, unknown>,
+        checkpoint: encodeCheckpoint(checkpoint),
+        log_head: { seq: last?.seq ?? checkpoint.at_seq, hash: last?.hash ?? checkpoint.log_hash }
+      }
       this.init.onServed?.(outcome.status)
-      await fs.write({ v: 1, type: 'durable', delegation_id: request.delegation_id })
+      await fs.write(result)
       // A run the client cancelled, or a client that broke the protocol: this stream is done.
       if (abort.signal.aborted) {
         await fs.close()
@@ -360,24 +361,6 @@ export class DelegationServer {
       }
     })()
     return { stop: () => { stopped.abort() } }
-  }
-}
-
-/** The `result` frame of a sealed run. */
-function resultFrame (delegationId: string, { record, checkpoint, events }: SealedRun): ResultFrame {
-  const last = events.at(-1)
-  const output = last?.type === 'RunCompleted' ? (last.payload as { output?: unknown }).output : undefined
-  return {
-    v: 1,
-    type: 'result',
-    delegation_id: delegationId,
-    run_id: record.run_id,
-    status: record.status as ResultFrame['status'],
-    ...(output === undefined ? {} : { output }),
-    ...(record.error === null ? {} : { error: record.error }),
-    record: record as unknown as Record<string, unknown>,
-    checkpoint: encodeCheckpoint(checkpoint),
-    log_head: { seq: last?.seq ?? checkpoint.at_seq, hash: last?.hash ?? checkpoint.log_hash }
   }
 }
 
@@ -669,15 +652,10 @@ export class Delegator {
       const afterCancel = (): void => { setTimeout(() => { wait.abort(new ReachError('RL-4015', { message: 'cancelled; the peer did not confirm within 1 s' })) }, 1_000).unref() }
       if (signal.aborted) afterCancel()
       else signal.addEventListener('abort', afterCancel, { once: true })
-      const timing = { signal: wait.signal, timeoutMs: Math.max(1, deadline - Date.now()) + 1_000 }
-      const frame = await fs.read(['result'], timing)
+      const frame = await fs.read(['result'], { signal: wait.signal, timeoutMs: Math.max(1, deadline - Date.now()) + 1_000 })
       answered = true
       if (isErrorFrame(frame)) throw peerError(frame, peer)
-      // Checked while the peer's log syncs; the result stands once the peer says it is durable.
       const checked = this.check(peer, options, frame)
-      const durable = await fs.read(['durable'], timing)
-      if (isErrorFrame(durable)) throw peerError(durable, peer)
-      if (durable.delegation_id !== options.delegation_id) throw new ReachError('RL-4010', { message: `peer ${peer}: durable frame for another delegation` })
       // The answer is in and checked: the stream carries the next request to this peer, or winds
       // down in the background (close never throws).
       if (signal.aborted) void fs.close()

@@ -20,7 +20,7 @@ import { ensureHome, homePaths, type HomePaths } from './home.ts'
 import { readKeyFile, writeKeyFile } from './keys.ts'
 import { openKv, type KvStore } from './kv.ts'
 import { openPackStore, type PackStore, type StoredPack } from './pack-store.ts'
-import { RunStore, type NewRun, type RunRecord } from './runs.ts'
+import { RunStore, type RunRecord } from './runs.ts'
 import type { Checkpoint } from '../protocol/checkpoint.ts'
 import type { RunOutcome } from '../packs/runner.ts'
 import { openTrustRegistry } from './trust-registry.ts'
@@ -67,8 +67,6 @@ export interface RunRequest {
   signal?: AbortSignal
   /** Tools beyond the host's own (the daemon adds `reach.delegate`). */
   extraTools?: readonly Tool[]
-  /** The record and checkpoint, as soon as they are sealed (before the log is durable; see RunStore). */
-  onSealed?: NewRun['onSealed']
 }
 
 export interface RunResult {
@@ -160,8 +158,7 @@ export class LocalNode {
         policy: { version: policyVersion(this.policy), granted: this.policy.granted_capabilities },
         engineVersion: ENGINE_VERSION,
         tools,
-        ...(request.signal === undefined ? {} : { signal: request.signal }),
-        ...(request.onSealed === undefined ? {} : { onSealed: request.onSealed })
+        ...(request.signal === undefined ? {} : { signal: request.signal })
       })
     })
   }

@@ -87,13 +87,6 @@ function faultAfter (): string | undefined {
   return f?.startsWith('exit-after:') === true ? f.slice('exit-after:'.length) : undefined
 }
 
-/** A finished run's record and checkpoint, with its whole log. */
-export interface SealedRun {
-  record: RunRecord
-  checkpoint: Checkpoint
-  events: readonly Event[]
-}
-
 export interface NewRun {
   pack: RunPack
   input: JsonValue
@@ -102,12 +95,6 @@ export interface NewRun {
   engineVersion: string
   tools: Map<string, Tool>
   signal?: AbortSignal
-  /**
-   * Called with the record and signed checkpoint as soon as they are sealed, which is while the
-   * last event's write is still syncing: the caller may start sending them, but the run stands
-   * only once `start` resolves (its log durable). Not called when the write finished first.
-   */
-  onSealed?: (sealed: SealedRun) => void
 }
 
 /** A run log opened ahead of time (its id chosen then), so starting a run does not wait for LevelDB to create it. */
@@ -188,18 +175,11 @@ export class RunStore {
   async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
     const { runId, nonce, store } = await this.takeLog()
     let early: { record: RunRecord, checkpoint: Checkpoint } | undefined
-    let durable = false
     let outcome: RunOutcome
     try {
-      const sink = this.sink(new EventLog(store), (events) => {
-        if (durable) return
-        early = this.sealOf(runId, events)
-        run.onSealed?.({ ...early, events })
-      })
+      const sink = this.sink(new EventLog(store), (events) => { early = this.sealOf(runId, events) })
       outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
-      durable = true
     } catch (err) {
-      durable = true
       await store.close()
       if (this.spareTarget > 0) this.refill()
       throw err
@@ -208,13 +188,7 @@ export class RunStore {
     // writing the record and checkpoint (functions of the log) follow off the run's path.
     // Sealed while the last write was syncing, from the same events (checked, cheaply).
     const last = outcome.events.at(-1)
-    const matches = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash
-    // What was handed to onSealed must be what the run ends with.
-    if (early !== undefined && !matches) {
-      await store.close()
-      throw new Error(`run ${runId}: the early seal does not cover the run's log`)
-    }
-    const sealed = early ?? this.sealOf(runId, outcome.events, outcome)
+    const sealed = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash ? early : this.sealOf(runId, outcome.events, outcome)
     this.settle(runId, async () => {
       await store.close()
       await this.writeSeal(runId, sealed)

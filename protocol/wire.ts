@@ -40,7 +40,6 @@ export const FRAME_LIMIT: Readonly<Record<FrameType, number>> = {
   'delegate': MAX_FRAME.delegateRequest,
   'cancel': MAX_FRAME.request,
   'result': MAX_FRAME.delegateResult,
-  'durable': MAX_FRAME.request,
   'log.get': MAX_FRAME.request,
   'log': MAX_FRAME.logBatch,
   'log.events': MAX_FRAME.logBatch,
@@ -119,7 +118,6 @@ const SCHEMAS = {
     checkpoint: { type: 'string', maxLength: 8192 },
     log_head: { type: 'object', additionalProperties: false, required: ['seq', 'hash'], properties: { seq: { type: 'integer', minimum: 0 }, hash: HASH } }
   }, ['delegation_id', 'run_id', 'status', 'record', 'checkpoint', 'log_head']),
-  'durable': frame('durable', { delegation_id: ID }, ['delegation_id']),
   'log.get': frame('log.get', { run_id: RUN_ID }, ['run_id']),
   'log': frame('log', { run_id: RUN_ID, events: { type: 'integer', minimum: 0 }, pack_cid: CID_TEXT, checkpoint: { type: 'string', maxLength: 8192 } }, ['run_id', 'events', 'pack_cid', 'checkpoint']),
   'log.events': frame('log.events', { events: { type: 'array', minItems: 1, maxItems: LOG_BATCH_EVENTS, items: OBJECT } }, ['events']),
@@ -158,8 +156,6 @@ export interface ResultFrame {
   checkpoint: string
   log_head: { seq: number, hash: string }
 }
-/** After a `result`: the run's log is on the serving node's disk (the result stands only then). */
-export interface DurableFrame { v: 1, type: 'durable', delegation_id: string }
 export interface LogGet { v: 1, type: 'log.get', run_id: string }
 export interface LogHeader { v: 1, type: 'log', run_id: string, events: number, pack_cid: string, checkpoint: string }
 export interface LogEvents { v: 1, type: 'log.events', events: unknown[] }
@@ -172,7 +168,6 @@ export interface Frames {
   'delegate': DelegateRequest
   'cancel': CancelFrame
   'result': ResultFrame
-  'durable': DurableFrame
   'log.get': LogGet
   'log': LogHeader
   'log.events': LogEvents

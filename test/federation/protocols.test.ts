@@ -29,7 +29,6 @@ import { startDaemon, type Daemon } from '../../node/daemon.ts'
 import { createHost, type ReachHost } from '../../node/host.ts'
 import { homePaths } from '../../node/home.ts'
 import { openPackStore } from '../../node/pack-store.ts'
-import { fingerprintOf } from '../../node/runs.ts'
 import { buildBundle } from '../../packs/bundle.ts'
 import { signPack } from '../../packs/trust.ts'
 
@@ -165,7 +164,6 @@ describe('a delegation stream carries one request after another', () => {
         const r = quick()
         await lp.write(json(r))
         expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: r.delegation_id, status: 'completed' })
-        expect(await frameOf(lp)).toEqual({ v: 1, type: 'durable', delegation_id: r.delegation_id })
       }
       // Idle past delegateIdleMs (1 s here): the server closes its end; the read ends, it does not hang.
       const ended = await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)
@@ -185,7 +183,6 @@ describe('a delegation stream carries one request after another', () => {
       await new Promise((resolve) => setTimeout(resolve, 200))
       await lp.write(json(quick()))
       expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: first.delegation_id, status: 'cancelled', error: { code: 'RL-4010' } })
-      expect(await frameOf(lp)).toMatchObject({ type: 'durable', delegation_id: first.delegation_id })
       expect(await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)).toBe('UnexpectedEOFError')
     } finally {
       stream.abort(new Error('done'))
@@ -336,39 +333,6 @@ describe('a peer that lies in its result', () => {
       const metrics = await (await fetch(`${daemon.api.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text()
       expect(metrics).toMatch(/reach_delegations_total\{outcome="refused"\} [1-9]/)
       expect(metrics).toContain(`reach_peer_breaker_state{peer="${peer}"}`)
-    } finally {
-      await attacker.unhandle(PROTOCOLS.delegate)
-    }
-  })
-
-  it('a result stands only once the peer says its log is durable: without `durable`, it is not taken', async () => {
-    // A result the client's checks accept: signed by the peer's own key, consistent throughout.
-    const answer = (req: DelegateRequest): Record<string, unknown> => {
-      const output = { total: 1 }
-      const head = { seq: 1, hash: 'e'.repeat(64) }
-      const base = { engine_version: '1.0.0', policy_version: 'p'.repeat(64), input_hash: hashCanonical(req.input), artifact_hash: req.pack_cid, output_hash: hashCanonical(output), event_log_hash: head.hash }
-      const record = { version: 1, run_id: 'run_' + '2'.repeat(20), pack_name: 'x', ...base, fingerprint: fingerprintOf(base), status: 'completed', error: null, events: 2, fuel_used: 1, checkpoint_id: null }
-      const cp = createCheckpoint({ log_id: 'a'.repeat(64), at_seq: head.seq, state_hash: hashCanonical({ status: 'completed', output_hash: base.output_hash, error: null }), log_hash: head.hash, merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(attackerSeed))
-      return { v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output, record, checkpoint: encodeCheckpoint(cp), log_head: head }
-    }
-    let confirm = false
-    await attacker.handle(PROTOCOLS.delegate, async (stream) => {
-      const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateRequest })
-      const req = JSON.parse(Buffer.from((await lp.read()).subarray()).toString('utf8')) as DelegateRequest
-      await lp.write(json(answer(req)))
-      if (confirm) await lp.write(json({ v: 1, type: 'durable', delegation_id: req.delegation_id }))
-      await stream.close()
-    })
-    try {
-      const peer = attacker.peerId.toString()
-      await daemon.host.dial(attacker.getMultiaddrs()[0] as Parameters<ReachHost['dial']>[0])
-      // The peer hangs up after the result, before saying its log is on disk.
-      const err = await daemon.delegator.delegate({ pack_cid: slowCid, input: { n: 1 }, peer }).then(() => undefined, (e: unknown) => e)
-      expect(isReachError(err, 'RL-4002')).toBe(true)
-      // Negative control: the same result followed by `durable` is taken, so the missing frame was the only reason.
-      confirm = true
-      const d = await daemon.delegator.delegate({ pack_cid: slowCid, input: { n: 2 }, peer })
-      expect(d).toMatchObject({ status: 'completed', output: { total: 1 } })
     } finally {
       await attacker.unhandle(PROTOCOLS.delegate)
     }
