@@ -107,12 +107,15 @@ interface SpareLog {
 export interface RunStoreOptions {
   /** Keep this many empty run logs open and ready (the daemon: opening one costs ~5 ms). 0: open per run. */
   spares?: number
+  /** Opens a new run's log at `path` (tests wrap the LevelDB store to make its writes fail). */
+  openLog?: (path: string) => Promise<EventStore>
 }
 
 export class RunStore {
   private readonly home: HomePaths
   private readonly nodeSeed: Uint8Array
   private readonly spareTarget: number
+  private readonly openLog: RunStoreOptions['openLog']
   private readonly spares: SpareLog[] = []
   private refilling: Promise<void> | undefined
   private closed = false
@@ -130,13 +133,15 @@ export class RunStore {
     this.nodeSeed = nodeSeed
     this.signer = createSigner(nodeSeed)
     this.spareTarget = options.spares ?? 0
+    this.openLog = options.openLog
     if (this.spareTarget > 0) this.refill()
   }
 
   private async newLog (): Promise<SpareLog> {
     const nonce = randomBytes(16).toString('hex')
     const runId = `run_${nonce.slice(0, 20)}`
-    return { runId, nonce, store: await openStore(join(this.dir(runId), 'log'), { kind: 'level', create: true }) }
+    const path = join(this.dir(runId), 'log')
+    return { runId, nonce, store: await (this.openLog?.(path) ?? openStore(path, { kind: 'level', create: true })) }
   }
 
   private refill (): void {
@@ -176,19 +181,20 @@ export class RunStore {
     const { runId, nonce, store } = await this.takeLog()
     let early: { record: RunRecord, checkpoint: Checkpoint } | undefined
     let outcome: RunOutcome
+    let sealed: { record: RunRecord, checkpoint: Checkpoint }
     try {
       const sink = this.sink(new EventLog(store), (events) => { early = this.sealOf(runId, events) })
       outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
+      // The log is durable up to its last event: the result can go back now. Closing the log and
+      // writing the record and checkpoint (functions of the log) follow off the run's path.
+      // Sealed while the last write was syncing, from the same events (checked, cheaply).
+      const last = outcome.events.at(-1)
+      sealed = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash ? early : this.sealOf(runId, outcome.events, outcome)
     } catch (err) {
       await store.close()
       if (this.spareTarget > 0) this.refill()
       throw err
     }
-    // The log is durable up to its last event: the result can go back now. Closing the log and
-    // writing the record and checkpoint (functions of the log) follow off the run's path.
-    // Sealed while the last write was syncing, from the same events (checked, cheaply).
-    const last = outcome.events.at(-1)
-    const sealed = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash ? early : this.sealOf(runId, outcome.events, outcome)
     this.settle(runId, async () => {
       await store.close()
       await this.writeSeal(runId, sealed)
@@ -230,16 +236,27 @@ export class RunStore {
   private sink (log: EventLog, onLast?: (events: readonly Event[]) => void): RunSink {
     const fault = faultAfter()
     let held: Event | undefined
+    /** Events whose write succeeded. */
     const written: Event[] = []
     const crashAfter = (type: string): void => { if (fault === type) process.kill(process.pid, 'SIGKILL') }
     const write = async (events: Event[]): Promise<void> => {
       const durable = log.store.appendBatch(events)
-      written.push(...events)
       const last = events.at(-1) as Event
-      // After this turn's microtasks, by which time the write has gone to the thread pool (sealing
-      // first would hold it back); if the write is done even sooner, the caller seals itself.
-      if (onLast !== undefined && TERMINAL.has(last.type)) setImmediate(onLast, [...written])
+      if (onLast !== undefined && TERMINAL.has(last.type)) {
+        // After this turn's microtasks, by which time the write has gone to the thread pool
+        // (sealing first would hold it back). A guess until the write succeeds: the caller
+        // checks it against the run's events, and seals itself when it is missing or stale.
+        const whole = [...written, ...events]
+        setImmediate(() => {
+          try {
+            onLast(whole)
+          } catch {
+            // the caller seals itself
+          }
+        })
+      }
       await durable
+      written.push(...events)
       for (const e of events) crashAfter(e.type)
     }
     return {
@@ -251,9 +268,15 @@ export class RunStore {
       append: async (draft) => {
         const first = held
         held = undefined
-        // The held first event goes in the same durable write.
+        // The held first event goes in the same durable write; if that write fails, it is held
+        // again, so the run's next event (its RunFailed) still follows it.
         const event = nextEvent(first === undefined ? log.pendingHead() : headOf(first), draft)
-        await write(first === undefined ? [event] : [first, event])
+        try {
+          await write(first === undefined ? [event] : [first, event])
+        } catch (err) {
+          held = first
+          throw err
+        }
         return event
       }
     }

@@ -15,6 +15,9 @@ import { replayRecordedRun, startOf, type RunPack } from '../../packs/runner.ts'
 import { hostTools, type KvBackend } from '../../packs/tools/index.ts'
 import { ensureHome, homePaths } from '../../node/home.ts'
 import { RunStore } from '../../node/runs.ts'
+import { openStore } from '../../node/store/index.ts'
+import type { EventStore } from '../../node/store/types.ts'
+import { verifyChain } from '../../protocol/chain.ts'
 import { reach } from '../node/cli/helpers.ts'
 
 const BUDGET = { fuel: 100_000, memory_bytes: 16 << 20, output_bytes: 65536, tool_calls: 10, wall_ms: 5000 }
@@ -145,6 +148,53 @@ describe('run store', () => {
     expect((await readdir(home.runs)).sort()).toEqual([...ids].sort())
     for (const id of ids) expect((await spared.replay(id, p)).verdict.ok).toBe(true)
   })
+})
+
+describe('a run whose log write fails', () => {
+  /** A RunStore whose run logs refuse their `failAt`-th write (counting from 1), as a full disk would. */
+  async function failingStore (failAt: number): Promise<RunStore> {
+    const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-failing-'))))
+    return new RunStore(home, generateKeyPair().seed, {
+      openLog: async (path) => {
+        const inner = await openStore(path, { kind: 'level', create: true })
+        let writes = 0
+        return new Proxy(inner, {
+          get (target, key) {
+            if (key === 'appendBatch') {
+              return async (events: Event[]) => {
+                if (++writes === failAt) throw new ReachError('RL-5002', { message: 'disk full (test)' })
+                await target.appendBatch(events)
+              }
+            }
+            const value = Reflect.get(target, key) as unknown
+            return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+          }
+        }) as EventStore
+      }
+    })
+  }
+
+  const TRIVIAL = 'export function init () { return 0 }\nexport function reduce (s) { return { state: s, output: { done: true } } }'
+
+  // A failed ToolResult write is recorded as that tool failing (ToolFailed, RL-5002): the pack
+  // sees the failure and goes on, as it would for any tool error.
+  for (const [name, source, failAt, ends] of [['its first write (RunStarted with the first ToolCalled)', CLOCK_PACK, 1, 'RunFailed'], ['its last write (RunStarted with RunCompleted)', TRIVIAL, 1, 'RunFailed'], ['a later write (a ToolResult)', CLOCK_PACK, 2, 'RunCompleted']] as const) {
+    it(`fails at ${name}: it ends ${ends} with RunStarted still first, the chain whole, and the error recorded`, async () => {
+      const failing = await failingStore(failAt)
+      const { record, outcome } = await failing.start({ pack: pack(source), input: { n: 1 }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })
+      const events = await failing.events(record.run_id)
+      expect(events[0]?.type).toBe('RunStarted')
+      expect(events.at(-1)?.type).toBe(ends)
+      expect(events.some((e) => ((e.payload as JsonObject).error as JsonObject | undefined)?.code === 'RL-5002')).toBe(true)
+      expect(verifyChain(events).ok).toBe(true)
+      expect(events.map((e) => e.type)).toEqual(outcome.events.map((e) => e.type))
+      // What was sealed is what is on disk.
+      expect(await failing.record(record.run_id)).toEqual(record)
+      // Nothing threw outside the run (an unhandled error would fail the test run).
+      await new Promise((resolve) => setImmediate(resolve))
+      await failing.close()
+    })
+  }
 })
 
 describe('cancellation', () => {
