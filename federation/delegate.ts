@@ -162,6 +162,7 @@ export class DelegationServer {
   private readonly maxConcurrent: number
   private readonly maxQueue: number
   private readonly idleMs: number
+  private stopping = false
 
   constructor (init: DelegationServerInit) {
     this.init = init
@@ -176,6 +177,8 @@ export class DelegationServer {
   }
 
   async stop (): Promise<void> {
+    // Kept streams may still bring requests until the host stops: they are refused from now on.
+    this.stopping = true
     await this.init.host.unhandle(PROTOCOLS.delegate)
     // Not the client's cancellation: it should try another peer.
     for (const a of this.active.values()) a.abort.abort(new ReachError('RL-4002', { message: 'the serving node is shutting down' }))
@@ -241,15 +244,19 @@ export class DelegationServer {
     const caller = connection.remotePeer.toString()
     const fs = frames(stream, MAX_FRAME.delegateRequest)
     const inbox = new Inbox(fs)
-    let waitMs = DEFAULT_READ_TIMEOUT_MS
+    let first = true
+    // The first request must come within DEFAULT_READ_TIMEOUT_MS, each later one within idleMs of
+    // the last result; frames in between (a late cancel) do not extend it.
+    let until = this.now() + DEFAULT_READ_TIMEOUT_MS
     for (;;) {
       let frame: DelegateRequest | CancelFrame | ErrorFrame
       try {
-        frame = await inbox.next(AbortSignal.timeout(waitMs))
+        frame = await inbox.next(AbortSignal.timeout(Math.max(1, until - this.now())))
       } catch (err) {
-        // Nothing asked: the first frame's problem is refused with its code; later, the client
-        // went quiet or away.
-        if (waitMs === DEFAULT_READ_TIMEOUT_MS) {
+        // A frame that does not parse gets its code, first or not; a stream that went quiet or
+        // away is closed (the first time, with RL-4002: nothing was asked in time).
+        const malformed = isReachError(err, 'RL-4010') || isReachError(err, 'RL-4011') || isReachError(err, 'RL-4012')
+        if (first || malformed) {
           this.init.onServed?.('refused')
           return await fs.refuse(err)
         }
@@ -258,14 +265,16 @@ export class DelegationServer {
       if (isErrorFrame(frame)) return await fs.close()
       // A cancel that crossed the result on the wire: nothing left to cancel.
       if (frame.type === 'cancel') continue
+      first = false
       if (!await this.serveOne(fs, inbox, frame, caller)) return
-      waitMs = this.idleMs
+      until = this.now() + this.idleMs
     }
   }
 
   /** Serve one request; true when its result went back and the stream may carry the next one. */
   private async serveOne (fs: FrameStream, inbox: Inbox, request: DelegateRequest, caller: string): Promise<boolean> {
     try {
+      if (this.stopping) throw new ReachError('RL-4002', { message: 'the serving node is shutting down' })
       if (request.deadline <= this.now()) throw new ReachError('RL-4008', { message: 'the request arrived after its deadline' })
       if (request.deadline > this.now() + MAX_DEADLINE_MS) throw new ReachError('RL-4008', { message: `the deadline is more than ${MAX_DEADLINE_MS / 60_000} minutes away` })
       checkAncestry(request, caller, this.self)
@@ -329,7 +338,7 @@ export class DelegationServer {
     } finally {
       clearTimeout(deadline)
       release?.()
-      this.active.delete(request.delegation_id)
+      if (this.active.get(request.delegation_id) === active) this.active.delete(request.delegation_id)
       watching.stop()
     }
   }
@@ -616,10 +625,13 @@ export class Delegator {
    * run is cancelled when the peer sees its client gone.
    */
   private async attempt (peer: string, options: DelegateOptions & { delegation_id: string }, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
+    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce: randomBytes(16).toString('hex'), deadline }
+    const hop = signHop(this.signer, base, lineage.ancestry, this.self, peer)
+    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
     const kept = this.takeIdle(peer)
     if (kept !== undefined) {
       try {
-        return await this.exchange(peer, kept, options, lineage, deadline, signal)
+        return await this.exchange(peer, kept, options, request, deadline, signal)
       } catch (err) {
         if (!(err instanceof StaleStream)) throw err
       }
@@ -631,21 +643,27 @@ export class Delegator {
       throw new ReachError('RL-4002', { message: `cannot reach ${peer}: ${(err as Error).message}`, cause: err })
     }
     try {
-      return await this.exchange(peer, frames(stream, MAX_FRAME.delegateResult), options, lineage, deadline, signal)
+      return await this.exchange(peer, frames(stream, MAX_FRAME.delegateResult), options, request, deadline, signal)
     } catch (err) {
-      throw err instanceof StaleStream ? err.error : err
+      if (err instanceof StaleStream) throw err.error
+      // The same request again, after a kept stream failed: the peer had it (its nonce table says
+      // so), so it ran or is running it, and the answer was lost with the stream. Not final: the
+      // next peer is tried, as for any peer that did not answer.
+      if (kept !== undefined && isReachError(err, 'RL-4009')) throw new ReachError('RL-4002', { message: `${peer} got this request on a stream that then failed; its answer was lost`, cause: err })
+      throw err
     }
   }
 
-  private async exchange (peer: string, fs: FrameStream, options: DelegateOptions & { delegation_id: string }, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
-    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce: randomBytes(16).toString('hex'), deadline }
-    const hop = signHop(this.signer, base, lineage.ancestry, this.self, peer)
-    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
+  private async exchange (peer: string, fs: FrameStream, options: DelegateOptions & { delegation_id: string }, request: DelegateRequest, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
     const onAbort = (): void => { void fs.write({ v: 1, type: 'cancel', delegation_id: options.delegation_id }).catch(() => {}) }
     signal.addEventListener('abort', onAbort, { once: true })
     let answered = false
     try {
-      await fs.write(request)
+      try {
+        await fs.write(request)
+      } catch (err) {
+        throw isReachError(err) ? err : new ReachError('RL-4002', { message: `stream failed: ${(err as Error).message}`, cause: err })
+      }
       // Until the deadline (and a second for the peer to say it ran out); after a cancel, a
       // second for the cancelled run's result, then we stop waiting (a late result is dropped).
       const wait = new AbortController()
@@ -664,7 +682,9 @@ export class Delegator {
     } catch (err) {
       fs.reset(err as Error)
       if (signal.aborted && isReachError(err, 'RL-4002')) throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
-      if (!answered && isReachError(err, 'RL-4002') && !signal.aborted) throw new StaleStream(err)
+      // The stream ended or broke before any answer (not a peer that was merely slow).
+      const cause = (err as { cause?: { name?: string } }).cause?.name
+      if (!answered && isReachError(err, 'RL-4002') && !signal.aborted && cause !== 'TimeoutError' && cause !== 'AbortError') throw new StaleStream(err)
       throw err
     } finally {
       signal.removeEventListener('abort', onAbort)

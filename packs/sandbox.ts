@@ -23,8 +23,9 @@
  * linear memory) as well as its own QuickJS runtime and context, used by one
  * run at a time. Making a blank instance costs about 4 ms of CPU, so a run
  * that ended cleanly hands its instance back: the memory is restored from the
- * copy taken when that instance was blank (`Snapshot`), off the run's path,
- * and the restored instance is byte for byte the blank it was, so the next
+ * copy taken when that instance was blank (`Snapshot`), on the next turn of
+ * the event loop (or at the next createSandbox, if that comes first), and the
+ * restored instance is byte for byte the blank it was, so the next
  * run cannot tell it from a new one (tested against a fresh instance's whole
  * memory). A pack that has loaded twice is kept loaded: its sandboxes are
  * reset to the state its load made (`Loaded`), which a new load would make
@@ -1283,10 +1284,12 @@ let preloadedCount = 0
 
 /** The identity of a load: the files, the entry, and the limits that shape it (stack, output). */
 function loadKey (files: Record<string, string>, entry: string, limits: SandboxLimits): string {
-  let digests = filesDigests.get(files)
+  // Only a frozen object's digest is kept: any other could change before the next load.
+  const frozen = Object.isFrozen(files)
+  let digests = frozen ? filesDigests.get(files) : undefined
   if (digests === undefined) {
     digests = new Map()
-    filesDigests.set(files, digests)
+    if (frozen) filesDigests.set(files, digests)
   }
   let digest = digests.get(entry)
   if (digest === undefined) {
@@ -1297,9 +1300,8 @@ function loadKey (files: Record<string, string>, entry: string, limits: SandboxL
 }
 
 /**
- * The digest of a files object's code, per entry, hashed once per object: the callers hand the
- * same object for every run of a pack. The object must not change after its first load (the run
- * loop's packs never do).
+ * The digest of a frozen files object's code, per entry, hashed once per object: the run loop
+ * hands the same frozen object (`runPackOf`) for every run of a pack.
  */
 const filesDigests = new WeakMap<Record<string, string>, Map<string, string>>()
 

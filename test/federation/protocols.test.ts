@@ -29,6 +29,7 @@ import { startDaemon, type Daemon } from '../../node/daemon.ts'
 import { createHost, type ReachHost } from '../../node/host.ts'
 import { homePaths } from '../../node/home.ts'
 import { openPackStore } from '../../node/pack-store.ts'
+import { fingerprintOf } from '../../node/runs.ts'
 import { buildBundle } from '../../packs/bundle.ts'
 import { signPack } from '../../packs/trust.ts'
 
@@ -188,6 +189,89 @@ describe('a delegation stream carries one request after another', () => {
       stream.abort(new Error('done'))
     }
     await stillServing()
+  })
+
+  it('cancel frames do not keep an idle stream open past the limit; a malformed later frame still gets its code', async () => {
+    const stream = await open(PROTOCOLS.delegate)
+    const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
+    try {
+      const r = quick()
+      await lp.write(json(r))
+      expect(await frameOf(lp)).toMatchObject({ type: 'result', status: 'completed' })
+      const started = Date.now()
+      const ticking = setInterval(() => { void lp.write(json({ v: 1, type: 'cancel', delegation_id: r.delegation_id })).catch(() => {}) }, 200)
+      try {
+        expect(await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)).toBe('UnexpectedEOFError')
+      } finally {
+        clearInterval(ticking)
+      }
+      expect(Date.now() - started).toBeLessThan(3_000)
+    } finally {
+      stream.abort(new Error('done'))
+    }
+    const again = await open(PROTOCOLS.delegate)
+    const lp2 = lpStream(again, { maxDataLength: MAX_FRAME.delegateResult })
+    try {
+      await lp2.write(json(quick()))
+      expect(await frameOf(lp2)).toMatchObject({ type: 'result', status: 'completed' })
+      await lp2.write(Buffer.from('not json at all'))
+      expect(await frameOf(lp2)).toMatchObject({ type: 'error', code: 'RL-4010' })
+    } finally {
+      again.abort(new Error('done'))
+    }
+    await stillServing()
+  })
+
+  it('a kept stream that fails after the peer got the request: the same request (same nonce) goes on a new stream, and a peer that already had it is not asked to run it twice', async () => {
+    // The attacker plays a serving node: it answers the first request properly (the client keeps
+    // the stream), resets the stream on the second, and on a new stream refuses a nonce it has seen.
+    const answer = (req: DelegateRequest): Record<string, unknown> => {
+      const output = { total: 1 }
+      const head = { seq: 1, hash: 'e'.repeat(64) }
+      const base = { engine_version: '1.0.0', policy_version: 'p'.repeat(64), input_hash: hashCanonical(req.input), artifact_hash: req.pack_cid, output_hash: hashCanonical(output), event_log_hash: head.hash }
+      const record = { version: 1, run_id: 'run_' + '2'.repeat(20), pack_name: 'x', ...base, fingerprint: fingerprintOf(base), status: 'completed', error: null, events: 2, fuel_used: 1, checkpoint_id: null }
+      const cp = createCheckpoint({ log_id: 'a'.repeat(64), at_seq: head.seq, state_hash: hashCanonical({ status: 'completed', output_hash: base.output_hash, error: null }), log_hash: head.hash, merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(attackerSeed))
+      return { v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output, record, checkpoint: encodeCheckpoint(cp), log_head: head }
+    }
+    const seen: string[] = []
+    await attacker.handle(PROTOCOLS.delegate, async (stream) => {
+      const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateRequest })
+      for (;;) {
+        let req: DelegateRequest
+        try {
+          req = JSON.parse(Buffer.from((await lp.read()).subarray()).toString('utf8')) as DelegateRequest
+        } catch {
+          return
+        }
+        const again = seen.includes(req.nonce)
+        seen.push(req.nonce)
+        if (again) {
+          await lp.write(json({ v: 1, type: 'error', code: 'RL-4009', message: 'this request was already received (replayed nonce)' }))
+          await stream.close()
+          return
+        }
+        if (seen.length === 2) {
+          stream.abort(new Error('the peer loses the stream after reading the request'))
+          return
+        }
+        await lp.write(json(answer(req)))
+      }
+    }, { maxInboundStreams: 8 })
+    try {
+      const peer = attacker.peerId.toString()
+      await daemon.host.dial(attacker.getMultiaddrs()[0] as Parameters<ReachHost['dial']>[0])
+      daemon.delegator.dropIdle(peer)
+      expect((await daemon.delegator.delegate({ pack_cid: slowCid, input: { n: 1 }, peer })).status).toBe('completed')
+      const err = await daemon.delegator.delegate({ pack_cid: slowCid, input: { n: 2 }, peer }).then(() => undefined, (e: unknown) => e)
+      // The second request went out twice with one nonce; the peer's refusal of the repeat is
+      // reported as a lost answer (not final: another peer would be tried), not as RL-4009.
+      expect(seen).toHaveLength(3)
+      expect(seen[2]).toBe(seen[1])
+      expect(seen[1]).not.toBe(seen[0])
+      expect(isReachError(err, 'RL-4002')).toBe(true)
+    } finally {
+      await attacker.unhandle(PROTOCOLS.delegate)
+    }
   })
 
   it('a delegating node keeps the stream for its next request to that peer, and opens a new one once the peer closed it', async () => {
