@@ -156,6 +156,8 @@ describe('delegate protocol under abuse', () => {
 describe('a delegation stream carries one request after another', () => {
   const frameOf = async (lp: ReturnType<typeof lpStream>, ms = 10_000): Promise<Record<string, unknown>> => JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(ms) })).subarray()).toString('utf8')) as Record<string, unknown>
   const quick = (): DelegateRequest => request({ pack_cid: slowCid, input: { steps: 1, work: 1 } })
+  /** How the stream's next read ends: a frame, or the error's name (UnexpectedEOFError: the server closed it). */
+  const endOf = async (lp: ReturnType<typeof lpStream>): Promise<string> => await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)
 
   it('two requests in turn on one stream both run; the stream is closed once idle past the server\'s limit', async () => {
     const stream = await open(PROTOCOLS.delegate)
@@ -167,8 +169,7 @@ describe('a delegation stream carries one request after another', () => {
         expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: r.delegation_id, status: 'completed' })
       }
       // Idle past delegateIdleMs (1 s here): the server closes its end; the read ends, it does not hang.
-      const ended = await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)
-      expect(ended).toBe('UnexpectedEOFError')
+      expect(await endOf(lp)).toBe('UnexpectedEOFError')
     } finally {
       stream.abort(new Error('done'))
     }
@@ -184,7 +185,7 @@ describe('a delegation stream carries one request after another', () => {
       await new Promise((resolve) => setTimeout(resolve, 200))
       await lp.write(json(quick()))
       expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: first.delegation_id, status: 'cancelled', error: { code: 'RL-4010' } })
-      expect(await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)).toBe('UnexpectedEOFError')
+      expect(await endOf(lp)).toBe('UnexpectedEOFError')
     } finally {
       stream.abort(new Error('done'))
     }
@@ -201,7 +202,7 @@ describe('a delegation stream carries one request after another', () => {
       const started = Date.now()
       const ticking = setInterval(() => { void lp.write(json({ v: 1, type: 'cancel', delegation_id: r.delegation_id })).catch(() => {}) }, 200)
       try {
-        expect(await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)).toBe('UnexpectedEOFError')
+        expect(await endOf(lp)).toBe('UnexpectedEOFError')
       } finally {
         clearInterval(ticking)
       }
