@@ -180,17 +180,21 @@ export class RunStore {
   async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
     const { runId, nonce, store } = await this.takeLog()
     let early: { record: RunRecord, checkpoint: Checkpoint } | undefined
+    let ended = false
     let outcome: RunOutcome
     let sealed: { record: RunRecord, checkpoint: Checkpoint }
     try {
-      const sink = this.sink(new EventLog(store), (events) => { early = this.sealOf(runId, events) })
+      // Not sealed twice: once the run has ended, whatever seal there is stands.
+      const sink = this.sink(new EventLog(store), (events) => { if (!ended) early = this.sealOf(runId, events) })
       outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
       // The log is durable up to its last event: the result can go back now. Closing the log and
       // writing the record and checkpoint (functions of the log) follow off the run's path.
       // Sealed while the last write was syncing, from the same events (checked, cheaply).
+      ended = true
       const last = outcome.events.at(-1)
       sealed = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash ? early : this.sealOf(runId, outcome.events, outcome)
     } catch (err) {
+      ended = true
       await store.close()
       if (this.spareTarget > 0) this.refill()
       throw err

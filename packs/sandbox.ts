@@ -853,6 +853,11 @@ class QuickJSSandbox implements Sandbox {
     this.instance.capBytes = this.instance.heap.HEAPU8.length + limits.memoryBytes
   }
 
+  /** Give the instance's memory to the next new instance (it is zeroed when taken); this sandbox is done. */
+  recycle (): void {
+    recycle(this.instance)
+  }
+
   /** The instance's whole linear memory (tests compare a reset instance with a new one). */
   get memory (): Uint8Array {
     return this.instance.heap.HEAPU8
@@ -1337,24 +1342,28 @@ function remember (key: string, vm: QuickJSSandbox): void {
 }
 
 function giveBack (vm: QuickJSSandbox): void {
-  if (readyCount() >= POOLED_SANDBOXES) return
+  // Pool full: the instance goes, its memory stays for the next new instance.
+  if (readyCount() >= POOLED_SANDBOXES) {
+    vm.recycle()
+    return
+  }
   const loaded = vm.loadedKey === undefined ? undefined : loadedPacks.get(vm.loadedKey)
-  const list = loaded === undefined ? undefined : readyLoaded.get(loaded.key) ?? []
-  const forPack = loaded !== undefined && list !== undefined && list.length < LOADED_READY_PER_PACK
-  if (!vm.reset(forPack ? loaded : undefined)) {
+  const list = loaded === undefined ? [] : readyLoaded.get(loaded.key) ?? []
+  const target = loaded !== undefined && list.length < LOADED_READY_PER_PACK ? loaded : undefined
+  if (!vm.reset(target)) {
+    vm.recycle()
     refillSoon()
     return
   }
   reusedCount++
-  if (forPack && loaded !== undefined && list !== undefined) {
-    list.push(vm)
-    readyLoaded.set(loaded.key, list)
-  } else {
+  if (target === undefined) {
     ready.push(vm)
+  } else {
+    list.push(vm)
+    readyLoaded.set(target.key, list)
   }
 }
 
-/** A blank: a ready one, else a ready loaded one reset to blank, else a new one. */
 /** Released cleanly and not reset yet: that waits for the next turn of the event loop, or for the next createSandbox. */
 const released: QuickJSSandbox[] = []
 
@@ -1367,6 +1376,7 @@ function settleReleased (): void {
   for (const vm of released.splice(0)) giveBack(vm)
 }
 
+/** A blank: a ready one, else a ready loaded one reset to blank, else a new one. */
 async function takeBlank (): Promise<QuickJSSandbox> {
   const vm = ready.pop()
   if (vm !== undefined) return vm
