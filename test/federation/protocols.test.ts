@@ -199,14 +199,14 @@ describe('a delegation stream carries one request after another', () => {
       const r = quick()
       await lp.write(json(r))
       expect(await frameOf(lp)).toMatchObject({ type: 'result', status: 'completed' })
-      const started = Date.now()
+      // A cancel every 200 ms: if each one restarted the 1 s idle wait, the read below would time
+      // out (5 s) instead of ending.
       const ticking = setInterval(() => { void lp.write(json({ v: 1, type: 'cancel', delegation_id: r.delegation_id })).catch(() => {}) }, 200)
       try {
         expect(await endOf(lp)).toBe('UnexpectedEOFError')
       } finally {
         clearInterval(ticking)
       }
-      expect(Date.now() - started).toBeLessThan(3_000)
     } finally {
       stream.abort(new Error('done'))
     }
