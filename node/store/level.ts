@@ -1,7 +1,10 @@
 /**
- * LevelDB store (via `level` / classic-level): one directory per log.
+ * LevelDB store (via `level` / classic-level): a log in its own directory,
+ * or one of many logs in a shared database (`LevelEventStore.within`, the
+ * node's run database: node/run-db.ts).
  *
- * Format (keys and values UTF-8, abstract-level sublevel prefixes):
+ * Format of a log in its own directory (keys and values UTF-8, abstract-level
+ * sublevel prefixes):
  *
  *   - `!segments!<first seq>`: one durable batch (a "segment"): the
  *     canonical text of its events, `canonicalize(event)`, joined by "\n",
@@ -19,6 +22,12 @@
  * RL-5004, which `open({ repair: true })` deletes after copying their lines
  * to `<path>.torn-<UTC timestamp>`. LevelDB's own LOCK file keeps a second
  * process out (RL-5008).
+ *
+ * A log in a shared database keeps the same values under the shared
+ * database's sublevels, its keys prefixed by the log's name: segments at
+ * `<name>!<first seq>`, its head at `<name>`. The shared database holds the
+ * format version (for all its logs) and the lock; it also keeps a second
+ * store of the same log out within the process (RL-5008).
  */
 import { stat, writeFile } from 'node:fs/promises'
 import { Level } from 'level'
@@ -37,12 +46,40 @@ export interface LevelStoreInit {
   maxBatchBytes?: number
 }
 
-type Db = Level<string, string>
-type Sub = ReturnType<typeof sublevel>
+export type Db = Level<string, string>
+export type Sub = ReturnType<typeof sublevel>
 
-function sublevel (db: Db, name: string) {
+export function sublevel (db: Db, name: string) {
   return db.sublevel<string, string>(name, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
 }
+
+/** An open database holding many logs (node/run-db.ts): where their keys go, and who has which open. */
+export interface SharedLogs {
+  /** Where the database is, for messages and for the `.torn-` copies of a repair. */
+  readonly path: string
+  readonly db: Db
+  /** Every log's segments, keyed `<name>!<first seq>`. */
+  readonly segments: Sub
+  /** Every log's head, keyed `<name>`. */
+  readonly heads: Sub
+  /** Names of the logs a store has open in this process. */
+  readonly inUse: Set<string>
+}
+
+/** The keys of one log: its own database's, or its share of a shared one. */
+interface Keys {
+  db: Db
+  segments: Sub
+  /** Prefix of this log's segment keys ('' in its own database). */
+  prefix: string
+  heads: Sub
+  head: string
+  /** The per-log format version key (own database only: a shared one keeps its own). */
+  meta: Sub | undefined
+}
+
+/** A log name in a shared database: it must not reach into another log's keys. */
+const NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
 /** The key of a segment: its first seq as 16-digit zero-padded decimal. */
 export function levelSegmentKey (seq: number): string {
@@ -54,17 +91,24 @@ export class LevelEventStore extends CommittedStore implements EventStore {
   readonly path: string
   readonly #init: LevelStoreInit
   readonly #life: StoreLifecycle
-  #db: Db | undefined
-  #segments: Sub | undefined
-  #meta: Sub | undefined
+  /** The shared database and this log's name in it, for a log that has no directory of its own. */
+  readonly #shared: { logs: SharedLogs, name: string } | undefined
+  #keys: Keys | undefined
   #commit: GroupCommit | undefined
   #lastRepair: RepairReport | undefined
 
-  constructor (path: string, init: LevelStoreInit = {}) {
+  constructor (path: string, init: LevelStoreInit = {}, shared?: { logs: SharedLogs, name: string }) {
     super()
     this.path = path
     this.#life = new StoreLifecycle(path)
     this.#init = init
+    this.#shared = shared
+  }
+
+  /** The log `name` in a shared database (which stays open when this store closes). */
+  static within (logs: SharedLogs, name: string, init: LevelStoreInit = {}): LevelEventStore {
+    if (!NAME.test(name)) throw new ReachError('RL-5006', { message: `${JSON.stringify(name)} cannot name a log (letters, digits, _ . - only)` })
+    return new LevelEventStore(`${logs.path}#${name}`, init, { logs, name })
   }
 
   get lastRepair (): RepairReport | undefined {
@@ -78,44 +122,26 @@ export class LevelEventStore extends CommittedStore implements EventStore {
 
   async #open (options: OpenOptions): Promise<void> {
     const path = this.path
-    const existing = await stat(path).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined
-      throw err
-    })
-    if (existing === undefined && options.create !== true) {
-      throw new ReachError('RL-5006', { message: `no log at ${path} (create it with create: true)`, details: { path } })
-    }
-    if (existing !== undefined && !existing.isDirectory()) {
-      throw new ReachError('RL-5006', { message: `${path} is not a LevelDB directory`, details: { path } })
-    }
-    const db = new Level<string, string>(path, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
-    this.#db = db
-    try {
-      await db.open({ createIfMissing: options.create === true })
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause
-      if (cause?.code === 'LEVEL_LOCKED') {
-        throw new ReachError('RL-5008', { message: `${path} is open in another process (LevelDB lock)`, details: { path }, cause: err })
-      }
-      if (options.create !== true) throw new ReachError('RL-5006', { message: `no LevelDB log at ${path}`, details: { path }, cause: err })
-      throw err
-    }
-    const segments = sublevel(db, 'segments')
-    const meta = sublevel(db, 'meta')
-    this.#segments = segments
-    this.#meta = meta
+    const keys = this.#shared === undefined ? await this.#openOwn(options) : this.#take(this.#shared)
+    this.#keys = keys
     this.#lastRepair = undefined
 
-    const [version, headText] = await Promise.all([meta.get('version'), meta.get('head')])
-    const last = await segments.iterator({ reverse: true, limit: 1 }).all()
-    const lastSeq = last.length === 0 ? undefined : Number(last[0]?.[0]) + (last[0]?.[1] ?? '').split('\n').length - 1
+    const { segments, meta } = keys
+    const [version, headText] = await Promise.all([meta?.get('version'), keys.heads.get(keys.head)])
+    const last = await segments.iterator({ ...this.#bounds(), reverse: true, limit: 1 }).all()
+    const lastSeq = last.length === 0 ? undefined : this.#seqOf(last[0]?.[0] as string) + (last[0]?.[1] ?? '').split('\n').length - 1
     const empty = headText === undefined && lastSeq === undefined
     if (options.create === true && !empty) throw new ReachError('RL-5005', { message: `${path} already holds a log`, details: { path } })
-    if (version === undefined) {
+    if (this.#shared !== undefined && empty && options.create !== true) {
+      throw new ReachError('RL-5006', { message: `no log ${this.#shared.name} in ${this.#shared.logs.path} (create it with create: true)`, details: { path } })
+    }
+    if (meta === undefined) {
+      // A shared database checked its format version when it opened.
+    } else if (version === undefined) {
       if (!empty) throw new ReachError('RL-5009', { message: `${path} has events but no format version`, details: { path } })
       // Synced now, though the first append's synced write would carry it too: the first fsync of
       // a new log costs half as much again as later ones, and a spare log pays it before its run.
-      await db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: true })
+      await keys.db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: true })
     } else if (version !== String(LEVEL_FORMAT_VERSION)) {
       throw new ReachError('RL-5009', { message: `${path} has format version ${version}; this node reads version ${LEVEL_FORMAT_VERSION}`, details: { path, version } })
     }
@@ -141,6 +167,56 @@ export class LevelEventStore extends CommittedStore implements EventStore {
     })
   }
 
+  /** This log's keys in the shared database; RL-5008 while another store in this process has it open. */
+  #take ({ logs, name }: { logs: SharedLogs, name: string }): Keys {
+    if (logs.inUse.has(name)) throw new ReachError('RL-5008', { message: `${this.path} is already open in this process`, details: { path: this.path } })
+    logs.inUse.add(name)
+    return { db: logs.db, segments: logs.segments, prefix: `${name}!`, heads: logs.heads, head: name, meta: undefined }
+  }
+
+  /** The log's own database, opened (created with `create`). */
+  async #openOwn (options: OpenOptions): Promise<Keys> {
+    const path = this.path
+    const existing = await stat(path).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined
+      throw err
+    })
+    if (existing === undefined && options.create !== true) {
+      throw new ReachError('RL-5006', { message: `no log at ${path} (create it with create: true)`, details: { path } })
+    }
+    if (existing !== undefined && !existing.isDirectory()) {
+      throw new ReachError('RL-5006', { message: `${path} is not a LevelDB directory`, details: { path } })
+    }
+    const db = new Level<string, string>(path, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
+    // Held from here, so that a failed open releases it.
+    this.#keys = { db, segments: sublevel(db, 'segments'), prefix: '', heads: sublevel(db, 'meta'), head: 'head', meta: sublevel(db, 'meta') }
+    try {
+      await db.open({ createIfMissing: options.create === true })
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause
+      if (cause?.code === 'LEVEL_LOCKED') {
+        throw new ReachError('RL-5008', { message: `${path} is open in another process (LevelDB lock)`, details: { path }, cause: err })
+      }
+      if (options.create !== true) throw new ReachError('RL-5006', { message: `no LevelDB log at ${path}`, details: { path }, cause: err })
+      throw err
+    }
+    return this.#keys
+  }
+
+  /** The key range of this log's segments. */
+  #bounds (): { gte: string, lte: string } {
+    const { prefix } = this.#keys as Keys
+    return { gte: prefix + levelSegmentKey(0), lte: prefix + '9'.repeat(LEVEL_KEY_WIDTH) }
+  }
+
+  #segmentKey (seq: number): string {
+    return (this.#keys as Keys).prefix + levelSegmentKey(seq)
+  }
+
+  #seqOf (key: string): number {
+    return Number(key.slice((this.#keys as Keys).prefix.length))
+  }
+
   async #checkHeadEvent (head: ChainHead): Promise<void> {
     const corrupt = (why: string): ReachError => new ReachError('RL-5009', { message: `${this.path}: head names seq ${head.seq} but ${why}`, seq: head.seq, details: { path: this.path } })
     const text = await this.#lineAt(head.seq)
@@ -159,9 +235,11 @@ export class LevelEventStore extends CommittedStore implements EventStore {
 
   /** The segment holding `seq` (the last segment starting at or before it), if any. */
   async #segmentAt (seq: number): Promise<[number, string] | undefined> {
-    const found = await (this.#segments as Sub).iterator({ lte: levelSegmentKey(seq), reverse: true, limit: 1 }).all()
+    const keys = this.#keys as Keys
+    // Bounded below too: in a shared database the key before this log's first is another log's.
+    const found = await keys.segments.iterator({ gte: this.#bounds().gte, lte: this.#segmentKey(seq), reverse: true, limit: 1 }).all()
     const entry = found[0]
-    return entry === undefined ? undefined : [Number(entry[0]), entry[1]]
+    return entry === undefined ? undefined : [this.#seqOf(entry[0]), entry[1]]
   }
 
   /** The stored text of event `seq`, if a segment holds it. */
@@ -172,12 +250,13 @@ export class LevelEventStore extends CommittedStore implements EventStore {
   }
 
   async #repair (fromSeq: number, head: ChainHead | null): Promise<RepairReport> {
-    const segments = this.#segments as Sub
-    const entries = await segments.iterator({ gte: levelSegmentKey(fromSeq) }).all()
+    const { db, segments } = this.#keys as Keys
+    const entries = await segments.iterator({ gte: this.#segmentKey(fromSeq), lte: this.#bounds().lte }).all()
     const lines = entries.flatMap(([, value]) => value.split('\n'))
-    const tornPath = `${this.path}.torn-${new Date().toISOString().replaceAll(':', '-')}`
+    const at = new Date().toISOString().replaceAll(':', '-')
+    const tornPath = this.#shared === undefined ? `${this.path}.torn-${at}` : `${this.#shared.logs.path}.torn-${this.#shared.name}-${at}`
     await writeFile(tornPath, lines.map((line) => line + '\n').join(''), { flag: 'wx', flush: true })
-    await (this.#db as Db).batch(entries.map(([key]) => ({ type: 'del' as const, sublevel: segments, key })), { sync: true })
+    await db.batch(entries.map(([key]) => ({ type: 'del' as const, sublevel: segments, key })), { sync: true })
     return { code: 'RL-5004', fromSeq, removedEvents: lines.length, removedBytes: 0, tornPath, head }
   }
 
@@ -185,10 +264,13 @@ export class LevelEventStore extends CommittedStore implements EventStore {
     await this.#life.close(async () => await this.#commit?.idle(), async () => await this.#releaseDb())
   }
 
+  /** Let go of the keys: close the log's own database, or hand its name back to the shared one. */
   async #releaseDb (): Promise<void> {
-    const db = this.#db
-    this.#db = undefined
-    await db?.close()
+    const keys = this.#keys
+    this.#keys = undefined
+    if (keys === undefined) return
+    if (this.#shared === undefined) await keys.db.close()
+    else this.#shared.logs.inUse.delete(this.#shared.name)
   }
 
   async * read (range: ReadRange = {}): AsyncGenerator<Event> {
@@ -196,7 +278,7 @@ export class LevelEventStore extends CommittedStore implements EventStore {
     if (span === undefined) return
     const { from, to } = span
     const first = await this.#segmentAt(from)
-    const it = (this.#segments as Sub).iterator({ gte: levelSegmentKey(first?.[0] ?? from), lte: levelSegmentKey(to) })
+    const it = (this.#keys as Keys).segments.iterator({ gte: this.#segmentKey(first?.[0] ?? from), lte: this.#segmentKey(to) })
     try {
       let expected = from
       for (;;) {
@@ -204,8 +286,9 @@ export class LevelEventStore extends CommittedStore implements EventStore {
         if (entries.length === 0) break
         for (const [key, value] of entries) {
           const lines = value.split('\n')
-          for (let i = Math.max(0, expected - Number(key)); i < lines.length && expected <= to; i++) {
-            if (Number(key) + i !== expected) {
+          const firstSeq = this.#seqOf(key)
+          for (let i = Math.max(0, expected - firstSeq); i < lines.length && expected <= to; i++) {
+            if (firstSeq + i !== expected) {
               throw new ReachError('RL-2003', { message: `${this.path}: event ${expected} is missing`, seq: expected, details: { path: this.path } })
             }
             yield this.#parse(lines[i] as string, expected)
@@ -247,12 +330,13 @@ export class LevelEventStore extends CommittedStore implements EventStore {
 
   /** One batch: its segment and the new head in one atomic, synced LevelDB batch. */
   async #write (batch: CommitBatch): Promise<void> {
+    const keys = this.#keys as Keys
     const ops = [
-      { type: 'put' as const, sublevel: this.#segments as Sub, key: levelSegmentKey(batch.firstSeq), value: batch.lines.join('\n') },
-      { type: 'put' as const, sublevel: this.#meta as Sub, key: 'head', value: canonicalize(batch.head) }
+      { type: 'put' as const, sublevel: keys.segments, key: this.#segmentKey(batch.firstSeq), value: batch.lines.join('\n') },
+      { type: 'put' as const, sublevel: keys.heads, key: keys.head, value: canonicalize(batch.head) }
     ]
     try {
-      await (this.#db as Db).batch(ops, { sync: true })
+      await keys.db.batch(ops, { sync: true })
     } catch (err) {
       throw new ReachError('RL-5009', { message: `${this.path}: write failed: ${(err as Error).message}`, seq: batch.firstSeq, cause: err })
     }
