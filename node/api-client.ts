@@ -10,8 +10,10 @@
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CODES, ReachError, type ErrorCode } from '../protocol/errors.ts'
+import type { Event } from '../protocol/event.ts'
 import { readApiToken } from './api.ts'
 import { errno, writeFileAtomic } from './fs.ts'
+import type { RunReader, RunRecord } from './runs.ts'
 
 export interface Endpoint {
   version: 1
@@ -157,4 +159,19 @@ export async function callApi<T = Record<string, unknown>> (
   }
   if (parsed.ok !== true) throw remoteError(status, parsed.error)
   return parsed as T
+}
+
+/**
+ * The runs of the node running at `root`, read through its control API: the running node holds
+ * the run database, so the CLI reads runs this way while it runs. RL-6002 when none is running.
+ */
+export async function daemonRuns (root: string): Promise<RunReader> {
+  await readEndpoint(root)
+  const path = (runId: string, rest = ''): string => `/v1/runs/${encodeURIComponent(runId)}${rest}`
+  return {
+    list: async () => (await callApi<{ runs: RunRecord[] }>(root, 'GET', '/v1/runs')).runs,
+    record: async (runId) => (await callApi<{ record: RunRecord }>(root, 'GET', path(runId))).record,
+    events: async (runId) => (await callApi<{ events: Event[] }>(root, 'GET', path(runId, '/events'))).events,
+    checkpointText: async (runId) => (await callApi<{ checkpoint: string }>(root, 'GET', path(runId, '/checkpoint'))).checkpoint
+  }
 }

@@ -35,6 +35,8 @@ export interface Route {
   path: string
   /** Returns a JSON-serialisable result. */
   handler: (req: ApiRequest) => Promise<unknown>
+  /** This route's body limit, when it takes more than the server's (a run archive). */
+  maxBodyBytes?: number
 }
 
 export interface ApiServer {
@@ -104,11 +106,12 @@ interface CompiledRoute {
   method: string
   segments: string[]
   handler: Route['handler']
+  maxBodyBytes: number | undefined
 }
 
 function compile (route: Route): CompiledRoute {
   if (!route.path.startsWith('/')) throw new ReachError('RL-1001', { message: `route path must start with "/": ${route.path}` })
-  return { method: route.method, segments: route.path.split('/'), handler: route.handler }
+  return { method: route.method, segments: route.path.split('/'), handler: route.handler, maxBodyBytes: route.maxBodyBytes }
 }
 
 /** The route and its decoded parameters, or undefined. Throws RL-6004 for a malformed escape. */
@@ -244,9 +247,10 @@ export async function startApi (init: ApiInit): Promise<ApiServer> {
       sendError(res, 404, new ReachError('RL-6003', { message: `no route ${method} ${path}` }))
       return
     }
-    const bytes = await readBody(req, maxBodyBytes)
+    const limit = found.route.maxBodyBytes ?? maxBodyBytes
+    const bytes = await readBody(req, limit)
     if (bytes === undefined) {
-      sendError(res, 413, new ReachError('RL-6004', { message: `request body is larger than ${maxBodyBytes} bytes`, details: { max_bytes: maxBodyBytes } }), true)
+      sendError(res, 413, new ReachError('RL-6004', { message: `request body is larger than ${limit} bytes`, details: { max_bytes: limit } }), true)
       return
     }
     const result = await found.route.handler({ method, path, params: found.params, query, body: parseBody(bytes), signal })

@@ -79,6 +79,8 @@ export async function startDaemon (options: DaemonOptions = {}): Promise<Daemon>
   let host: ReachHost | undefined
   const stops: Array<() => Promise<void>> = []
   try {
+    // The node holds the run database while it runs (a command that has it open is waited for).
+    await node.runs.open({ waitMs: 10_000 })
     const resumed = await node.resumeUnfinished()
     for (const r of resumed) log(`resumed unfinished run ${r.run_id}: ${r.status}`)
 

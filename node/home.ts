@@ -6,7 +6,8 @@
  *   <home>/trust.json           trusted publisher keys
  *   <home>/packs/<cid>.pack     verified pack bundles (DAG-CBOR bytes)
  *   <home>/packs/<cid>.sigs.json  their publisher signatures
- *   <home>/runs/                run records and logs (LevelDB)
+ *   <home>/runs.db/             every run: its log, record and closing checkpoint (LevelDB, node/run-db.ts)
+ *   <home>/runs/                runs as older versions kept them (a directory each), moved into runs.db on open
  *
  * Every command resolves paths through here; nothing else reads the
  * environment for locations.
@@ -22,7 +23,9 @@ export interface HomePaths {
   policy: string
   trust: string
   packs: string
+  /** Where older versions kept a directory per run (read once, to move them into `runDb`). */
   runs: string
+  runDb: string
 }
 
 export function homeDir (env: NodeJS.ProcessEnv = process.env): string {
@@ -38,12 +41,13 @@ export function homePaths (root = homeDir()): HomePaths {
     policy: join(root, 'policy.json'),
     trust: join(root, 'trust.json'),
     packs: join(root, 'packs'),
-    runs: join(root, 'runs')
+    runs: join(root, 'runs'),
+    runDb: join(root, 'runs.db')
   }
 }
 
 /** Create the directory layout (0700: it holds keys and private state). */
 export async function ensureHome (paths: HomePaths = homePaths()): Promise<HomePaths> {
-  for (const dir of [paths.root, paths.keys, paths.packs, paths.runs]) await mkdir(dir, { recursive: true, mode: 0o700 })
+  for (const dir of [paths.root, paths.keys, paths.packs]) await mkdir(dir, { recursive: true, mode: 0o700 })
   return paths
 }

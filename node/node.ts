@@ -9,7 +9,7 @@
  */
 import { stat } from 'node:fs/promises'
 import type { JsonValue } from '../protocol/canonical.ts'
-import { isReachError } from '../protocol/errors.ts'
+import { ReachError, isReachError } from '../protocol/errors.ts'
 import { generateKeyPair, keyPairFromSeed } from '../protocol/keys.ts'
 import { buildBundle, type Pack } from '../packs/bundle.ts'
 import { ENGINE_VERSION, type Budget } from '../packs/manifest.ts'
@@ -141,6 +141,21 @@ export class LocalNode {
     } finally {
       await kv.close()
     }
+  }
+
+  /**
+   * Store a run exported elsewhere (`reach export`), once all of it verifies: every block, the
+   * pack against this node's policy and trust registry (a replay runs its code here), the chain,
+   * the checkpoint and the record. RL-1008 when the run is already here.
+   */
+  async importArchive (bytes: Uint8Array): Promise<{ record: RunRecord, events: number, pack_name: string }> {
+    const { readRunArchive } = await import('./run-archive.ts')
+    const a = await readRunArchive(bytes)
+    await this.admit({ bundle: a.pack.bundle, cid: a.pack.cid, signatures: a.signatures })
+    if (await this.runs.has(a.record.run_id)) throw new ReachError('RL-1008', { message: `run ${a.record.run_id} is already in this data dir` })
+    await this.packs.put(a.pack.bytes, a.signatures)
+    await this.runs.importRun(a.record.run_id, a.events, a.record, a.checkpointText)
+    return { record: a.record, events: a.events.length, pack_name: a.pack.bundle.manifest.name }
   }
 
   /** Run an admitted pack to its end (the budget is checked against the policy first: RL-3010). */

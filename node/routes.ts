@@ -37,6 +37,9 @@ export interface RouteDeps {
   toolsFor: (lineage: Lineage, budget: Budget, signal: AbortSignal) => Tool[]
 }
 
+/** A run archive (`reach import` while the node runs) comes base64 in JSON: at most 64 MiB of it. */
+export const MAX_ARCHIVE_BODY_BYTES = 64 * 1024 * 1024
+
 function requireString (body: unknown, field: string): string {
   const v = (body as Record<string, unknown> | null)?.[field]
   if (typeof v !== 'string' || v === '') throw new ReachError('RL-6004', { message: `${field} is required (a string)` })
@@ -80,7 +83,30 @@ return [
     },
     { method: 'GET', path: '/v1/peers', handler: async () => ({ peers: peers.list(), connected: host.getPeers().map(String) }) },
     { method: 'GET', path: '/v1/packs', handler: async () => ({ packs: await node.packs.list() }) },
+    // The node holds the run database: while it runs, the CLI reads and changes runs through these.
     { method: 'GET', path: '/v1/runs', handler: async () => ({ runs: await node.runs.list() }) },
+    { method: 'GET', path: '/v1/runs/:id', handler: async (req) => ({ record: await node.runs.record(req.params.id ?? '') }) },
+    { method: 'GET', path: '/v1/runs/:id/events', handler: async (req) => ({ events: await node.runs.events(req.params.id ?? '') }) },
+    { method: 'GET', path: '/v1/runs/:id/checkpoint', handler: async (req) => ({ checkpoint: await node.runs.checkpointText(req.params.id ?? '') }) },
+    {
+      method: 'POST',
+      path: '/v1/runs/gc',
+      handler: async (req) => {
+        const keep = (req.body as Record<string, unknown> | undefined)?.keep_last
+        if (typeof keep !== 'number' || !Number.isSafeInteger(keep) || keep < 0) throw new ReachError('RL-6004', { message: 'keep_last must be a non-negative integer' })
+        return await node.runs.gc(keep)
+      }
+    },
+    {
+      method: 'POST',
+      path: '/v1/runs/import',
+      maxBodyBytes: MAX_ARCHIVE_BODY_BYTES,
+      handler: async (req) => {
+        const archive = requireString(req.body, 'archive')
+        if (!/^[A-Za-z0-9+/]*={0,2}$/.test(archive)) throw new ReachError('RL-6004', { message: 'archive must be the run archive\'s bytes in base64' })
+        return await node.importArchive(Buffer.from(archive, 'base64'))
+      }
+    },
     {
       // `reach run` while the node runs: the node owns the kv store, and offers reach.delegate.
       method: 'POST',

@@ -1,10 +1,10 @@
 /**
  * Runs on this node: their logs, records and closing checkpoints, in the
- * data dir.
- *
- *   <home>/runs/<run_id>/log/              the run's hash-chained event log (LevelDB store)
- *   <home>/runs/<run_id>/record.json       the run record (below), rewritten when the run ends
- *   <home>/runs/<run_id>/final.checkpoint  the node's signed checkpoint of the finished log
+ * run database (`<home>/runs.db`, node/run-db.ts): each run's hash-chained
+ * event log, and once it ends its record (below) and the node's signed
+ * checkpoint of its finished log. Runs that older versions kept in a
+ * directory each (`<home>/runs/<run_id>/`) are moved in when the database
+ * is first opened.
  *
  * Run record: run_id, engine_version, policy_version, input_hash,
  * artifact_hash (the pack CID), output_hash, event_log_hash (hash of the
@@ -12,7 +12,7 @@
  * error and counts. The fingerprint is what two replays must agree on.
  */
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, rm, stat } from 'node:fs/promises'
+import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
 import { createCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
@@ -25,10 +25,10 @@ import { createSigner } from '../protocol/keys.ts'
 import { executeRun, replayRecordedRun, resumeRun, startOf, type RunBudget, type RunOutcome, type RunPack, type RunPolicy, type RunSink, type ReplayVerdict } from '../packs/runner.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { encodeCheckpoint } from '../protocol/checkpoint.ts'
-import { errno, writeFileAtomic, writeFileAtomicSync } from './fs.ts'
 import type { HomePaths } from './home.ts'
+import type { RunDatabase } from './run-db.ts'
 import { EventLog, openStore } from './store/index.ts'
-import type { EventStore } from './store/types.ts'
+import type { EventStore, OpenOptions } from './store/types.ts'
 
 export interface RunRecord {
   version: 1
@@ -49,6 +49,24 @@ export interface RunRecord {
 }
 
 const TERMINAL: ReadonlySet<string> = new Set(['RunCompleted', 'RunFailed', 'RunCancelled'])
+const RUN_ID = /^run_[0-9a-f]{20}$/
+
+/** What the run database keeps for a finished run (`!sealed!<run_id>`). */
+interface Sealed {
+  record: RunRecord
+  /** The checkpoint file text (encodeCheckpoint). */
+  checkpoint: string
+  /** When it was sealed (ms since the epoch): runs are listed most recent first. */
+  ended_at: number
+}
+
+/** What reading a node's runs needs: the RunStore here, or a running node's (its control API). */
+export interface RunReader {
+  list (): Promise<RunRecord[]>
+  record (runId: string): Promise<RunRecord>
+  events (runId: string): Promise<Event[]>
+  checkpointText (runId: string): Promise<string>
+}
 
 export function fingerprintOf (r: Pick<RunRecord, 'engine_version' | 'policy_version' | 'input_hash' | 'artifact_hash' | 'output_hash' | 'event_log_hash'>): string {
   return hashCanonical({ engine_version: r.engine_version, policy_version: r.policy_version, input_hash: r.input_hash, artifact_hash: r.artifact_hash, output_hash: r.output_hash, event_log_hash: r.event_log_hash })
@@ -105,13 +123,13 @@ interface SpareLog {
 }
 
 export interface RunStoreOptions {
-  /** Keep this many empty run logs open and ready (the daemon: opening one costs ~5 ms). 0: open per run. */
+  /** Keep this many empty run logs open and ready (the daemon: a run then starts without reading the database first). 0: open per run. */
   spares?: number
-  /** Opens a new run's log at `path` (tests wrap the LevelDB store to make its writes fail). */
-  openLog?: (path: string) => Promise<EventStore>
+  /** Wraps the opening of a new run's log (tests wrap the store to make its writes fail). */
+  openLog?: (open: () => Promise<EventStore>) => Promise<EventStore>
 }
 
-export class RunStore {
+export class RunStore implements RunReader {
   private readonly home: HomePaths
   private readonly nodeSeed: Uint8Array
   private readonly spareTarget: number
@@ -119,6 +137,8 @@ export class RunStore {
   private readonly spares: SpareLog[] = []
   private refilling: Promise<void> | undefined
   private closed = false
+  /** The run database, opened on first use (and held until close). */
+  private db: Promise<RunDatabase> | undefined
   /** The node's checkpoint signer, made once (a private KeyObject per run cost 0.25 ms). */
   private readonly signer: ReturnType<typeof createSigner>
   /**
@@ -134,14 +154,112 @@ export class RunStore {
     this.signer = createSigner(nodeSeed)
     this.spareTarget = options.spares ?? 0
     this.openLog = options.openLog
-    if (this.spareTarget > 0) this.refill()
+  }
+
+  /**
+   * Open the run database now (it is otherwise opened on first use), moving in runs an older
+   * version kept in a directory each. RL-5008 while another process holds it: a running node (for
+   * as long as it runs), or another command (`waitMs`: wait that long for it to let go).
+   */
+  async open (options: { waitMs?: number } = {}): Promise<void> {
+    const until = Date.now() + (options.waitMs ?? 0)
+    for (;;) {
+      try {
+        await this.database()
+        if (this.spareTarget > 0) this.refill()
+        return
+      } catch (err) {
+        if ((err as ReachError).code !== 'RL-5008' || Date.now() >= until) throw err
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
+  }
+
+  private async database (): Promise<RunDatabase> {
+    if (this.closed) throw new ReachError('RL-5007', { message: `the run store of ${this.home.root} is closed` })
+    this.db ??= (async () => {
+      const { openRunDatabase } = await import('./run-db.ts')
+      const db = await openRunDatabase(this.home.runDb)
+      try {
+        await this.moveLegacyRuns(db)
+      } catch (err) {
+        await db.close()
+        throw err
+      }
+      return db
+    })()
+    try {
+      return await this.db
+    } catch (err) {
+      // Not remembered: the process that held the database may let it go.
+      this.db = undefined
+      throw err
+    }
+  }
+
+  /** Run `runId`'s log in the database; RL-5006 when there is none and `create` is not set. */
+  private async log (runId: string, options: OpenOptions): Promise<EventStore> {
+    const db = await this.database()
+    const { LevelEventStore } = await import('./store/level.ts')
+    const open = async (): Promise<EventStore> => {
+      const store = LevelEventStore.within(db, runId)
+      await store.open(options)
+      return store
+    }
+    return options.create === true && this.openLog !== undefined ? await this.openLog(open) : await open()
+  }
+
+  /**
+   * Runs from before the run database, one directory each (`<home>/runs/<run_id>/log/`,
+   * `record.json`, `final.checkpoint`), copied in and then removed. A copy cut short by a crash
+   * is finished the next time: a log already in the database is not written again.
+   */
+  private async moveLegacyRuns (db: RunDatabase): Promise<void> {
+    const names = (await readdir(this.home.runs).catch(() => [] as string[])).filter((n) => RUN_ID.test(n))
+    if (names.length === 0) return
+    const { LevelEventStore } = await import('./store/level.ts')
+    for (const runId of names) {
+      const dir = join(this.home.runs, runId)
+      let events: Event[] = []
+      try {
+        const old = await openStore(join(dir, 'log'), { kind: 'level', repair: true })
+        try {
+          events = await old.readAll()
+        } finally {
+          await old.close()
+        }
+      } catch {
+        // No log, or an empty one: a run that died before RunStarted. Nothing to move.
+      }
+      if (events.length > 0) {
+        const into = LevelEventStore.within(db, runId)
+        try {
+          await into.open({ create: true })
+          await into.appendBatch(events)
+        } catch (err) {
+          if ((err as ReachError).code !== 'RL-5005') throw err
+        } finally {
+          await into.close()
+        }
+        const [record, checkpoint, info] = await Promise.all([
+          readFile(join(dir, 'record.json'), 'utf8').catch(() => undefined),
+          readFile(join(dir, 'final.checkpoint'), 'utf8').catch(() => undefined),
+          stat(dir)
+        ])
+        // Kept as they were (an imported run's checkpoint is its origin's, not a rebuild by this node).
+        if (record !== undefined && checkpoint !== undefined) {
+          await this.putSealed(runId, { record: JSON.parse(record) as RunRecord, checkpoint, ended_at: info.mtimeMs }, { sync: true }, db)
+        }
+      }
+      await rm(dir, { recursive: true, force: true })
+    }
+    await rmdir(this.home.runs).catch(() => {})
   }
 
   private async newLog (): Promise<SpareLog> {
     const nonce = randomBytes(16).toString('hex')
     const runId = `run_${nonce.slice(0, 20)}`
-    const path = join(this.dir(runId), 'log')
-    return { runId, nonce, store: await (this.openLog?.(path) ?? openStore(path, { kind: 'level', create: true })) }
+    return { runId, nonce, store: await this.log(runId, { create: true }) }
   }
 
   private refill (): void {
@@ -152,8 +270,8 @@ export class RunStore {
 
   /**
    * A spare log, or a new one. The spare taken is replaced once the run has settled, not now:
-   * making a LevelDB log fsyncs its files, and that would queue on the disk beside the run's own
-   * last write. Only a node with no spare left starts replacing at once.
+   * its reads would queue beside the run's own writes. Only a node with no spare left starts
+   * replacing at once.
    */
   private async takeLog (): Promise<SpareLog> {
     const spare = this.spares.shift()
@@ -161,20 +279,20 @@ export class RunStore {
     return spare ?? await this.newLog()
   }
 
-  /** Close and remove the spare logs (they hold no run). */
+  /** Close the spare logs (they hold nothing) and the run database. */
   async close (): Promise<void> {
     this.closed = true
     await this.refilling
     await this.settled()
-    for (const spare of this.spares.splice(0)) {
-      await spare.store.close()
-      await rm(this.dir(spare.runId), { recursive: true, force: true })
-    }
+    for (const spare of this.spares.splice(0)) await spare.store.close()
+    const db = await this.db?.catch(() => undefined)
+    this.db = undefined
+    await db?.close()
   }
 
-  private dir (runId: string): string {
-    if (!/^run_[0-9a-f]{20}$/.test(runId)) throw new ReachError('RL-3019', { message: `${runId} is not a run id` })
-    return join(this.home.runs, runId)
+  private check (runId: string): string {
+    if (!RUN_ID.test(runId)) throw new ReachError('RL-3019', { message: `${runId} is not a run id` })
+    return runId
   }
 
   async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
@@ -201,7 +319,7 @@ export class RunStore {
     }
     this.settle(runId, async () => {
       await store.close()
-      await this.writeSeal(runId, sealed)
+      await this.putSeal(runId, sealed)
       if (this.spareTarget > 0 && !this.closed) this.refill()
     })
     return { ...sealed, outcome }
@@ -222,7 +340,7 @@ export class RunStore {
 
   /** Continue a run a dead process left unfinished (no tool whose result was recorded runs again). */
   async resume (runId: string, pack: RunPack, granted: readonly string[], tools: Map<string, Tool>): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
-    const store = await openStore(join(this.dir(runId), 'log'), { kind: 'level', repair: true })
+    const store = await this.log(this.check(runId), { repair: true })
     try {
       const recorded = await store.readAll()
       const outcome = await resumeRun(startOf(recorded, pack, granted), recorded, this.sink(new EventLog(store)), tools)
@@ -293,13 +411,13 @@ export class RunStore {
 
   private async seal (runId: string, events: readonly Event[], outcome?: RunOutcome): Promise<{ record: RunRecord, checkpoint: Checkpoint }> {
     const sealed = this.sealOf(runId, events, outcome)
-    await this.writeSeal(runId, sealed)
+    await this.putSeal(runId, sealed)
     return sealed
   }
 
   /**
-   * The run's record and the node's signed checkpoint of its finished log, written next to the
-   * log. Both are functions of the log (Ed25519 is deterministic), so they are written without
+   * The run's record and the node's signed checkpoint of its finished log, kept beside the log.
+   * Both are functions of the log (Ed25519 is deterministic), so they are written without
    * fsync: the log is the durable part, and a record or checkpoint lost in a crash is rebuilt
    * from it, byte for byte, the next time it is read (`checkpointText`).
    */
@@ -320,19 +438,29 @@ export class RunStore {
     return { record, checkpoint }
   }
 
-  private async writeSeal (runId: string, { record, checkpoint }: { record: RunRecord, checkpoint: Checkpoint }): Promise<void> {
-    const dir = this.dir(runId)
-    writeFileAtomicSync(join(dir, 'final.checkpoint'), encodeCheckpoint(checkpoint))
-    writeFileAtomicSync(join(dir, 'record.json'), JSON.stringify(record, null, 2) + '\n')
+  private async putSeal (runId: string, { record, checkpoint }: { record: RunRecord, checkpoint: Checkpoint }, options: { sync?: boolean } = {}): Promise<void> {
+    await this.putSealed(runId, { record, checkpoint: encodeCheckpoint(checkpoint), ended_at: Date.now() }, options)
+  }
+
+  private async putSealed (runId: string, sealed: Sealed, options: { sync?: boolean } = {}, db?: RunDatabase): Promise<void> {
+    const into = db ?? await this.database()
+    await into.db.batch([{ type: 'put', sublevel: into.sealed, key: runId, value: JSON.stringify(sealed) }], { sync: options.sync === true })
+  }
+
+  /** What the database keeps of a finished run, if it was sealed (and the seal survived). */
+  private async sealedOf (runId: string): Promise<Sealed | undefined> {
+    const text = await (await this.database()).sealed.get(runId)
+    return text === undefined ? undefined : JSON.parse(text) as Sealed
   }
 
   async events (runId: string): Promise<Event[]> {
+    this.check(runId)
     await this.settled(runId)
     let store
     try {
-      store = await openStore(join(this.dir(runId), 'log'), { kind: 'level' })
+      store = await this.log(runId, {})
     } catch (err) {
-      if ((err as ReachError).code === 'RL-5006') throw new ReachError('RL-3019', { message: `no run ${runId} in ${this.home.runs}` })
+      if ((err as ReachError).code === 'RL-5006') throw new ReachError('RL-3019', { message: `no run ${runId} in ${this.home.runDb}` })
       throw err
     }
     try {
@@ -343,56 +471,82 @@ export class RunStore {
   }
 
   async record (runId: string): Promise<RunRecord> {
-    const dir = this.dir(runId)
+    this.check(runId)
     await this.settled(runId)
-    try {
-      return JSON.parse(await readFile(join(dir, 'record.json'), 'utf8')) as RunRecord
-    } catch {
-      // No record yet: the process died mid-run. The log says what happened.
-      return recordOf(runId, await this.events(runId))
-    }
+    // No seal: the run has not ended, or a crash lost its seal. The log says what happened.
+    return (await this.sealedOf(runId))?.record ?? recordOf(runId, await this.events(runId))
   }
 
-  /** Every run, most recently active first (a run's directory changes when it starts and when it ends). */
+  /** Every run, most recently ended first (runs not sealed, still running or cut off by a crash, before them). */
   async list (): Promise<RunRecord[]> {
     await this.settled()
-    const names = await readdir(this.home.runs).catch(() => [] as string[])
-    const found: Array<{ record: RunRecord, mtime: number }> = []
-    for (const name of names.filter((n) => /^run_[0-9a-f]{20}$/.test(n))) {
+    const db = await this.database()
+    const sealed = new Map<string, Sealed>()
+    for (const [runId, text] of await db.sealed.iterator().all()) sealed.set(runId, JSON.parse(text) as Sealed)
+    const found: Array<{ record: RunRecord, at: number }> = []
+    // A run exists once its first write is durable: its head says so.
+    for (const runId of await db.heads.keys().all()) {
+      const s = sealed.get(runId)
+      if (s !== undefined) {
+        found.push({ record: s.record, at: s.ended_at })
+        continue
+      }
       try {
-        found.push({ record: await this.record(name), mtime: (await stat(join(this.home.runs, name))).mtimeMs })
+        found.push({ record: recordOf(runId, await this.events(runId)), at: Number.POSITIVE_INFINITY })
       } catch {
-        // An empty directory from a run that died before RunStarted: nothing to list.
+        // Running in this process (its log is open): listed once it ends.
       }
     }
-    return found.sort((a, b) => b.mtime - a.mtime || (a.record.run_id < b.record.run_id ? -1 : 1)).map((f) => f.record)
+    return found.sort((a, b) => b.at - a.at || (a.record.run_id < b.record.run_id ? -1 : 1)).map((f) => f.record)
   }
 
-  /** The node's signed checkpoint of a finished run; rebuilt from the log if a crash lost the file. */
+  /** The node's signed checkpoint of a finished run; rebuilt from the log if a crash lost it. */
   async checkpointText (runId: string): Promise<string> {
-    const dir = this.dir(runId)
+    this.check(runId)
     await this.settled(runId)
-    try {
-      return await readFile(join(dir, 'final.checkpoint'), 'utf8')
-    } catch (err) {
-      if (errno(err) !== 'ENOENT') throw err
-    }
+    const sealed = await this.sealedOf(runId)
+    if (sealed !== undefined) return sealed.checkpoint
     const events = await this.events(runId)
     const last = events.at(-1)
-    if (last === undefined || !['RunCompleted', 'RunFailed', 'RunCancelled'].includes(last.type)) throw new ReachError('RL-3019', { message: `${runId} has not finished` })
+    if (last === undefined || !TERMINAL.has(last.type)) throw new ReachError('RL-3019', { message: `${runId} has not finished` })
     return encodeCheckpoint((await this.seal(runId, events)).checkpoint)
   }
 
-  /** Store a run verified elsewhere (readRunArchive); refuses a run id already here. */
+  /**
+   * Store a run verified elsewhere (readRunArchive); RL-1008 for a run id already here. Its
+   * record and checkpoint (the origin's signature, which this node cannot rebuild) are written
+   * durably first, then its log: a run is there once its log is.
+   */
   async importRun (runId: string, events: readonly Event[], record: RunRecord, checkpointText: string): Promise<void> {
-    const store = await openStore(join(this.dir(runId), 'log'), { kind: 'level', create: true })
+    this.check(runId)
+    if (await this.has(runId)) throw new ReachError('RL-1008', { message: `run ${runId} is already in this data dir` })
+    await this.putSealed(runId, { record, checkpoint: checkpointText, ended_at: Date.now() }, { sync: true })
+    const store = await this.log(runId, { create: true })
     try {
       await store.appendBatch(events)
     } finally {
       await store.close()
     }
-    await writeFileAtomic(join(this.dir(runId), 'final.checkpoint'), checkpointText)
-    await writeFileAtomic(join(this.dir(runId), 'record.json'), JSON.stringify(record, null, 2) + '\n')
+  }
+
+  /**
+   * Delete finished runs beyond the newest `keep` (runs not finished are never deleted: they
+   * still resume). Each run goes in one atomic batch: its head, its seal and its log.
+   */
+  async gc (keep: number): Promise<{ removed: string[], kept: number }> {
+    const finished = (await this.list()).filter((r) => r.status !== 'running')
+    const db = await this.database()
+    const removed: string[] = []
+    for (const r of finished.slice(keep)) {
+      const segments = await db.segments.keys({ gt: `${r.run_id}!`, lt: `${r.run_id}"` }).all()
+      await db.db.batch([
+        { type: 'del', sublevel: db.heads, key: r.run_id },
+        { type: 'del', sublevel: db.sealed, key: r.run_id },
+        ...segments.map((key) => ({ type: 'del' as const, sublevel: db.segments, key }))
+      ], { sync: true })
+      removed.push(r.run_id)
+    }
+    return { removed, kept: Math.min(keep, finished.length) }
   }
 
   /** Runs a dead process left without an end (their log stops before RunCompleted / RunFailed). */
@@ -402,12 +556,21 @@ export class RunStore {
 
   /** Replay a recorded run with `pack`; the verdict and the fingerprint the replay computes. */
   async replay (runId: string, pack: RunPack): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
-    const events = await this.events(runId)
-    // The record is evidence only if its chain holds: verify before replaying.
-    const chain = verifyChain(events)
-    if (!chain.ok) throw chainError(chain)
-    const record = recordOf(runId, events)
-    const verdict = await replayRecordedRun(startOf(events, pack), events)
-    return verdict.ok ? { verdict, record, fingerprint: recordOf(runId, verdict.outcome.events).fingerprint } : { verdict, record }
+    return await replayEvents(runId, await this.events(runId), pack)
   }
+
+  /** Whether a run `runId` is here (its first write is durable). */
+  async has (runId: string): Promise<boolean> {
+    return await (await this.database()).heads.get(this.check(runId)) !== undefined
+  }
+}
+
+/** Replay a recorded run's events with `pack`; the verdict and the fingerprint the replay computes. */
+export async function replayEvents (runId: string, events: readonly Event[], pack: RunPack): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
+  // The record is evidence only if its chain holds: verify before replaying.
+  const chain = verifyChain(events)
+  if (!chain.ok) throw chainError(chain)
+  const record = recordOf(runId, events)
+  const verdict = await replayRecordedRun(startOf(events, pack), events)
+  return verdict.ok ? { verdict, record, fingerprint: recordOf(runId, verdict.outcome.events).fingerprint } : { verdict, record }
 }

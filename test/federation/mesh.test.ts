@@ -239,6 +239,29 @@ describe('mesh: real nodes on loopback', () => {
     expect(after.breaker).toBe('closed')
   })
 
+  it('while a node runs (it holds the run database), run commands on its data dir go through it: list, replay, explain, export, import, gc', async () => {
+    const listed = (await ok(c, ['runs', 'list'])).runs as Array<{ run_id: string, status: string, artifact_hash: string }>
+    const run = listed.find((r) => r.status === 'completed' && r.artifact_hash === cids.counter)
+    expect(run, JSON.stringify(listed)).toBeDefined()
+    const runId = (run as { run_id: string }).run_id
+    expect((await ok(c, ['replay', runId])).verified).toBe(true)
+    expect((await ok(c, ['explain-failure', runId])).status).toBe('completed')
+    const car = join(await mkdtemp(join(os.tmpdir(), 'reach-mesh-car-')), 'run.car')
+    await ok(c, ['export', runId, '-o', car])
+    // Imported into another running node, which verifies it all before it keeps it.
+    const before = (await ok(b, ['runs', 'list'])).runs as Array<{ run_id: string, status: string }>
+    expect((await ok(b, ['import', car])).run_id).toBe(runId)
+    expect((await cli(b, ['import', car])).json.error.code).toBe('RL-1008')
+    expect((await ok(b, ['replay', runId])).verified).toBe(true)
+    const after = (await ok(b, ['runs', 'list'])).runs as Array<{ run_id: string, status: string }>
+    expect(after.map((r) => r.run_id).sort()).toEqual([...before.map((r) => r.run_id), runId].sort())
+    // gc through the node: the oldest finished run goes, the rest stay.
+    const finished = after.filter((r) => r.status !== 'running')
+    const gc = await ok(b, ['gc', '--keep-last', String(finished.length - 1)])
+    expect(gc.removed).toEqual([finished.at(-1)?.run_id])
+    expect(((await ok(b, ['runs', 'list'])).runs as unknown[]).length).toBe(after.length - 1)
+  })
+
   it('SIGTERM stops a node cleanly: exit 0, its endpoint file gone', async () => {
     expect(await stopNode(d, 'SIGTERM')).toBe(0)
     await expect(readFile(join(d.home, 'node.json'), 'utf8')).rejects.toThrow()

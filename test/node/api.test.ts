@@ -174,6 +174,19 @@ describe('control API: routing and bodies', () => {
     const next = await request(api, 'POST', '/v1/echo', { body: '{"a":1}' })
     expect(next.json).toEqual({ ok: true, body: { a: 1 } })
   })
+
+  it('a route may take more than the server\'s limit (a run archive), and only that route', async () => {
+    const api = await serve([
+      { method: 'POST', path: '/v1/echo', handler: async req => ({ size: JSON.stringify(req.body).length }) },
+      { method: 'POST', path: '/v1/big', maxBodyBytes: 8192, handler: async req => ({ size: JSON.stringify(req.body).length }) }
+    ], { maxBodyBytes: 1024 })
+    const mid = JSON.stringify({ data: 'x'.repeat(4000) })
+    expect((await request(api, 'POST', '/v1/echo', { body: mid })).status).toBe(413)
+    expect((await request(api, 'POST', '/v1/big', { body: mid })).json).toEqual({ ok: true, size: mid.length })
+    const over = await request(api, 'POST', '/v1/big', { body: JSON.stringify({ data: 'x'.repeat(9000) }) })
+    expect(over.status).toBe(413)
+    expect(over.json.error).toMatchObject({ code: 'RL-6004', details: { max_bytes: 8192 } })
+  })
 })
 
 describe('control API: handler failures', () => {

@@ -129,14 +129,15 @@ describe('run store', () => {
     const { runId } = await recorded()
     const text = await store.checkpointText(runId)
     const record = await store.record(runId)
-    const dir = join(store['home'].runs, runId)
-    await rm(join(dir, 'final.checkpoint'))
-    await rm(join(dir, 'record.json'))
+    const db = await store['database']()
+    expect(await db.sealed.get(runId)).toBeDefined()
+    await db.sealed.del(runId)
+    expect(await db.sealed.get(runId)).toBeUndefined()
     expect(await store.checkpointText(runId)).toBe(text)
     expect(await store.record(runId)).toEqual(record)
   })
 
-  it('with spare logs open ahead of time: runs use them, list shows only runs, close removes the spares', async () => {
+  it('with spare logs open ahead of time: runs use them, list shows only runs, the spares leave nothing behind', async () => {
     const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-spares-'))))
     const spared = new RunStore(home, generateKeyPair().seed, { spares: 2 })
     const p = pack(CLOCK_PACK)
@@ -145,8 +146,10 @@ describe('run store', () => {
     expect(new Set(ids).size).toBe(3)
     expect((await spared.list()).map((r) => r.run_id).sort()).toEqual([...ids].sort())
     await spared.close()
-    expect((await readdir(home.runs)).sort()).toEqual([...ids].sort())
-    for (const id of ids) expect((await spared.replay(id, p)).verdict.ok).toBe(true)
+    const again = new RunStore(home, generateKeyPair().seed)
+    expect((await again.list()).map((r) => r.run_id).sort()).toEqual([...ids].sort())
+    for (const id of ids) expect((await again.replay(id, p)).verdict.ok).toBe(true)
+    await again.close()
   })
 })
 
@@ -155,8 +158,8 @@ describe('a run whose log write fails', () => {
   async function failingStore (failAt: number): Promise<RunStore> {
     const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-failing-'))))
     return new RunStore(home, generateKeyPair().seed, {
-      openLog: async (path) => {
-        const inner = await openStore(path, { kind: 'level', create: true })
+      openLog: async (open) => {
+        const inner = await open()
         let writes = 0
         return new Proxy(inner, {
           get (target, key) {
@@ -243,6 +246,16 @@ describe('crash resume (real child process, SIGKILL)', () => {
     await writeFile(join(home, 'policy.json'), JSON.stringify({ version: 1, allow_unsigned_legacy: true }))
   })
 
+  /** The run's events, read the way another process would: the run database is let go after. */
+  async function eventsOf (runId: string): Promise<Event[]> {
+    const runs = new RunStore(homePaths(home), new Uint8Array(32))
+    try {
+      return await runs.events(runId)
+    } finally {
+      await runs.close()
+    }
+  }
+
   for (const after of ['ToolCalled', 'ToolResult']) {
     it(`killed after the first ${after}: resumes, and no tool whose result was recorded runs again`, async () => {
       const env = { REACH_HOME: home }
@@ -252,12 +265,12 @@ describe('crash resume (real child process, SIGKILL)', () => {
       const open = listed.json.runs.filter((r: { status: string }) => r.status === 'running')
       expect(open).toHaveLength(1)
       const runId = open[0].run_id as string
-      const before = await new RunStore(homePaths(home), new Uint8Array(32)).events(runId)
+      const before = await eventsOf(runId)
       expect(before.at(-1)!.type).toBe(after)
 
       const resumed = await reach(['runs', 'resume', '--json'], { env })
       expect(resumed.json.resumed).toEqual([expect.objectContaining({ run_id: runId, status: 'completed' })])
-      const events = await new RunStore(homePaths(home), new Uint8Array(32)).events(runId)
+      const events = await eventsOf(runId)
       const calls = events.filter((e) => e.type === 'ToolCalled').map((e) => (e.payload as JsonObject).call_id)
       const results = events.filter((e) => e.type === 'ToolResult').map((e) => (e.payload as JsonObject).call_id)
       expect(calls).toEqual(['call-1', 'call-3'])

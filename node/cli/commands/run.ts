@@ -20,7 +20,7 @@ import { writeFileAtomic } from '../../fs.ts'
 import { readKeyFile, writeKeyFile } from '../../keys.ts'
 import { openPackStore } from '../../pack-store.ts'
 import { LocalNode, nodeSeed, runPackOf } from '../../node.ts'
-import { RunStore, type RunRecord } from '../../runs.ts'
+import { RunStore, replayEvents, type RunReader, type RunRecord } from '../../runs.ts'
 import type { Report } from '../io.ts'
 import { parseJsonOption, parseObjectOption, short } from '../io.ts'
 
@@ -32,6 +32,31 @@ async function isFolder (path: string): Promise<boolean> {
 
 async function openNode (): Promise<Node> {
   return await LocalNode.open()
+}
+
+/** How long a command waits for another command to let go of the run database. */
+const RUN_DB_WAIT_MS = 10_000
+
+/**
+ * This data dir's runs: here, or, while the node runs (it holds the run database), through its
+ * control API. Another command holding the database is waited for (RUN_DB_WAIT_MS), then RL-5008.
+ */
+async function runsOf (node: Node): Promise<{ runs: RunReader, daemon: boolean }> {
+  return await runsIn(node.runs, node.home.root)
+}
+
+async function runsIn (store: RunStore, root: string): Promise<{ runs: RunReader, daemon: boolean }> {
+  try {
+    await store.open()
+    return { runs: store, daemon: false }
+  } catch (err) {
+    if (!isReachError(err, 'RL-5008')) throw err
+  }
+  const { daemonRuns } = await import('../../api-client.ts')
+  const remote = await daemonRuns(root).catch(() => undefined)
+  if (remote !== undefined) return { runs: remote, daemon: true }
+  await store.open({ waitMs: RUN_DB_WAIT_MS })
+  return { runs: store, daemon: false }
 }
 
 /**
@@ -81,6 +106,7 @@ function describe (record: RunRecord, output: JsonValue | undefined): string[] {
 
 export async function resume (): Promise<Report> {
   const node = await openNode()
+  if ((await runsOf(node)).daemon) return { human: ['The running node resumed its unfinished runs when it started; none is left'], json: { resumed: [] } }
   const done = await node.resumeUnfinished()
   return {
     human: done.length === 0 ? ['No unfinished runs'] : done.map((r) => `Resumed ${r.run_id}: ${r.status.toUpperCase()} (${r.events} events), fingerprint ${short(r.fingerprint)}`),
@@ -98,6 +124,7 @@ export async function run (opts: Record<string, unknown>, _io: unknown, args: st
     return { human: describe(viaDaemon.record, viaDaemon.output), json: viaDaemon, ...(viaDaemon.record.status === 'completed' ? {} : { exitCode: 1 }) }
   }
   const node = await openNode()
+  await runsOf(node)
   // A node resumes what it was doing before it takes on new work.
   const resumed = await node.resumeUnfinished()
   const pack = await node.admitted(ref)
@@ -110,8 +137,8 @@ export async function run (opts: Record<string, unknown>, _io: unknown, args: st
 }
 
 export async function list (opts: Record<string, unknown>): Promise<Report> {
-  const node = await openNode()
-  const records = (await node.runs.list()).slice(0, (opts.limit as number | undefined) ?? Number.MAX_SAFE_INTEGER)
+  const { runs } = await runsOf(await openNode())
+  const records = (await runs.list()).slice(0, (opts.limit as number | undefined) ?? Number.MAX_SAFE_INTEGER)
   return {
     human: records.length === 0 ? ['No runs yet'] : records.map((r) => `${r.run_id}  ${r.status.padEnd(9)}  ${r.pack_name}  ${short(r.artifact_hash, 20)}  ${short(r.fingerprint)}`),
     json: { runs: records }
@@ -119,11 +146,11 @@ export async function list (opts: Record<string, unknown>): Promise<Report> {
 }
 
 /** Replay one recorded run with the pack it names; REPLAY_VERIFIED or the first divergent seq. */
-async function replayOnce (node: Node, runId: string): Promise<{ ok: boolean, lines: string[], json: Record<string, unknown>, fingerprint?: string }> {
-  const events = await node.runs.events(runId)
+async function replayOnce (node: Node, runs: RunReader, runId: string): Promise<{ ok: boolean, lines: string[], json: Record<string, unknown>, fingerprint?: string }> {
+  const events = await runs.events(runId)
   const cid = (events[0]?.payload as JsonObject | undefined)?.pack_cid as string
   const pack = await node.packs.get(cid)
-  const { verdict, record, fingerprint } = await node.runs.replay(runId, runPackOf(pack))
+  const { verdict, record, fingerprint } = await replayEvents(runId, events, runPackOf(pack))
   if (verdict.ok) {
     return { ok: true, fingerprint, lines: ['REPLAY_VERIFIED', `Fingerprint: ${fingerprint ?? ''}`], json: { verified: true, run_id: runId, fingerprint, record } }
   }
@@ -137,7 +164,7 @@ async function replayOnce (node: Node, runId: string): Promise<{ ok: boolean, li
 
 export async function replayRun (runId: string): Promise<Report> {
   const node = await openNode()
-  const r = await replayOnce(node, runId)
+  const r = await replayOnce(node, (await runsOf(node)).runs, runId)
   return { human: r.lines, json: r.json, ...(r.ok ? {} : { exitCode: 1 }) }
 }
 
@@ -145,11 +172,12 @@ export async function verifyDeterminism (opts: Record<string, unknown>, _io: unk
   const node = await openNode()
   const runId = args[0] as string
   const n = (opts.n as number | undefined) ?? 5
-  const record = await node.runs.record(runId)
+  const { runs } = await runsOf(node)
+  const record = await runs.record(runId)
   const prints: string[] = []
   for (let i = 0; i < n; i++) {
     // Each replay builds a fresh sandbox and feeds the recorded tool results.
-    const r = await replayOnce(node, runId)
+    const r = await replayOnce(node, runs, runId)
     if (!r.ok) return { human: [`Replay ${i + 1} of ${n}:`, ...r.lines], json: r.json, exitCode: 1 }
     prints.push(r.fingerprint as string)
   }
@@ -162,10 +190,10 @@ export async function verifyDeterminism (opts: Record<string, unknown>, _io: unk
 }
 
 export async function explainFailure (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
-  const node = await openNode()
+  const { runs } = await runsOf(await openNode())
   const runId = args[0] as string
-  const events = await node.runs.events(runId)
-  const record = await node.runs.record(runId)
+  const events = await runs.events(runId)
+  const record = await runs.record(runId)
   const last = events.at(-1) as Event
   const troubles = events.filter((e) => e.type === 'ToolDenied' || e.type === 'ToolFailed')
   const human = [`Run ${runId}: ${record.status}`]
@@ -211,7 +239,7 @@ export async function demo (): Promise<Report> {
   const pack = await node.packs.put(built.bytes, [signature])
   const input = { numbers: [3, 1, 4, 1, 5, 9, 2, 6] }
   const { record, output } = await runPack(node, pack, input, {})
-  const replay = await replayOnce(node, record.run_id)
+  const replay = await replayOnce(node, (await runsOf(node)).runs, record.run_id)
   return {
     human: [
       `Data dir: ${node.home.root}`,
@@ -227,12 +255,13 @@ export async function demo (): Promise<Report> {
 
 export async function exportRun (opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
   const node = await openNode()
+  const { runs } = await runsOf(node)
   const runId = args[0] as string
   const { writeRunArchive } = await import('../../run-archive.ts')
-  const record = await node.runs.record(runId)
+  const record = await runs.record(runId)
   if (record.status === 'running') throw new ReachError('RL-3019', { message: `${runId} has not finished; resume it first (reach runs resume)` })
   const pack = await node.packs.get(record.artifact_hash)
-  const bytes = writeRunArchive({ record, pack, signatures: pack.signatures, events: await node.runs.events(runId), checkpointText: await node.runs.checkpointText(runId) })
+  const bytes = writeRunArchive({ record, pack, signatures: pack.signatures, events: await runs.events(runId), checkpointText: await runs.checkpointText(runId) })
   const output = opts.output as string
   await writeFileAtomic(output, bytes)
   return { human: [`Exported ${runId} to ${output} (${bytes.length} bytes)`], json: { run_id: runId, path: output, bytes: bytes.length } }
@@ -240,27 +269,30 @@ export async function exportRun (opts: Record<string, unknown>, _io: unknown, ar
 
 export async function importRun (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
   const node = await openNode()
-  const { readRunArchive } = await import('../../run-archive.ts')
   let bytes: Uint8Array
   try {
     bytes = await readFile(args[0] as string)
   } catch (err) {
     throw new ReachError('RL-1004', { message: `cannot read ${args[0] as string}: ${(err as Error).message}` })
   }
-  const a = await readRunArchive(bytes)
-  // Replaying runs the pack's code here, so it must pass this node's policy.
-  admitPack({ bundle: a.pack.bundle, cid: a.pack.cid, signatures: a.signatures, registry: await openTrustRegistry(node.home.trust), policy: node.policy })
-  if ((await node.runs.list()).some((r) => r.run_id === a.record.run_id)) throw new ReachError('RL-1008', { message: `run ${a.record.run_id} is already in this data dir` })
-  await node.packs.put(a.pack.bytes, a.signatures)
-  await node.runs.importRun(a.record.run_id, a.events, a.record, a.checkpointText)
-  return { human: [`Imported ${a.record.run_id} (${a.events.length} events, pack ${a.pack.bundle.manifest.name}); verified: chain, checkpoint, record, pack`, `Replay it offline: reach replay ${a.record.run_id}`], json: { run_id: a.record.run_id, record: a.record } }
+  // Replaying runs the pack's code here, so it must pass this node's policy (checked by whichever
+  // process holds the run database: this one, or the running node).
+  let imported: { record: RunRecord, events: number, pack_name: string }
+  if ((await runsOf(node)).daemon) {
+    const { callApi } = await import('../../api-client.ts')
+    imported = await callApi(node.home.root, 'POST', '/v1/runs/import', { archive: Buffer.from(bytes).toString('base64') })
+  } else {
+    imported = await node.importArchive(bytes)
+  }
+  const runId = imported.record.run_id
+  return { human: [`Imported ${runId} (${imported.events} events, pack ${imported.pack_name}); verified: chain, checkpoint, record, pack`, `Replay it offline: reach replay ${runId}`], json: { run_id: runId, record: imported.record } }
 }
 
 /** Field-level comparison of two runs: first divergent event, record, output. */
 export async function diffRun (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
-  const node = await openNode()
+  const { runs } = await runsOf(await openNode())
   const [a, b] = args as [string, string]
-  const [ea, eb] = [await node.runs.events(a), await node.runs.events(b)]
+  const [ea, eb] = [await runs.events(a), await runs.events(b)]
   const { diffValues } = await import('../../../protocol/diff.ts')
   // Seq 0 differs by its nonce in every pair of runs; compare what the pack did.
   const comparable = (e: Event): JsonValue => ({ type: e.type, payload: e.type === 'RunStarted' ? { ...(e.payload as JsonObject), nonce: null } : e.payload })
@@ -273,7 +305,7 @@ export async function diffRun (_opts: Record<string, unknown>, _io: unknown, arg
       break
     }
   }
-  const [ra, rb] = [await node.runs.record(a), await node.runs.record(b)]
+  const [ra, rb] = [await runs.record(a), await runs.record(b)]
   const outputOf = (es: Event[]): JsonValue => ((es.at(-1)?.payload as JsonObject | undefined)?.output ?? null) as JsonValue
   const recordDiff = diffValues(ra as unknown as JsonValue, rb as unknown as JsonValue).filter((c) => c.path !== '/run_id')
   const outputDiff = diffValues(outputOf(ea), outputOf(eb))
@@ -287,17 +319,14 @@ export async function diffRun (_opts: Record<string, unknown>, _io: unknown, arg
 export async function gc (opts: Record<string, unknown>): Promise<Report> {
   const node = await openNode()
   const keep = (opts.keepLast as number | undefined) ?? 100
-  const { rm, stat: statFile } = await import('node:fs/promises')
-  const finished = []
-  for (const r of await node.runs.list()) {
-    if (r.status === 'running') continue
-    const dir = `${node.home.runs}/${r.run_id}`
-    finished.push({ r, dir, mtime: (await statFile(`${dir}/record.json`)).mtimeMs })
+  let done: { removed: string[], kept: number }
+  if ((await runsOf(node)).daemon) {
+    const { callApi } = await import('../../api-client.ts')
+    done = await callApi(node.home.root, 'POST', '/v1/runs/gc', { keep_last: keep })
+  } else {
+    done = await node.runs.gc(keep)
   }
-  finished.sort((x, y) => y.mtime - x.mtime)
-  const removed = finished.slice(keep)
-  for (const { dir } of removed) await rm(dir, { recursive: true, force: true })
-  return { human: [`Removed ${removed.length} finished run(s), kept ${Math.min(keep, finished.length)}`], json: { removed: removed.map((x) => x.r.run_id), kept: Math.min(keep, finished.length) } }
+  return { human: [`Removed ${done.removed.length} finished run(s), kept ${done.kept}`], json: { removed: done.removed, kept: done.kept } }
 }
 
 /** Check the node's data dir, keys, policy, registry, packs, runs and sandbox, one line each. */
@@ -321,7 +350,7 @@ export async function doctor (): Promise<Report> {
   await probe('policy', async () => { const p = await loadPolicy(home.policy); return `version ${short(policyVersion(p))}, grants ${p.granted_capabilities.join(', ')}${p.allow_unsigned_legacy ? ', UNSIGNED PACKS ALLOWED' : ''}` })
   await probe('trust registry', async () => `${(await openTrustRegistry(home.trust)).list().length} key(s)`)
   await probe('packs', async () => `${(await openPackStore(home.packs).list()).length} pack(s), all matching their CIDs`)
-  await probe('runs', async () => { const runs = await new RunStore(home, new Uint8Array(32)).list(); const open = runs.filter((r) => r.status === 'running').length; return `${runs.length} run(s)${open > 0 ? `, ${open} unfinished (reach runs resume)` : ''}` })
+  await probe('runs', async () => { const runs = await (await runsIn(new RunStore(home, new Uint8Array(32)), home.root)).runs.list(); const open = runs.filter((r) => r.status === 'running').length; return `${runs.length} run(s)${open > 0 ? `, ${open} unfinished (reach runs resume)` : ''}` })
   await probe('sandbox', async () => { const { loadEngine } = await import('../../../packs/sandbox.ts'); await loadEngine(); return 'QuickJS engine loads' })
   const failed = checks.filter((c) => !c.ok)
   return {
