@@ -620,9 +620,8 @@ export class Delegator {
    * One request to one peer: sign our hop, send, wait for the result (or cancel), check it. The
    * request goes on a kept stream to that peer when there is one (no new stream, no protocol
    * negotiation). If that stream fails before any answer (the peer closed it while it sat idle),
-   * the request is made again, with a new nonce and hop, on a new stream to the same peer: the one
-   * case where the first request could have started a run is a connection broken mid-run, and that
-   * run is cancelled when the peer sees its client gone.
+   * the same request, with the same nonce and hop, goes again on a new stream to the same peer:
+   * a peer that had it refuses the repeat (RL-4009), so a request never runs twice on one peer.
    */
   private async attempt (peer: string, options: DelegateOptions & { delegation_id: string }, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Omit<Delegation, 'attempts'>> {
     const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce: randomBytes(16).toString('hex'), deadline }
