@@ -29,7 +29,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { canonicalize, type JsonValue } from '../protocol/canonical.ts'
-import { decodeCheckpoint, encodeCheckpoint, verifyCheckpoint } from '../protocol/checkpoint.ts'
+import { decodeCheckpoint, verifyCheckpoint } from '../protocol/checkpoint.ts'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { hashCanonical } from '../protocol/hash.ts'
 import { createSigner, signDomain, verifyDomain, type Signer } from '../protocol/keys.ts'
@@ -302,7 +302,7 @@ export class DelegationServer {
       const pack = await this.init.getPack(request.pack_cid, abort.signal, Math.max(1, request.deadline - this.now()))
       const budget = { ...pack.bundle.manifest.budget, ...request.budget } as Budget
       const lineage: Lineage = { depth: request.depth, ancestry: request.ancestry, deadline: request.deadline }
-      const { record, outcome, checkpoint } = await this.init.node.runPack({
+      const { record, outcome, checkpoint, checkpointText } = await this.init.node.runPack({
         pack,
         input: request.input as JsonValue,
         budget: request.budget as Partial<Budget>,
@@ -319,7 +319,7 @@ export class DelegationServer {
         ...(outcome.output === undefined ? {} : { output: outcome.output }),
         ...(outcome.error === undefined ? {} : { error: outcome.error }),
         record: record as unknown as Record<string, unknown>,
-        checkpoint: encodeCheckpoint(checkpoint),
+        checkpoint: checkpointText,
         log_head: { seq: last?.seq ?? checkpoint.at_seq, hash: last?.hash ?? checkpoint.log_hash }
       }
       this.init.onServed?.(outcome.status)

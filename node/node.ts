@@ -20,8 +20,7 @@ import { ensureHome, homePaths, type HomePaths } from './home.ts'
 import { readKeyFile, writeKeyFile } from './keys.ts'
 import { openKv, type KvStore } from './kv.ts'
 import { openPackStore, type PackStore, type StoredPack } from './pack-store.ts'
-import { RunStore, type RunRecord } from './runs.ts'
-import type { Checkpoint } from '../protocol/checkpoint.ts'
+import { RunStore, type RunRecord, type RunSeal } from './runs.ts'
 import type { RunOutcome } from '../packs/runner.ts'
 import { openTrustRegistry } from './trust-registry.ts'
 
@@ -69,11 +68,7 @@ export interface RunRequest {
   extraTools?: readonly Tool[]
 }
 
-export interface RunResult {
-  record: RunRecord
-  outcome: RunOutcome
-  checkpoint: Checkpoint
-}
+export type RunResult = RunSeal & { outcome: RunOutcome }
 
 export class LocalNode {
   readonly home: HomePaths

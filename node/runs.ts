@@ -60,6 +60,13 @@ interface Sealed {
   ended_at: number
 }
 
+/** A finished run's record and the node's signed checkpoint of its log (also as file text, made once). */
+export interface RunSeal {
+  record: RunRecord
+  checkpoint: Checkpoint
+  checkpointText: string
+}
+
 /** What reading a node's runs needs: the RunStore here, or a running node's (its control API). */
 export interface RunReader {
   list (): Promise<RunRecord[]>
@@ -295,12 +302,12 @@ export class RunStore implements RunReader {
     return runId
   }
 
-  async start (run: NewRun): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
+  async start (run: NewRun): Promise<RunSeal & { outcome: RunOutcome }> {
     const { runId, nonce, store } = await this.takeLog()
-    let early: { record: RunRecord, checkpoint: Checkpoint } | undefined
+    let early: RunSeal | undefined
     let ended = false
     let outcome: RunOutcome
-    let sealed: { record: RunRecord, checkpoint: Checkpoint }
+    let sealed: RunSeal
     try {
       // Not sealed twice: once the run has ended, whatever seal there is stands.
       const sink = this.sink(new EventLog(store), (events) => { if (!ended) early = this.sealOf(runId, events) })
@@ -339,7 +346,7 @@ export class RunStore implements RunReader {
   }
 
   /** Continue a run a dead process left unfinished (no tool whose result was recorded runs again). */
-  async resume (runId: string, pack: RunPack, granted: readonly string[], tools: Map<string, Tool>): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
+  async resume (runId: string, pack: RunPack, granted: readonly string[], tools: Map<string, Tool>): Promise<RunSeal & { outcome: RunOutcome }> {
     const store = await this.log(this.check(runId), { repair: true })
     try {
       const recorded = await store.readAll()
@@ -404,12 +411,11 @@ export class RunStore implements RunReader {
     }
   }
 
-  private async finish (runId: string, outcome: RunOutcome): Promise<{ record: RunRecord, outcome: RunOutcome, checkpoint: Checkpoint }> {
-    const { record, checkpoint } = await this.seal(runId, outcome.events, outcome)
-    return { record, outcome, checkpoint }
+  private async finish (runId: string, outcome: RunOutcome): Promise<RunSeal & { outcome: RunOutcome }> {
+    return { ...await this.seal(runId, outcome.events, outcome), outcome }
   }
 
-  private async seal (runId: string, events: readonly Event[], outcome?: RunOutcome): Promise<{ record: RunRecord, checkpoint: Checkpoint }> {
+  private async seal (runId: string, events: readonly Event[], outcome?: RunOutcome): Promise<RunSeal> {
     const sealed = this.sealOf(runId, events, outcome)
     await this.putSeal(runId, sealed)
     return sealed
@@ -421,7 +427,7 @@ export class RunStore implements RunReader {
    * fsync: the log is the durable part, and a record or checkpoint lost in a crash is rebuilt
    * from it, byte for byte, the next time it is read (`checkpointText`).
    */
-  private sealOf (runId: string, events: readonly Event[], outcome?: RunOutcome): { record: RunRecord, checkpoint: Checkpoint } {
+  private sealOf (runId: string, events: readonly Event[], outcome?: RunOutcome): RunSeal {
     const d = digestLog(events, { reduce: false })
     const record = recordOf(runId, events, outcome)
     // The node signs what the log is at its end; its state hash is the
@@ -435,11 +441,11 @@ export class RunStore implements RunReader {
       timestamp: d.timestamp
     }, this.signer)
     record.checkpoint_id = checkpoint.checkpoint_id
-    return { record, checkpoint }
+    return { record, checkpoint, checkpointText: encodeCheckpoint(checkpoint) }
   }
 
-  private async putSeal (runId: string, { record, checkpoint }: { record: RunRecord, checkpoint: Checkpoint }, options: { sync?: boolean } = {}): Promise<void> {
-    await this.putSealed(runId, { record, checkpoint: encodeCheckpoint(checkpoint), ended_at: Date.now() }, options)
+  private async putSeal (runId: string, { record, checkpointText }: RunSeal, options: { sync?: boolean } = {}): Promise<void> {
+    await this.putSealed(runId, { record, checkpoint: checkpointText, ended_at: Date.now() }, options)
   }
 
   private async putSealed (runId: string, sealed: Sealed, options: { sync?: boolean } = {}, db?: RunDatabase): Promise<void> {
@@ -509,7 +515,7 @@ export class RunStore implements RunReader {
     const events = await this.events(runId)
     const last = events.at(-1)
     if (last === undefined || !TERMINAL.has(last.type)) throw new ReachError('RL-3019', { message: `${runId} has not finished` })
-    return encodeCheckpoint((await this.seal(runId, events)).checkpoint)
+    return (await this.seal(runId, events)).checkpointText
   }
 
   /**
