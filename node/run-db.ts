@@ -39,7 +39,7 @@ export async function openRunDatabase (path: string): Promise<RunDatabase> {
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause
     if (cause?.code === 'LEVEL_LOCKED') {
-      throw new ReachError('RL-5008', { message: `${path} is open in another process (a running node holds it)`, details: { path }, cause: err })
+      throw new ReachError('RL-5008', { message: `${path} is open in another process (a running node, or another reach command)`, details: { path }, cause: err })
     }
     throw new ReachError('RL-5009', { message: `cannot open the run database ${path}: ${(err as Error).message}`, details: { path }, cause: err })
   }

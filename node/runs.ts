@@ -60,6 +60,16 @@ interface Sealed {
   ended_at: number
 }
 
+/** A record file's text as a record, or undefined when a crash left it empty or cut short. */
+function parseRecord (text: string): RunRecord | undefined {
+  try {
+    const value = JSON.parse(text) as unknown
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as RunRecord : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** A finished run's record and the node's signed checkpoint of its log (also as file text, made once). */
 export interface RunSeal {
   record: RunRecord
@@ -184,7 +194,7 @@ export class RunStore implements RunReader {
 
   private async database (): Promise<RunDatabase> {
     if (this.closed) throw new ReachError('RL-5007', { message: `the run store of ${this.home.root} is closed` })
-    this.db ??= (async () => {
+    const opening = this.db ??= (async () => {
       const { openRunDatabase } = await import('./run-db.ts')
       const db = await openRunDatabase(this.home.runDb)
       try {
@@ -196,10 +206,11 @@ export class RunStore implements RunReader {
       return db
     })()
     try {
-      return await this.db
+      return await opening
     } catch (err) {
-      // Not remembered: the process that held the database may let it go.
-      this.db = undefined
+      // Not remembered (the process that held the database may let it go), unless a newer
+      // attempt has already taken its place.
+      if (this.db === opening) this.db = undefined
       throw err
     }
   }
@@ -219,24 +230,34 @@ export class RunStore implements RunReader {
   /**
    * Runs from before the run database, one directory each (`<home>/runs/<run_id>/log/`,
    * `record.json`, `final.checkpoint`), copied in and then removed. A copy cut short by a crash
-   * is finished the next time: a log already in the database is not written again.
+   * is finished the next time: a log already in the database is not written again. A directory
+   * whose log cannot be read as it is (held by an older node still running, cut short by a
+   * crash, damaged) is left where it is, untouched, and named by `legacyLeft` (`reach doctor`);
+   * the move is tried again the next time the database is opened.
    */
   private async moveLegacyRuns (db: RunDatabase): Promise<void> {
     const names = (await readdir(this.home.runs).catch(() => [] as string[])).filter((n) => RUN_ID.test(n))
+    this.legacyLeft = []
     if (names.length === 0) return
     const { LevelEventStore } = await import('./store/level.ts')
     for (const runId of names) {
       const dir = join(this.home.runs, runId)
-      let events: Event[] = []
+      let events: Event[]
       try {
-        const old = await openStore(join(dir, 'log'), { kind: 'level', repair: true })
+        const old = await openStore(join(dir, 'log'), { kind: 'level' })
         try {
           events = await old.readAll()
         } finally {
           await old.close()
         }
-      } catch {
-        // No log, or an empty one: a run that died before RunStarted. Nothing to move.
+      } catch (err) {
+        // No log at all: a run that died before its log was made. Nothing to move.
+        if ((err as ReachError).code === 'RL-5006') {
+          await rm(dir, { recursive: true, force: true })
+          continue
+        }
+        this.legacyLeft.push({ run_id: runId, path: dir, code: (err as ReachError).code ?? 'RL-5009', message: (err as Error).message })
+        continue
       }
       if (events.length > 0) {
         const into = LevelEventStore.within(db, runId)
@@ -249,19 +270,27 @@ export class RunStore implements RunReader {
           await into.close()
         }
         const [record, checkpoint, info] = await Promise.all([
-          readFile(join(dir, 'record.json'), 'utf8').catch(() => undefined),
+          readFile(join(dir, 'record.json'), 'utf8').then(parseRecord, () => undefined),
           readFile(join(dir, 'final.checkpoint'), 'utf8').catch(() => undefined),
           stat(dir)
         ])
-        // Kept as they were (an imported run's checkpoint is its origin's, not a rebuild by this node).
+        // Kept as they were (an imported run's checkpoint is its origin's, not a rebuild by this
+        // node). Without either (a crash lost it: older versions wrote both without fsync), the
+        // seal is rebuilt from the log when the run is next read.
         if (record !== undefined && checkpoint !== undefined) {
-          await this.putSealed(runId, { record: JSON.parse(record) as RunRecord, checkpoint, ended_at: info.mtimeMs }, { sync: true }, db)
+          await this.putSealed(runId, { record, checkpoint, ended_at: info.mtimeMs }, { sync: true }, db)
         }
       }
       await rm(dir, { recursive: true, force: true })
     }
     await rmdir(this.home.runs).catch(() => {})
   }
+
+  /** Runs the last `list` left out because their log does not read (`reach doctor` names them). */
+  unreadable: Array<{ run_id: string, code: string, message: string }> = []
+
+  /** Run directories of an older version that the last open could not move in (see moveLegacyRuns). */
+  legacyLeft: Array<{ run_id: string, path: string, code: string, message: string }> = []
 
   private async newLog (): Promise<SpareLog> {
     const nonce = randomBytes(16).toString('hex')
@@ -304,6 +333,8 @@ export class RunStore implements RunReader {
 
   async start (run: NewRun): Promise<RunSeal & { outcome: RunOutcome }> {
     const { runId, nonce, store } = await this.takeLog()
+    // Open (the log is in it); held here so that the seal goes in even when close() has begun.
+    const db = await this.database()
     let early: RunSeal | undefined
     let ended = false
     let outcome: RunOutcome
@@ -326,7 +357,7 @@ export class RunStore implements RunReader {
     }
     this.settle(runId, async () => {
       await store.close()
-      await this.putSeal(runId, sealed)
+      await this.putSeal(runId, sealed, {}, db)
       if (this.spareTarget > 0 && !this.closed) this.refill()
     })
     return { ...sealed, outcome }
@@ -444,8 +475,8 @@ export class RunStore implements RunReader {
     return { record, checkpoint, checkpointText: encodeCheckpoint(checkpoint) }
   }
 
-  private async putSeal (runId: string, { record, checkpointText }: RunSeal, options: { sync?: boolean } = {}): Promise<void> {
-    await this.putSealed(runId, { record, checkpoint: checkpointText, ended_at: Date.now() }, options)
+  private async putSeal (runId: string, { record, checkpointText }: RunSeal, options: { sync?: boolean } = {}, db?: RunDatabase): Promise<void> {
+    await this.putSealed(runId, { record, checkpoint: checkpointText, ended_at: Date.now() }, options, db)
   }
 
   private async putSealed (runId: string, sealed: Sealed, options: { sync?: boolean } = {}, db?: RunDatabase): Promise<void> {
@@ -467,6 +498,10 @@ export class RunStore implements RunReader {
       store = await this.log(runId, {})
     } catch (err) {
       if ((err as ReachError).code === 'RL-5006') throw new ReachError('RL-3019', { message: `no run ${runId} in ${this.home.runDb}` })
+      // Its log is open for writing in this process: the run is under way here.
+      if ((err as ReachError).code === 'RL-5008' && (await this.database()).inUse.has(runId)) {
+        throw new ReachError('RL-3019', { message: `${runId} is still running on this node; it can be read once it ends`, details: { running: true } })
+      }
       throw err
     }
     try {
@@ -483,13 +518,18 @@ export class RunStore implements RunReader {
     return (await this.sealedOf(runId))?.record ?? recordOf(runId, await this.events(runId))
   }
 
-  /** Every run, most recently ended first (runs not sealed, still running or cut off by a crash, before them). */
+  /**
+   * Every run, most recently ended first; unfinished runs (cut off by a crash) before them. A
+   * finished run whose seal a crash lost is sealed again now. Runs under way in this process are
+   * left out until they end; runs whose log does not read are left out and named in `unreadable`.
+   */
   async list (): Promise<RunRecord[]> {
     await this.settled()
     const db = await this.database()
     const sealed = new Map<string, Sealed>()
     for (const [runId, text] of await db.sealed.iterator().all()) sealed.set(runId, JSON.parse(text) as Sealed)
     const found: Array<{ record: RunRecord, at: number }> = []
+    const unreadable: RunStore['unreadable'] = []
     // A run exists once its first write is durable: its head says so.
     for (const runId of await db.heads.keys().all()) {
       const s = sealed.get(runId)
@@ -497,12 +537,21 @@ export class RunStore implements RunReader {
         found.push({ record: s.record, at: s.ended_at })
         continue
       }
+      let events: Event[]
       try {
-        found.push({ record: recordOf(runId, await this.events(runId)), at: Number.POSITIVE_INFINITY })
-      } catch {
-        // Running in this process (its log is open): listed once it ends.
+        events = await this.events(runId)
+      } catch (err) {
+        if ((err as ReachError).details?.running !== true) unreadable.push({ run_id: runId, code: (err as ReachError).code ?? 'RL-5009', message: (err as Error).message })
+        continue
+      }
+      if (TERMINAL.has(events.at(-1)?.type ?? '')) {
+        // When it ended is lost with its seal: it counts from now.
+        found.push({ record: (await this.seal(runId, events)).record, at: Date.now() })
+      } else {
+        found.push({ record: recordOf(runId, events), at: Number.POSITIVE_INFINITY })
       }
     }
+    this.unreadable = unreadable
     return found.sort((a, b) => b.at - a.at || (a.record.run_id < b.record.run_id ? -1 : 1)).map((f) => f.record)
   }
 
@@ -525,15 +574,26 @@ export class RunStore implements RunReader {
    */
   async importRun (runId: string, events: readonly Event[], record: RunRecord, checkpointText: string): Promise<void> {
     this.check(runId)
-    if (await this.has(runId)) throw new ReachError('RL-1008', { message: `run ${runId} is already in this data dir` })
-    await this.putSealed(runId, { record, checkpoint: checkpointText, ended_at: Date.now() }, { sync: true })
-    const store = await this.log(runId, { create: true })
+    // One import of a run at a time (the database keeps other processes out): a second one
+    // arriving meanwhile must not overwrite the first one's seal.
+    const already = (): ReachError => new ReachError('RL-1008', { message: `run ${runId} is already in this data dir` })
+    if (this.importing.has(runId)) throw already()
+    this.importing.add(runId)
     try {
-      await store.appendBatch(events)
+      if (await this.has(runId)) throw already()
+      await this.putSealed(runId, { record, checkpoint: checkpointText, ended_at: Date.now() }, { sync: true })
+      const store = await this.log(runId, { create: true })
+      try {
+        await store.appendBatch(events)
+      } finally {
+        await store.close()
+      }
     } finally {
-      await store.close()
+      this.importing.delete(runId)
     }
   }
+
+  private readonly importing = new Set<string>()
 
   /**
    * Delete finished runs beyond the newest `keep` (runs not finished are never deleted: they

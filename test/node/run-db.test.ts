@@ -147,9 +147,11 @@ async function runs (store: RunStore, n: number): Promise<string[]> {
 }
 
 describe('the RunStore over the run database', () => {
-  it('moves runs in from the one-directory-per-run layout: same events, record and checkpoint bytes', async () => {
+  it('moves runs in from the one-directory-per-run layout: same events, record and the origin\'s checkpoint bytes', async () => {
     const home = await ensureHome(homePaths(await tempDir('reach-legacy-')))
     const seed = generateKeyPair().seed
+    // The store that opens them signs with another key: a checkpoint it rebuilt would differ.
+    const other = generateKeyPair().seed
     // What an older version left: <home>/runs/<run_id>/{log/, record.json, final.checkpoint}.
     const source = new RunStore(homePaths(await tempDir('reach-legacy-src-')), seed)
     const [done, unfinished] = await runs(source, 2) as [string, string]
@@ -170,7 +172,7 @@ describe('the RunStore over the run database', () => {
     await mkdir(join(home.runs, 'run_00000000000000000000'), { recursive: true })
     await source.close()
 
-    const store = new RunStore(home, seed)
+    const store = new RunStore(home, other)
     const listed = await store.list()
     expect(listed.map((r) => r.run_id).sort()).toEqual([done, unfinished].sort())
     expect(listed.find((r) => r.run_id === unfinished)?.status).toBe('running')
@@ -179,7 +181,40 @@ describe('the RunStore over the run database', () => {
     expect(await store.record(done)).toEqual(legacy.get(done)?.record)
     expect(await store.checkpointText(done)).toBe(legacy.get(done)?.checkpoint)
     expect(await stat(home.runs).catch(() => undefined)).toBeUndefined()
+    expect(store.legacyLeft).toEqual([])
     await store.close()
+  })
+
+  it('a legacy run whose log cannot be read is left in place, untouched, and moved once it can be; a damaged record.json is rebuilt', async () => {
+    const home = await ensureHome(homePaths(await tempDir('reach-legacy-held-')))
+    const seed = generateKeyPair().seed
+    const source = new RunStore(homePaths(await tempDir('reach-legacy-src-')), seed)
+    const [held, torn] = await runs(source, 2) as [string, string]
+    for (const runId of [held, torn]) {
+      const log = await openStore(join(home.runs, runId, 'log'), { kind: 'level', create: true })
+      await log.appendBatch(await source.events(runId))
+      await log.close()
+    }
+    // A crash left torn's record.json empty (older versions wrote it without fsync).
+    await writeFile(join(home.runs, torn, 'record.json'), '')
+    await writeFile(join(home.runs, torn, 'final.checkpoint'), await source.checkpointText(torn))
+    const expected = await source.record(torn)
+    await source.close()
+    // An older node still running holds held's log.
+    const holder = await openStore(join(home.runs, held, 'log'), { kind: 'level' })
+    const store = new RunStore(home, seed)
+    expect((await store.list()).map((r) => r.run_id)).toEqual([torn])
+    expect(store.legacyLeft).toMatchObject([{ run_id: held, code: 'RL-5008' }])
+    expect(await readdir(join(home.runs, held))).toContain('log')
+    expect(await store.record(torn)).toEqual(expected)
+    await store.close()
+    // Negative control: once the holder lets go, the next open moves it.
+    await holder.close()
+    const again = new RunStore(home, seed)
+    expect((await again.list()).map((r) => r.run_id).sort()).toEqual([held, torn].sort())
+    expect(again.legacyLeft).toEqual([])
+    expect(await stat(home.runs).catch(() => undefined)).toBeUndefined()
+    await again.close()
   })
 
   it('gc keeps the newest N finished runs and deletes the rest whole: head, seal and every segment', async () => {
@@ -194,21 +229,52 @@ describe('the RunStore over the run database', () => {
     for (const runId of removed) {
       expect(await db.heads.get(runId)).toBeUndefined()
       expect(await db.sealed.get(runId)).toBeUndefined()
-      expect(await db.segments.keys({ gt: `${runId}!`, lt: `${runId}"` }).all()).toEqual([])
+      // A full scan, not gc's own key range: a wrong range would pass a check that used it.
+      expect((await db.segments.keys().all()).filter((k) => k.startsWith(`${runId}!`))).toEqual([])
       expect(await rejectionCode(store.events(runId))).toBe('RL-3019')
     }
+    expect((await db.segments.keys().all()).filter((k) => k.startsWith(`${ids[3] as string}!`))).toHaveLength(1)
     expect((await store.replay(ids[3] as string, COUNTER)).verdict.ok).toBe(true)
     await store.close()
   })
 
-  it('a log in use in this process cannot be opened twice (RL-5008), and a closed store refuses work (RL-5007)', async () => {
+  it('a run that ends as the store closes still gets its seal', async () => {
+    const home = await ensureHome(homePaths(await tempDir('reach-close-')))
+    const seed = generateKeyPair().seed
+    const store = new RunStore(home, seed)
+    const [runId] = await runs(store, 1) as [string]
+    // The seal goes in after the result: close() comes before it has.
+    await store.close()
+    const again = new RunStore(home, seed)
+    const db = await again['database']()
+    expect(await db.sealed.get(runId)).toBeDefined()
+    await again.close()
+  })
+
+  it('two imports of one run at once: one goes in, the other is RL-1008', async () => {
+    const seed = generateKeyPair().seed
+    const source = new RunStore(homePaths(await tempDir('reach-import-src-')), seed)
+    const [runId] = await runs(source, 1) as [string]
+    const [events, record, checkpoint] = [await source.events(runId), await source.record(runId), await source.checkpointText(runId)]
+    await source.close()
+    const store = new RunStore(await ensureHome(homePaths(await tempDir('reach-import-'))), generateKeyPair().seed)
+    const results = await Promise.allSettled([store.importRun(runId, events, record, checkpoint), store.importRun(runId, events, record, checkpoint)])
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
+    expect(results.map((r) => r.status === 'rejected' ? (r.reason as ReachError).code : 'ok').sort()).toEqual(['RL-1008', 'ok'])
+    expect(await store.checkpointText(runId)).toBe(checkpoint)
+    expect(await store.events(runId)).toEqual(events)
+    await store.close()
+  })
+
+  it('a log in use in this process cannot be opened twice (RL-5008; a reader is told the run is still running, RL-3019), and a closed store refuses work (RL-5007)', async () => {
     const home = await ensureHome(homePaths(await tempDir('reach-twice-')))
     const store = new RunStore(home, generateKeyPair().seed)
     const [runId] = await runs(store, 1) as [string]
     const db = await store['database']()
     const held = LevelEventStore.within(db, runId)
     await held.open()
-    expect(await rejectionCode(store.events(runId))).toBe('RL-5008')
+    expect(await rejectionCode(LevelEventStore.within(db, runId).open())).toBe('RL-5008')
+    expect(await store.events(runId).catch((e: ReachError) => e)).toMatchObject({ code: 'RL-3019', details: { running: true } })
     await held.close()
     expect((await store.events(runId)).length).toBeGreaterThan(1)
     await store.close()

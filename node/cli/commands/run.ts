@@ -124,7 +124,11 @@ export async function run (opts: Record<string, unknown>, _io: unknown, args: st
     return { human: describe(viaDaemon.record, viaDaemon.output), json: viaDaemon, ...(viaDaemon.record.status === 'completed' ? {} : { exitCode: 1 }) }
   }
   const node = await openNode()
-  await runsOf(node)
+  if ((await runsOf(node)).daemon) {
+    // The node started meanwhile: it runs the pack.
+    const started = await runOnDaemon(await isFolder(ref) ? resolve(ref) : ref, input, budget)
+    if (started !== undefined) return { human: describe(started.record, started.output), json: started, ...(started.record.status === 'completed' ? {} : { exitCode: 1 }) }
+  }
   // A node resumes what it was doing before it takes on new work.
   const resumed = await node.resumeUnfinished()
   const pack = await node.admitted(ref)
@@ -350,7 +354,19 @@ export async function doctor (): Promise<Report> {
   await probe('policy', async () => { const p = await loadPolicy(home.policy); return `version ${short(policyVersion(p))}, grants ${p.granted_capabilities.join(', ')}${p.allow_unsigned_legacy ? ', UNSIGNED PACKS ALLOWED' : ''}` })
   await probe('trust registry', async () => `${(await openTrustRegistry(home.trust)).list().length} key(s)`)
   await probe('packs', async () => `${(await openPackStore(home.packs).list()).length} pack(s), all matching their CIDs`)
-  await probe('runs', async () => { const runs = await (await runsIn(new RunStore(home, new Uint8Array(32)), home.root)).runs.list(); const open = runs.filter((r) => r.status === 'running').length; return `${runs.length} run(s)${open > 0 ? `, ${open} unfinished (reach runs resume)` : ''}` })
+  await probe('runs', async () => {
+    const store = new RunStore(home, new Uint8Array(32))
+    try {
+      const runs = await (await runsIn(store, home.root)).runs.list()
+      const open = runs.filter((r) => r.status === 'running').length
+      // What this process could not read (a running node's own store is not seen from here).
+      const left = [...store.legacyLeft.map((l) => `${l.path} (${l.code}: ${l.message})`), ...store.unreadable.map((u) => `${u.run_id} (${u.code}: ${u.message})`)]
+      if (left.length > 0) throw new ReachError('RL-5009', { message: `${left.length} run(s) cannot be read: ${left.join('; ')}` })
+      return `${runs.length} run(s)${open > 0 ? `, ${open} unfinished (reach runs resume)` : ''}`
+    } finally {
+      await store.close()
+    }
+  })
   await probe('sandbox', async () => { const { loadEngine } = await import('../../../packs/sandbox.ts'); await loadEngine(); return 'QuickJS engine loads' })
   const failed = checks.filter((c) => !c.ok)
   return {
