@@ -136,6 +136,25 @@ describe('delegate protocol under abuse', () => {
     await stillServing()
   })
 
+  it('a forged hop is the answer whatever else is wrong: no run, no nonce kept, the slot free', async () => {
+    const before = (await daemon.node.runs.list()).length
+    // A pack the node has and could run.
+    const forged = request({ pack_cid: slowCid, input: { steps: 300, work: 3000 } }, false)
+    expect(await exchange(PROTOCOLS.delegate, [json(forged)])).toBe('RL-4006')
+    // Forged and a cycle (this node already in the chain): the signature is the answer, as when checked first.
+    const self = daemon.host.peerId.toString()
+    const me = attacker.peerId.toString()
+    const base = request({ pack_cid: slowCid }, false)
+    const cycle = { ...base, depth: 2, ancestry: [{ from: self, to: me, request: 'a'.repeat(64), signature: Buffer.alloc(64).toString('base64url') }, { ...(base.ancestry[0] as DelegateRequest['ancestry'][0]) }] }
+    expect(await exchange(PROTOCOLS.delegate, [json(cycle)])).toBe('RL-4006')
+    // The forged request's nonce was let go: the real request with it runs (and the only slot is free).
+    const real = request({ nonce: forged.nonce, pack_cid: slowCid, input: { steps: 1, work: 1 } })
+    expect(await exchange(PROTOCOLS.delegate, [json(real)])).toBe('result')
+    // Only the real request left a run.
+    expect((await daemon.node.runs.list()).length).toBe(before + 1)
+    await stillServing()
+  })
+
   it('depth that does not match the ancestry, or a hop that does not end here → RL-4006', async () => {
     expect(await exchange(PROTOCOLS.delegate, [json({ ...request(), depth: 2 })])).toBe('RL-4006')
     const r = request()
