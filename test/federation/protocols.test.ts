@@ -177,11 +177,18 @@ describe('a delegation stream carries one request after another', () => {
   const quick = (): DelegateRequest => request({ pack_cid: slowCid, input: { steps: 1, work: 1 } })
   /** How the stream's next read ends: a frame, or the error's name (UnexpectedEOFError: the server closed it). */
   const endOf = async (lp: ReturnType<typeof lpStream>): Promise<string> => await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)
+  /** `body` on a new raw delegation stream, torn down after it. */
+  const onStream = async (body: (lp: ReturnType<typeof lpStream>) => Promise<void>): Promise<void> => {
+    const stream = await open(PROTOCOLS.delegate)
+    try {
+      await body(lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult }))
+    } finally {
+      stream.abort(new Error('done'))
+    }
+  }
 
   it('two requests in turn on one stream both run; the stream is closed once idle past the server\'s limit', async () => {
-    const stream = await open(PROTOCOLS.delegate)
-    const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
-    try {
+    await onStream(async (lp) => {
       for (let i = 0; i < 2; i++) {
         const r = quick()
         await lp.write(json(r))
@@ -189,32 +196,24 @@ describe('a delegation stream carries one request after another', () => {
       }
       // Idle past delegateIdleMs (1 s here): the server closes its end; the read ends, it does not hang.
       expect(await endOf(lp)).toBe('UnexpectedEOFError')
-    } finally {
-      stream.abort(new Error('done'))
-    }
+    })
     await stillServing()
   })
 
   it('a request before the last one\'s result cancels that run (RL-4010) and ends the stream', async () => {
-    const stream = await open(PROTOCOLS.delegate)
-    const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
-    try {
+    await onStream(async (lp) => {
       const first = request({ pack_cid: slowCid, input: { steps: 300, work: 3000 } })
       await lp.write(json(first))
       await new Promise((resolve) => setTimeout(resolve, 200))
       await lp.write(json(quick()))
       expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: first.delegation_id, status: 'cancelled', error: { code: 'RL-4010' } })
       expect(await endOf(lp)).toBe('UnexpectedEOFError')
-    } finally {
-      stream.abort(new Error('done'))
-    }
+    })
     await stillServing()
   })
 
   it('cancel frames do not keep an idle stream open past the limit; a malformed later frame still gets its code', async () => {
-    const stream = await open(PROTOCOLS.delegate)
-    const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
-    try {
+    await onStream(async (lp) => {
       const r = quick()
       await lp.write(json(r))
       expect(await frameOf(lp)).toMatchObject({ type: 'result', status: 'completed' })
@@ -226,19 +225,13 @@ describe('a delegation stream carries one request after another', () => {
       } finally {
         clearInterval(ticking)
       }
-    } finally {
-      stream.abort(new Error('done'))
-    }
-    const again = await open(PROTOCOLS.delegate)
-    const lp2 = lpStream(again, { maxDataLength: MAX_FRAME.delegateResult })
-    try {
-      await lp2.write(json(quick()))
-      expect(await frameOf(lp2)).toMatchObject({ type: 'result', status: 'completed' })
-      await lp2.write(Buffer.from('not json at all'))
-      expect(await frameOf(lp2)).toMatchObject({ type: 'error', code: 'RL-4010' })
-    } finally {
-      again.abort(new Error('done'))
-    }
+    })
+    await onStream(async (lp) => {
+      await lp.write(json(quick()))
+      expect(await frameOf(lp)).toMatchObject({ type: 'result', status: 'completed' })
+      await lp.write(Buffer.from('not json at all'))
+      expect(await frameOf(lp)).toMatchObject({ type: 'error', code: 'RL-4010' })
+    })
     await stillServing()
   })
 
