@@ -70,6 +70,21 @@ function parseRecord (text: string): RunRecord | undefined {
   }
 }
 
+/**
+ * A seal as stored, or undefined when it does not read as one (a damaged value): like a seal a
+ * crash lost, it is rebuilt from the log.
+ */
+function parseSealed (text: string): Sealed | undefined {
+  try {
+    const value = JSON.parse(text) as Partial<Sealed> | null
+    const ok = value !== null && typeof value === 'object' && typeof value.checkpoint === 'string' && typeof value.ended_at === 'number' &&
+      value.record !== null && typeof value.record === 'object'
+    return ok ? value as Sealed : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** A finished run's record and the node's signed checkpoint of its log (also as file text, made once). */
 export interface RunSeal {
   record: RunRecord
@@ -487,7 +502,7 @@ export class RunStore implements RunReader {
   /** What the database keeps of a finished run, if it was sealed (and the seal survived). */
   private async sealedOf (runId: string): Promise<Sealed | undefined> {
     const text = await (await this.database()).sealed.get(runId)
-    return text === undefined ? undefined : JSON.parse(text) as Sealed
+    return text === undefined ? undefined : parseSealed(text)
   }
 
   async events (runId: string): Promise<Event[]> {
@@ -527,7 +542,10 @@ export class RunStore implements RunReader {
     await this.settled()
     const db = await this.database()
     const sealed = new Map<string, Sealed>()
-    for (const [runId, text] of await db.sealed.iterator().all()) sealed.set(runId, JSON.parse(text) as Sealed)
+    for (const [runId, text] of await db.sealed.iterator().all()) {
+      const s = parseSealed(text)
+      if (s !== undefined) sealed.set(runId, s)
+    }
     const found: Array<{ record: RunRecord, at: number }> = []
     const unreadable: RunStore['unreadable'] = []
     // A run exists once its first write is durable: its head says so.

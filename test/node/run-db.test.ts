@@ -238,6 +238,21 @@ describe('the RunStore over the run database', () => {
     await store.close()
   })
 
+  it('a damaged seal is treated as a lost one: the run is still listed, and its record and checkpoint are rebuilt', async () => {
+    const home = await ensureHome(homePaths(await tempDir('reach-damaged-')))
+    const store = new RunStore(home, generateKeyPair().seed)
+    const [runId] = await runs(store, 1) as [string]
+    const [record, checkpoint] = [await store.record(runId), await store.checkpointText(runId)]
+    const db = await store['database']()
+    for (const damaged of ['not json', '{"record":null}']) {
+      await db.sealed.put(runId, damaged)
+      expect((await store.list()).map((r) => r.run_id)).toEqual([runId])
+      expect(await store.checkpointText(runId)).toBe(checkpoint)
+      expect(await store.record(runId)).toEqual(record)
+    }
+    await store.close()
+  })
+
   it('a run that ends as the store closes still gets its seal', async () => {
     const home = await ensureHome(homePaths(await tempDir('reach-close-')))
     const seed = generateKeyPair().seed
