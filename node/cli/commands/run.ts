@@ -150,8 +150,7 @@ export async function list (opts: Record<string, unknown>): Promise<Report> {
 }
 
 /** Replay one recorded run with the pack it names; REPLAY_VERIFIED or the first divergent seq. */
-async function replayOnce (node: Node, runs: RunReader, runId: string): Promise<{ ok: boolean, lines: string[], json: Record<string, unknown>, fingerprint?: string }> {
-  const events = await runs.events(runId)
+async function replayOnce (node: Node, runId: string, events: Event[]): Promise<{ ok: boolean, lines: string[], json: Record<string, unknown>, fingerprint?: string }> {
   const cid = (events[0]?.payload as JsonObject | undefined)?.pack_cid as string
   const pack = await node.packs.get(cid)
   const { verdict, record, fingerprint } = await replayEvents(runId, events, runPackOf(pack))
@@ -168,7 +167,7 @@ async function replayOnce (node: Node, runs: RunReader, runId: string): Promise<
 
 export async function replayRun (runId: string): Promise<Report> {
   const node = await openNode()
-  const r = await replayOnce(node, (await runsOf(node)).runs, runId)
+  const r = await replayOnce(node, runId, await (await runsOf(node)).runs.events(runId))
   return { human: r.lines, json: r.json, ...(r.ok ? {} : { exitCode: 1 }) }
 }
 
@@ -178,10 +177,11 @@ export async function verifyDeterminism (opts: Record<string, unknown>, _io: unk
   const n = (opts.n as number | undefined) ?? 5
   const { runs } = await runsOf(node)
   const record = await runs.record(runId)
+  const events = await runs.events(runId)
   const prints: string[] = []
   for (let i = 0; i < n; i++) {
     // Each replay builds a fresh sandbox and feeds the recorded tool results.
-    const r = await replayOnce(node, runs, runId)
+    const r = await replayOnce(node, runId, events)
     if (!r.ok) return { human: [`Replay ${i + 1} of ${n}:`, ...r.lines], json: r.json, exitCode: 1 }
     prints.push(r.fingerprint as string)
   }
@@ -243,7 +243,7 @@ export async function demo (): Promise<Report> {
   const pack = await node.packs.put(built.bytes, [signature])
   const input = { numbers: [3, 1, 4, 1, 5, 9, 2, 6] }
   const { record, output } = await runPack(node, pack, input, {})
-  const replay = await replayOnce(node, (await runsOf(node)).runs, record.run_id)
+  const replay = await replayOnce(node, record.run_id, await (await runsOf(node)).runs.events(record.run_id))
   return {
     human: [
       `Data dir: ${node.home.root}`,
