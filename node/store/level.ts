@@ -135,15 +135,14 @@ export class LevelEventStore extends CommittedStore implements EventStore {
     if (this.#shared !== undefined && empty && options.create !== true) {
       throw new ReachError('RL-5006', { message: `no log ${this.#shared.name} in ${this.#shared.logs.path} (create it with create: true)`, details: { path } })
     }
-    if (meta === undefined) {
-      // A shared database checked its format version when it opened.
-    } else if (version === undefined) {
+    // A log of its own keeps its format version; a shared database checked its own when it opened.
+    if (meta !== undefined && version === undefined) {
       if (!empty) throw new ReachError('RL-5009', { message: `${path} has events but no format version`, details: { path } })
       // Synced now, though the first append's synced write would carry it too: the first fsync of
       // a new log costs half as much again as later ones, and a spare log pays it before its run.
       await keys.db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: true })
-    } else if (version !== String(LEVEL_FORMAT_VERSION)) {
-      throw new ReachError('RL-5009', { message: `${path} has format version ${version}; this node reads version ${LEVEL_FORMAT_VERSION}`, details: { path, version } })
+    } else if (meta !== undefined && version !== String(LEVEL_FORMAT_VERSION)) {
+      throw new ReachError('RL-5009', { message: `${path} has format version ${version as string}; this node reads version ${LEVEL_FORMAT_VERSION}`, details: { path, version } })
     }
 
     let head = headText === undefined ? null : parseHead(path, headText)
