@@ -16,6 +16,9 @@ import { ensureHome, homePaths } from '../../home.ts'
 import type { Report } from '../io.ts'
 import { parseJsonOption, parseObjectOption, short } from '../io.ts'
 
+/** How long a delegation runs before `reach delegate` says how to cancel it. */
+const CANCEL_HINT_MS = 300
+
 async function api<T = Record<string, unknown>> (method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   const { callApi } = await import('../../api-client.ts')
   return await callApi<T>(homePaths().root, method, path, body, signal === undefined ? {} : { signal, timeoutMs: 24 * 3600_000 })
@@ -113,9 +116,11 @@ export async function delegate (opts: Record<string, unknown>, io: { json: boole
   const input = parseJsonOption((opts.input as string | undefined) ?? 'null', '--input')
   const budget = opts.budget === undefined ? undefined : parseObjectOption(opts.budget as string, '--budget')
   const delegationId = randomBytes(16).toString('hex')
-  // Say the id (for `reach cancel`) only once there is a node to ask.
+  // No running node: say so before anything else.
   await (await import('../../api-client.ts')).readEndpoint(homePaths().root)
-  if (!io.json) process.stderr.write(`Delegation ${delegationId} (Ctrl-C or \`reach cancel ${delegationId}\` to cancel)\n`)
+  // The id (for `reach cancel`) is said once the delegation is under way for a moment: a request
+  // the node refuses (a bad peer id, say) or a quick answer needs no way to cancel it.
+  const hint = io.json ? undefined : setTimeout(() => { process.stderr.write(`Delegation ${delegationId} (Ctrl-C or \`reach cancel ${delegationId}\` to cancel)\n`) }, CANCEL_HINT_MS)
   // Ctrl-C closes the request; the daemon sees its client go and cancels the remote run.
   const abort = new AbortController()
   const onSigint = (): void => { abort.abort(new ReachError('RL-4015', { message: 'cancelled (Ctrl-C)' })) }
@@ -149,6 +154,7 @@ export async function delegate (opts: Record<string, unknown>, io: { json: boole
     if (abort.signal.aborted) throw abort.signal.reason
     throw err
   } finally {
+    clearTimeout(hint)
     process.off('SIGINT', onSigint)
   }
 }
