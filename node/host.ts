@@ -76,7 +76,7 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
     services: {
       identify: identify(),
       // The health loop and an operator (or bench) may ping the same peer at once.
-      ping: ping({ maxOutboundStreams: 4 }),
+      ping: ping({ maxInboundStreams: 4, maxOutboundStreams: 4 }),
       dht: kadDHT({
         protocol: DHT_PROTOCOL,
         clientMode: false,
