@@ -163,7 +163,6 @@ export interface RunStoreOptions {
 
 export class RunStore implements RunReader {
   private readonly home: HomePaths
-  private readonly nodeSeed: Uint8Array
   private readonly spareTarget: number
   private readonly openLog: RunStoreOptions['openLog']
   private readonly spares: SpareLog[] = []
@@ -171,8 +170,12 @@ export class RunStore implements RunReader {
   private closed = false
   /** The run database, opened on first use (and held until close). */
   private db: Promise<RunDatabase> | undefined
-  /** The node's checkpoint signer, made once (a private KeyObject per run cost 0.25 ms). */
-  private readonly signer: ReturnType<typeof createSigner>
+  /**
+   * The node's checkpoint signer, made once (a private KeyObject per run cost 0.25 ms). Without
+   * one (a store opened only to read, by `reach doctor`), a finished run whose seal a crash lost
+   * is listed from its log but not sealed again: only the node's own key may sign its runs.
+   */
+  private readonly signer: ReturnType<typeof createSigner> | undefined
   /**
    * Runs whose result is known but whose log is still being closed and whose record and
    * checkpoint are still being written: that happens after the result is handed back, off the
@@ -180,10 +183,10 @@ export class RunStore implements RunReader {
    */
   private readonly settling = new Map<string, Promise<void>>()
 
-  constructor (home: HomePaths, nodeSeed: Uint8Array, options: RunStoreOptions = {}) {
+  /** `nodeSeed`: the node's key, which signs its runs' checkpoints; undefined to only read. */
+  constructor (home: HomePaths, nodeSeed: Uint8Array | undefined, options: RunStoreOptions = {}) {
     this.home = home
-    this.nodeSeed = nodeSeed
-    this.signer = createSigner(nodeSeed)
+    this.signer = nodeSeed === undefined ? undefined : createSigner(nodeSeed)
     this.spareTarget = options.spares ?? 0
     this.openLog = options.openLog
   }
@@ -485,9 +488,14 @@ export class RunStore implements RunReader {
       log_hash: d.log_hash,
       merkle_root: d.merkle_root,
       timestamp: d.timestamp
-    }, this.signer)
+    }, this.signerFor(runId))
     record.checkpoint_id = checkpoint.checkpoint_id
     return { record, checkpoint, checkpointText: encodeCheckpoint(checkpoint) }
+  }
+
+  private signerFor (runId: string): ReturnType<typeof createSigner> {
+    if (this.signer === undefined) throw new ReachError('RL-1004', { message: `${runId} has no stored checkpoint, and this store was opened without the node's key to sign one` })
+    return this.signer
   }
 
   private async putSeal (runId: string, { record, checkpointText }: RunSeal, options: { sync?: boolean } = {}, db?: RunDatabase): Promise<void> {
@@ -564,7 +572,7 @@ export class RunStore implements RunReader {
       }
       if (TERMINAL.has(events.at(-1)?.type ?? '')) {
         // When it ended is lost with its seal: it counts from now.
-        found.push({ record: (await this.seal(runId, events)).record, at: Date.now() })
+        found.push({ record: this.signer === undefined ? recordOf(runId, events) : (await this.seal(runId, events)).record, at: Date.now() })
       } else {
         found.push({ record: recordOf(runId, events), at: Number.POSITIVE_INFINITY })
       }

@@ -9,6 +9,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { canonicalize } from '../../protocol/canonical.ts'
+import { decodeCheckpoint } from '../../protocol/checkpoint.ts'
 import { ReachError } from '../../protocol/errors.ts'
 import { computeEventHash } from '../../protocol/event.ts'
 import { generateKeyPair } from '../../protocol/keys.ts'
@@ -251,6 +252,27 @@ describe('the RunStore over the run database', () => {
       expect(await store.record(runId)).toEqual(record)
     }
     await store.close()
+  })
+
+  it('a store opened without the node key (reach doctor) lists a run whose seal was lost, and signs nothing', async () => {
+    const home = await ensureHome(homePaths(await tempDir('reach-reader-')))
+    const node = generateKeyPair()
+    const store = new RunStore(home, node.seed)
+    const [runId] = await runs(store, 1) as [string]
+    const record = await store.record(runId)
+    await (await store['database']()).sealed.del(runId)
+    await store.close()
+
+    const reader = new RunStore(home, undefined)
+    expect((await reader.list()).map((r) => r.fingerprint)).toEqual([record.fingerprint])
+    expect(await (await reader['database']()).sealed.get(runId)).toBeUndefined()
+    await expect(reader.checkpointText(runId)).rejects.toMatchObject({ code: 'RL-1004' })
+    await reader.close()
+
+    // The node rebuilds the seal with its own key.
+    const again = new RunStore(home, node.seed)
+    expect(decodeCheckpoint(await again.checkpointText(runId)).signer).toBe(node.publicKey)
+    await again.close()
   })
 
   it('a run that ends as the store closes still gets its seal', async () => {

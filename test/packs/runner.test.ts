@@ -248,7 +248,7 @@ describe('crash resume (real child process, SIGKILL)', () => {
 
   /** The run's events, read the way another process would: the run database is let go after. */
   async function eventsOf (runId: string): Promise<Event[]> {
-    const runs = new RunStore(homePaths(home), new Uint8Array(32))
+    const runs = new RunStore(homePaths(home), undefined)
     try {
       return await runs.events(runId)
     } finally {

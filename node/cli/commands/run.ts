@@ -355,7 +355,8 @@ export async function doctor (): Promise<Report> {
   await probe('trust registry', async () => `${(await openTrustRegistry(home.trust)).list().length} key(s)`)
   await probe('packs', async () => `${(await openPackStore(home.packs).list()).length} pack(s), all matching their CIDs`)
   await probe('runs', async () => {
-    const store = new RunStore(home, new Uint8Array(32))
+    // Only to read: without the node's key it signs nothing (a lost seal is rebuilt by the node).
+    const store = new RunStore(home, undefined)
     try {
       const runs = await (await runsIn(store, home.root)).runs.list()
       const open = runs.filter((r) => r.status === 'running').length
