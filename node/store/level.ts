@@ -138,9 +138,9 @@ export class LevelEventStore extends CommittedStore implements EventStore {
     // A log of its own keeps its format version; a shared database checked its own when it opened.
     if (meta !== undefined && version === undefined) {
       if (!empty) throw new ReachError('RL-5009', { message: `${path} has events but no format version`, details: { path } })
-      // Synced now, though the first append's synced write would carry it too: the first fsync of
-      // a new log costs half as much again as later ones, and a spare log pays it before its run.
-      await keys.db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: true })
+      // Not synced on its own: the first append's synced write carries it to disk (LevelDB writes
+      // its log in order), and a log that dies empty is simply opened again without a version.
+      await keys.db.batch([{ type: 'put', sublevel: meta, key: 'version', value: String(LEVEL_FORMAT_VERSION) }], { sync: false })
     } else if (meta !== undefined && version !== String(LEVEL_FORMAT_VERSION)) {
       throw new ReachError('RL-5009', { message: `${path} has format version ${version as string}; this node reads version ${LEVEL_FORMAT_VERSION}`, details: { path, version } })
     }
