@@ -158,7 +158,7 @@ function cliVerify (path: string, extra: string[] = []): { rate: number, rssMb: 
 function checkpointFigures (n: number): Figure[] {
   const pair = generateKeyPair()
   const signer = createSigner(pair.seed)
-  const input = { log_id: 'a'.repeat(64), at_seq: 1000, state_hash: 'b'.repeat(64), log_hash: 'c'.repeat(64), merkle_root: 'd'.repeat(64), timestamp: 1000 }
+  const input = { kind: 'log' as const, log_id: 'a'.repeat(64), at_seq: 1000, state_hash: 'b'.repeat(64), log_hash: 'c'.repeat(64), merkle_root: 'd'.repeat(64), timestamp: 1000 }
   const cp = createCheckpoint(input, signer)
   const message = Buffer.from(checkpointMessage(cp))
   const priv = createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), pair.seed]), format: 'der', type: 'pkcs8' })

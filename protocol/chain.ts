@@ -70,6 +70,14 @@ export class ChainVerifier {
     return this.failure
   }
 
+  /**
+   * Events accepted so far. An event pushed without a failure may still be held for look-ahead
+   * (it jumped ahead of its place); it is accepted only when this count grows.
+   */
+  get checked (): number {
+    return this.count
+  }
+
   private expectedSeq (): number {
     return this.prev === null ? 0 : this.prev.seq + 1
   }

@@ -1,15 +1,19 @@
 /**
  * Signed checkpoints: a signer's statement "log L, up to and including event
- * at_seq, has this head, this Merkle root and replays to this state".
+ * at_seq, has this head, this Merkle root, and this state hash", where the
+ * `kind` says what the state hash means.
  *
- * Format, version 1 (byte-exact; protocol/SPEC.md follows this block):
+ * Format, version 2 (byte-exact; protocol/SPEC.md §6):
  *
  *   Checkpoint {
- *     version:       1
+ *     version:       2
+ *     kind:          "log"  state_hash = stateHash of the built-in reducer's state after at_seq
+ *                    "run"  state_hash = sha256(canonical({status, output_hash, error})) of the
+ *                           run the log records (protocol/run.ts runOutcomeHash)
  *     checkpoint_id: 64 lowercase hex = sha256(message)
  *     log_id:        64 lowercase hex, the log's id
  *     at_seq:        non-negative safe integer, the last event covered
- *     state_hash:    64 lowercase hex, stateHash of the state after at_seq
+ *     state_hash:    64 lowercase hex, as `kind` says
  *     log_hash:      64 lowercase hex, `hash` of the event at at_seq
  *     merkle_root:   64 lowercase hex, RFC 6962 root over the hashes of events 0..at_seq
  *     signer:        multibase Ed25519 public key ("z6Mk...")
@@ -19,8 +23,13 @@
  *     signature:     128 lowercase hex, Ed25519 over message
  *   }
  *
- *   body    = {version, log_id, at_seq, state_hash, log_hash, merkle_root, signer, timestamp}
- *   message = "reach/checkpoint/v1\n" || canonical(body)      (RFC 8785, UTF-8; the exact signed bytes)
+ *   body    = {version, kind, log_id, at_seq, state_hash, log_hash, merkle_root, signer, timestamp}
+ *   message = "reach/checkpoint/v2\n" || canonical(body)      (RFC 8785, UTF-8; the exact signed bytes)
+ *
+ * Version 1 (still read and verified, never written) has no `kind` and signs
+ * "reach/checkpoint/v1\n" || canonical(body without kind); what its state hash
+ * means is left to the reader's context (a node's run checkpoints were of kind
+ * "run", `reach checkpoint create` made kind "log").
  *
  * Ed25519 is deterministic, so the same input and key always give the same
  * checkpoint, byte for byte. The signer is inside the body: the id commits to
@@ -40,9 +49,15 @@ import { ReachError } from './errors.ts'
 import { domainMessage, isHash, sha256Hex } from './hash.ts'
 import { isPublicKey, verifySignature, type Signer } from './keys.ts'
 
-export const CHECKPOINT_VERSION = 1
-/** The domain-separation kind: signed bytes start with "reach/checkpoint/v1\n". */
+/** The version written. */
+export const CHECKPOINT_VERSION = 2
+/** Versions read: 1 (no kind) and 2. */
+export const CHECKPOINT_VERSIONS: readonly number[] = [1, 2]
+/** The domain-separation name: signed bytes start with "reach/checkpoint/v<version>\n". */
 export const CHECKPOINT_KIND = 'checkpoint'
+/** What a checkpoint's state hash means. */
+export const CHECKPOINT_KINDS = ['log', 'run'] as const
+export type CheckpointKind = typeof CHECKPOINT_KINDS[number]
 /**
  * Largest accepted encoded checkpoint. A version-1 checkpoint is at most
  * ~700 bytes (five hashes, a signature, a key, two integers); 4 KiB leaves
@@ -51,6 +66,7 @@ export const CHECKPOINT_KIND = 'checkpoint'
 export const MAX_CHECKPOINT_BYTES = 4096
 
 export interface CheckpointInput {
+  kind: CheckpointKind
   log_id: string
   at_seq: number
   state_hash: string
@@ -59,8 +75,10 @@ export interface CheckpointInput {
   timestamp: number
 }
 
-export interface CheckpointBody extends CheckpointInput {
-  version: 1
+export interface CheckpointBody extends Omit<CheckpointInput, 'kind'> {
+  version: 1 | 2
+  /** Absent in version 1. */
+  kind?: CheckpointKind
   signer: string
 }
 
@@ -74,7 +92,8 @@ export interface VerifyCheckpointOptions {
   expectedSigner?: string
 }
 
-const CHECKPOINT_KEYS = ['at_seq', 'checkpoint_id', 'log_hash', 'log_id', 'merkle_root', 'signature', 'signer', 'state_hash', 'timestamp', 'version']
+const CHECKPOINT_KEYS_V1 = ['at_seq', 'checkpoint_id', 'log_hash', 'log_id', 'merkle_root', 'signature', 'signer', 'state_hash', 'timestamp', 'version']
+const CHECKPOINT_KEYS_V2 = [...CHECKPOINT_KEYS_V1, 'kind'].sort()
 const HASH_FIELDS = ['log_id', 'state_hash', 'log_hash', 'merkle_root'] as const
 const SIGNATURE_HEX = /^[0-9a-f]{128}$/
 
@@ -96,18 +115,20 @@ function inputProblem (input: Record<string, unknown>): string | undefined {
   return undefined
 }
 
-/** Why `value` is not a well-formed version-1 checkpoint, or undefined. */
+/** Why `value` is not a well-formed checkpoint of a version this node reads, or undefined. */
 function checkpointProblem (value: unknown): string | undefined {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return 'checkpoint must be a JSON object'
   const cp = value as Record<string, unknown>
-  if (cp.version !== CHECKPOINT_VERSION) {
-    return `unsupported checkpoint version ${JSON.stringify(cp.version) ?? 'undefined'} (this node understands version ${CHECKPOINT_VERSION})`
+  if (cp.version !== 1 && cp.version !== 2) {
+    return `unsupported checkpoint version ${JSON.stringify(cp.version) ?? 'undefined'} (this node understands versions ${CHECKPOINT_VERSIONS.join(' and ')})`
   }
+  const expected = cp.version === 1 ? CHECKPOINT_KEYS_V1 : CHECKPOINT_KEYS_V2
   const keys = Object.keys(cp).sort()
-  const missing = CHECKPOINT_KEYS.filter(k => !Object.hasOwn(cp, k))
+  const missing = expected.filter(k => !Object.hasOwn(cp, k))
   if (missing.length > 0) return `checkpoint is missing ${missing.join(', ')}`
-  const unknown = keys.filter(k => !CHECKPOINT_KEYS.includes(k))
+  const unknown = keys.filter(k => !expected.includes(k))
   if (unknown.length > 0) return `checkpoint has unknown field(s) ${unknown.join(', ')}`
+  if (cp.version === 2 && !(CHECKPOINT_KINDS as readonly unknown[]).includes(cp.kind)) return `checkpoint kind ${JSON.stringify(cp.kind)} is not one of ${CHECKPOINT_KINDS.join(', ')}`
   const problem = inputProblem(cp)
   if (problem !== undefined) return problem
   if (!isHash(cp.checkpoint_id)) return 'checkpoint_id must be 64 lowercase hex characters'
@@ -120,6 +141,7 @@ function checkpointProblem (value: unknown): string | undefined {
 export function checkpointBody (cp: CheckpointBody): CheckpointBody {
   return {
     version: cp.version,
+    ...(cp.version === 1 ? {} : { kind: cp.kind }),
     log_id: cp.log_id,
     at_seq: cp.at_seq,
     state_hash: cp.state_hash,
@@ -132,15 +154,16 @@ export function checkpointBody (cp: CheckpointBody): CheckpointBody {
 
 /** The exact bytes (as a string, UTF-8 encoded when signed) a checkpoint signature covers. */
 export function checkpointMessage (cp: CheckpointBody): string {
-  return domainMessage(CHECKPOINT_KIND, checkpointBody(cp))
+  return domainMessage(CHECKPOINT_KIND, checkpointBody(cp), cp.version)
 }
 
-/** Build and sign a checkpoint. Deterministic. Throws RL-2105 for bad input. */
+/** Build and sign a checkpoint (version 2). Deterministic. Throws RL-2105 for bad input. */
 export function createCheckpoint (input: CheckpointInput, signer: Signer): Checkpoint {
-  const problem = inputProblem(input as unknown as Record<string, unknown>)
+  const problem = inputProblem(input as unknown as Record<string, unknown>) ??
+    ((CHECKPOINT_KINDS as readonly unknown[]).includes(input.kind) ? undefined : `kind must be one of ${CHECKPOINT_KINDS.join(', ')}`)
   if (problem !== undefined) malformed(`cannot create checkpoint: ${problem}`)
   const body: CheckpointBody = checkpointBody({ ...input, version: CHECKPOINT_VERSION, signer: signer.publicKey })
-  const message = domainMessage(CHECKPOINT_KIND, body)
+  const message = domainMessage(CHECKPOINT_KIND, body, CHECKPOINT_VERSION)
   const signature = Buffer.from(signer.sign(message)).toString('hex')
   return { ...body, checkpoint_id: sha256Hex(message), signature }
 }
@@ -154,7 +177,7 @@ export function encodeCheckpoint (cp: Checkpoint): string {
 
 /**
  * Parse a checkpoint file. Strict: the text must be exactly
- * `encodeCheckpoint` of a well-formed version-1 checkpoint. Throws RL-2105.
+ * `encodeCheckpoint` of a well-formed checkpoint (version 1 or 2). Throws RL-2105.
  * Does not check the signature: call `verifyCheckpoint`.
  */
 export function decodeCheckpoint (text: string): Checkpoint {

@@ -26,6 +26,7 @@ export const CODES = {
   'RL-1010': 'key file permissions too open',
   'RL-1011': 'invalid argument',
   'RL-1012': 'node file invalid',
+  'RL-1013': 'listen address in use or not available',
 
   // integrity
   'RL-2001': 'event hash mismatch',
@@ -69,6 +70,7 @@ export const CODES = {
   'RL-3018': 'tool failed',
   'RL-3019': 'run not found',
   'RL-3020': 'pack ended without an output',
+  'RL-3021': 'run recorded by another engine version or build',
   'RL-3101': 'fuel exhausted',
   'RL-3102': 'memory limit exceeded',
   'RL-3103': 'stack limit exceeded',
@@ -98,6 +100,7 @@ export const CODES = {
   'RL-4017': 'remote run not found',
   'RL-4018': 'remote replay did not verify',
   'RL-4019': 'delegation not found',
+  'RL-4020': 'peer failed internally',
 
   // storage
   'RL-5001': 'duplicate sequence number: append rejected',

@@ -23,12 +23,13 @@ export function hashCanonical (value: unknown): string {
 }
 
 /**
- * Domain-separated hash: `sha256("reach/<kind>/v1\n" || canonical(body))`.
+ * Domain-separated message: `"reach/<kind>/v<version>\n" || canonical(body)`.
  * The same prefix is what signatures cover (see protocol/SPEC.md), so a hash
- * or signature made for one kind of object can never be replayed as another.
+ * or signature made for one kind (or version) of object can never be replayed
+ * as another.
  */
-export function domainMessage (kind: string, body: unknown): string {
-  return `reach/${kind}/v1\n${canonicalize(body)}`
+export function domainMessage (kind: string, body: unknown, version = 1): string {
+  return `reach/${kind}/v${version}\n${canonicalize(body)}`
 }
 
 /**

@@ -182,16 +182,16 @@ export function verifySignature (publicKey: string, message: Uint8Array | string
   }
 }
 
-/** Sign `"reach/<kind>/v1\n" || canonical(body)`. Throws RL-1006 if body is not canonical JSON. */
-export function signDomain (signer: Signer, kind: string, body: unknown): Uint8Array {
-  return signer.sign(domainMessage(kind, body))
+/** Sign `"reach/<kind>/v<version>\n" || canonical(body)`. Throws RL-1006 if body is not canonical JSON. */
+export function signDomain (signer: Signer, kind: string, body: unknown, version = 1): Uint8Array {
+  return signer.sign(domainMessage(kind, body, version))
 }
 
 /** Verify a `signDomain` signature. Never throws. */
-export function verifyDomain (publicKey: string, kind: string, body: unknown, signature: Uint8Array): boolean {
+export function verifyDomain (publicKey: string, kind: string, body: unknown, signature: Uint8Array, version = 1): boolean {
   let message: string
   try {
-    message = domainMessage(kind, body)
+    message = domainMessage(kind, body, version)
   } catch {
     return false
   }

@@ -29,7 +29,13 @@ export const MAX_FRAME = {
   packBytes: 9 * 1024 * 1024,
   delegateRequest: 1024 * 1024,
   delegateResult: 4 * 1024 * 1024,
-  logBatch: 2 * 1024 * 1024
+  /**
+   * A `/reach/log` frame as the client reads it: a batch (cut at LOG_BATCH_BYTES), or one event
+   * larger than that on its own. 16 MiB covers the largest event a run writes under any budget a
+   * node should grant (the default policy's output cap is 1 MiB); it is also what one fetch can
+   * make its client hold at once.
+   */
+  logBatch: 16 * 1024 * 1024
 } as const
 
 /** The limit the receiver of each frame type applies: what a sender must stay under. */
@@ -42,13 +48,17 @@ export const FRAME_LIMIT: Readonly<Record<FrameType, number>> = {
   'result': MAX_FRAME.delegateResult,
   'log.get': MAX_FRAME.request,
   'log': MAX_FRAME.logBatch,
+  'log.next': MAX_FRAME.request,
   'log.events': MAX_FRAME.logBatch,
   'log.end': MAX_FRAME.logBatch
 }
 
 /** Events per `log.events` frame (and at most LOG_BATCH_BYTES of them). */
 export const LOG_BATCH_EVENTS = 1000
-/** A batch is cut before it would pass this many bytes of JSON, well under the frame limit. */
+/**
+ * A batch is cut before its events' JSON would pass this many bytes (UTF-8, as sent), so a
+ * client holds about this much of a log at a time; an event larger than this goes alone.
+ */
 export const LOG_BATCH_BYTES = 1024 * 1024
 
 const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' }
@@ -120,6 +130,7 @@ const SCHEMAS = {
   }, ['delegation_id', 'run_id', 'status', 'record', 'checkpoint', 'log_head']),
   'log.get': frame('log.get', { run_id: RUN_ID }, ['run_id']),
   'log': frame('log', { run_id: RUN_ID, events: { type: 'integer', minimum: 0 }, pack_cid: CID_TEXT, checkpoint: { type: 'string', maxLength: 8192 } }, ['run_id', 'events', 'pack_cid', 'checkpoint']),
+  'log.next': frame('log.next', {}, []),
   'log.events': frame('log.events', { events: { type: 'array', minItems: 1, maxItems: LOG_BATCH_EVENTS, items: OBJECT } }, ['events']),
   'log.end': frame('log.end', {}, [])
 } as const
@@ -158,6 +169,7 @@ export interface ResultFrame {
 }
 export interface LogGet { v: 1, type: 'log.get', run_id: string }
 export interface LogHeader { v: 1, type: 'log', run_id: string, events: number, pack_cid: string, checkpoint: string }
+export interface LogNext { v: 1, type: 'log.next' }
 export interface LogEvents { v: 1, type: 'log.events', events: unknown[] }
 export interface LogEnd { v: 1, type: 'log.end' }
 
@@ -170,6 +182,7 @@ export interface Frames {
   'result': ResultFrame
   'log.get': LogGet
   'log': LogHeader
+  'log.next': LogNext
   'log.events': LogEvents
   'log.end': LogEnd
 }
@@ -217,8 +230,13 @@ export function encodeFrame (frame: Frames[FrameType]): Uint8Array {
   return Buffer.from(JSON.stringify(frame), 'utf8')
 }
 
+/** Error messages are at most this many characters (code points, as the schema counts them). */
+export const MAX_ERROR_MESSAGE = 4096
+
 export function errorFrame (code: string, message: string): ErrorFrame {
-  return { v: 1, type: 'error', code, message: message.length > 4096 ? message.slice(0, 4095) + '…' : message }
+  // Cut by code points, never inside a surrogate pair: the frame must stay well-formed text.
+  const points = [...message.toWellFormed()]
+  return { v: 1, type: 'error', code, message: points.length > MAX_ERROR_MESSAGE ? points.slice(0, MAX_ERROR_MESSAGE - 1).join('') + '…' : points.join('') }
 }
 
 /** The request a hop was made for (what runs, with what, until when): its last hop must carry this digest. */

@@ -19,6 +19,7 @@ const signer = createSigner(SEED)
 const other = createSigner(new Uint8Array(32).fill(0x42))
 
 const INPUT: CheckpointInput = {
+  kind: 'log',
   log_id: sha256Hex('log'),
   at_seq: 41,
   state_hash: sha256Hex('state'),
@@ -27,8 +28,17 @@ const INPUT: CheckpointInput = {
   timestamp: 57
 }
 
-// Golden encoding: pins field names, canonical order, id and signature bytes.
-const GOLDEN = '{"at_seq":41,"checkpoint_id":"55482338c2b82371a1ef43bcc7b69f7b260ed186a28464d647f321bc5801ef6b",' +
+// Golden encoding (version 2): pins field names, canonical order, id and signature bytes.
+const GOLDEN = '{"at_seq":41,"checkpoint_id":"00014391313ab29092f68c47b45c6b7fe5ddbe24fdd297baaf3dbdc70ff54ec7","kind":"log",' +
+  '"log_hash":"2b5efe1b17ef34287cd751ceafca51a89be92940151d1fc45dab0e901665e3b0",' +
+  '"log_id":"836ff184e7b41b1e13cb5fd89fa1de98dbbab99e9d2918913ff43b86a5c7c213",' +
+  '"merkle_root":"4813494d137e1631bba301d5acab6e7bb7aa74ce1185d456565ef51d737677b2",' +
+  '"signature":"b2447e5694520d6c8d60fed620a075ca8f09523999e2b32b7f9798fbd64fd8f8ca8bab57fe50c8ae28f87f009135e4f1c9b71cddc9ce2c842860c0c08aeeed01",' +
+  '"signer":"z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw",' +
+  '"state_hash":"4ba69735ca53765ed6a709edb56c6ea236b7193a3b29a6b390c346f0f4340e4e","timestamp":57,"version":2}\n'
+
+// A version-1 checkpoint of the same input, as nodes wrote before checkpoints had a kind: still read and verified.
+const GOLDEN_V1 = '{"at_seq":41,"checkpoint_id":"55482338c2b82371a1ef43bcc7b69f7b260ed186a28464d647f321bc5801ef6b",' +
   '"log_hash":"2b5efe1b17ef34287cd751ceafca51a89be92940151d1fc45dab0e901665e3b0",' +
   '"log_id":"836ff184e7b41b1e13cb5fd89fa1de98dbbab99e9d2918913ff43b86a5c7c213",' +
   '"merkle_root":"4813494d137e1631bba301d5acab6e7bb7aa74ce1185d456565ef51d737677b2",' +
@@ -52,7 +62,7 @@ function check (text: string, expectedSigner?: string): string | undefined {
 
 const hashArb = fc.uint8Array({ minLength: 32, maxLength: 32 }).map(b => Buffer.from(b).toString('hex'))
 const seqArb = fc.maxSafeNat()
-const inputArb = fc.record({ log_id: hashArb, at_seq: seqArb, state_hash: hashArb, log_hash: hashArb, merkle_root: hashArb, timestamp: seqArb })
+const inputArb = fc.record({ kind: fc.constantFrom('log' as const, 'run' as const), log_id: hashArb, at_seq: seqArb, state_hash: hashArb, log_hash: hashArb, merkle_root: hashArb, timestamp: seqArb })
 
 describe('createCheckpoint', () => {
   it('given the same input and key 100 times, then identical bytes every time', () => {
@@ -68,14 +78,15 @@ describe('createCheckpoint', () => {
     expect(check(GOLDEN, signer.publicKey)).toBeUndefined()
   })
 
-  it('signs exactly "reach/checkpoint/v1\\n" || canonical(body), and the id is its sha256', () => {
+  it('signs exactly "reach/checkpoint/v2\\n" || canonical(body), and the id is its sha256', () => {
     const cp = createCheckpoint(INPUT, signer)
     const { checkpoint_id: _id, signature: _sig, ...body } = cp
-    const message = 'reach/checkpoint/v1\n' + canonicalize(body)
+    const message = 'reach/checkpoint/v2\n' + canonicalize(body)
     expect(checkpointMessage(cp)).toBe(message)
-    expect(Object.keys(body).sort()).toEqual(['at_seq', 'log_hash', 'log_id', 'merkle_root', 'signer', 'state_hash', 'timestamp', 'version'])
+    expect(Object.keys(body).sort()).toEqual(['at_seq', 'kind', 'log_hash', 'log_id', 'merkle_root', 'signer', 'state_hash', 'timestamp', 'version'])
     expect(cp.checkpoint_id).toBe(sha256Hex(message))
-    expect(cp.version).toBe(1)
+    expect(cp.version).toBe(2)
+    expect(cp.kind).toBe('log')
     expect(cp.signer).toBe(signer.publicKey)
     // an independent Ed25519 implementation produces the same signature over the same bytes
     const bytes = new TextEncoder().encode(message)
@@ -83,8 +94,22 @@ describe('createCheckpoint', () => {
     expect(ed.verify(Buffer.from(cp.signature, 'hex'), bytes, decodePublicKey(cp.signer))).toBe(true)
   })
 
+  it('reads and verifies a version-1 checkpoint (no kind, signed as reach/checkpoint/v1)', () => {
+    const old = decodeCheckpoint(GOLDEN_V1)
+    expect(old.version).toBe(1)
+    expect(old.kind).toBeUndefined()
+    expect(check(GOLDEN_V1, signer.publicKey)).toBeUndefined()
+    const { checkpoint_id: _id, signature: _sig, ...body } = old
+    expect(checkpointMessage(old)).toBe('reach/checkpoint/v1\n' + canonicalize(body))
+    // The same fields under the version-2 domain are another message: a v1 signature is not a v2 one.
+    expect(code(() => verifyCheckpoint({ ...old, version: 2, kind: 'log' }))).toBe('RL-2108')
+    expect(code(() => verifyCheckpoint({ ...old, version: 2, kind: 'log', checkpoint_id: sha256Hex(checkpointMessage({ ...old, version: 2, kind: 'log' })) }))).toBe('RL-2101')
+  })
+
   it('refuses malformed input with RL-2105', () => {
     const bad: Array<Partial<Record<keyof CheckpointInput, unknown>>> = [
+      { kind: 'ledger' },
+      { kind: undefined },
       { log_id: 'abc' },
       { state_hash: INPUT.state_hash.toUpperCase() },
       { log_hash: undefined },
@@ -134,6 +159,7 @@ describe('tampering', () => {
   it('given a body field changed without re-signing, then RL-2108; with a recomputed id, then RL-2101', () => {
     const cp = createCheckpoint(INPUT, signer)
     const changes: Array<Partial<Checkpoint>> = [
+      { kind: 'run' },
       { at_seq: cp.at_seq + 1 },
       { timestamp: cp.timestamp + 1 },
       { state_hash: sha256Hex('other state') },
@@ -169,8 +195,10 @@ describe('tampering', () => {
       const sig = Buffer.from(signDomain(signer, kind, body)).toString('hex')
       expect(code(() => verifyCheckpoint({ ...cp, signature: sig })), kind).toBe('RL-2101')
     }
-    // control: the same helper with the checkpoint kind gives the real signature
-    expect(Buffer.from(signDomain(signer, 'checkpoint', body)).toString('hex')).toBe(cp.signature)
+    // nor does the same body signed under the version-1 domain
+    expect(code(() => verifyCheckpoint({ ...cp, signature: Buffer.from(signDomain(signer, 'checkpoint', body, 1)).toString('hex') }))).toBe('RL-2101')
+    // control: the same helper with the checkpoint kind and version gives the real signature
+    expect(Buffer.from(signDomain(signer, 'checkpoint', body, 2)).toString('hex')).toBe(cp.signature)
     // and the raw body without the domain prefix is not what is signed
     expect(verifySignature(signer.publicKey, canonicalize(body), Buffer.from(cp.signature, 'hex'))).toBe(false)
   })
@@ -198,8 +226,11 @@ describe('decodeCheckpoint is strict', () => {
     ['JSON null', 'null\n'],
     ['missing field', reencode(Object.fromEntries(Object.entries(cp).filter(([k]) => k !== 'merkle_root')))],
     ['unknown field', reencode({ ...cp, note: 'hi' })],
-    ['version 2', reencode({ ...cp, version: 2 })],
-    ['version "1"', reencode({ ...cp, version: '1' })],
+    ['version 3', reencode({ ...cp, version: 3 })],
+    ['version "2"', reencode({ ...cp, version: '2' })],
+    ['version 2 without a kind', reencode(Object.fromEntries(Object.entries(cp).filter(([k]) => k !== 'kind')))],
+    ['version 1 with a kind', reencode({ ...cp, version: 1 })],
+    ['an unknown kind', reencode({ ...cp, kind: 'ledger' })],
     ['at_seq as a string', reencode({ ...cp, at_seq: '41' })],
     ['negative at_seq', reencode({ ...cp, at_seq: -1 })],
     ['fractional timestamp', reencode({ ...cp, timestamp: 1.5 })],
@@ -212,13 +243,13 @@ describe('decodeCheckpoint is strict', () => {
     expect(code(() => decodeCheckpoint(text))).toBe('RL-2105')
   })
 
-  it('says which version it understands', () => {
+  it('says which versions it understands', () => {
     try {
-      decodeCheckpoint(reencode({ ...cp, version: 2 }))
+      decodeCheckpoint(reencode({ ...cp, version: 3 }))
       expect.unreachable()
     } catch (err) {
       expect(isReachError(err, 'RL-2105')).toBe(true)
-      expect((err as Error).message).toMatch(/unsupported checkpoint version 2/)
+      expect((err as Error).message).toMatch(/unsupported checkpoint version 3 \(this node understands versions 1 and 2\)/)
     }
   })
 
@@ -231,7 +262,7 @@ describe('decodeCheckpoint is strict', () => {
 
 describe('checkpointFileName', () => {
   it('is <log_id[0:16]>-<at_seq, 16 digits>-<checkpoint_id[0:12]>.checkpoint', () => {
-    expect(checkpointFileName(createCheckpoint(INPUT, signer))).toBe('836ff184e7b41b1e-0000000000000041-55482338c2b8.checkpoint')
+    expect(checkpointFileName(createCheckpoint(INPUT, signer))).toBe('836ff184e7b41b1e-0000000000000041-00014391313a.checkpoint')
   })
 
   it('sorts by log, then by at_seq numerically', () => {

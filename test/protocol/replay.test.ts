@@ -89,7 +89,7 @@ describe('replay', () => {
     const { createSigner, generateKeyPair } = await import('../../protocol/keys.ts')
     const first = replay(events, { untilSeq: 500 })
     const d = digestLog(events, { untilSeq: 500 })
-    const cp = createCheckpoint({ log_id: d.log_id, at_seq: 500, state_hash: d.state_hash!, log_hash: d.log_hash, merkle_root: d.merkle_root, timestamp: d.timestamp }, createSigner(generateKeyPair().seed))
+    const cp = createCheckpoint({ kind: 'log', log_id: d.log_id, at_seq: 500, state_hash: d.state_hash!, log_hash: d.log_hash, merkle_root: d.merkle_root, timestamp: d.timestamp }, createSigner(generateKeyPair().seed))
     verifyCheckpoint(cp)
     expect(cp.state_hash).toBe(first.state_hash)
     expect(replay(events, { untilSeq: 500 }).state_hash).toBe(cp.state_hash)

@@ -30,6 +30,14 @@ describe('golden fixtures', () => {
     expect(d.stdout).toContain('Deterministic replay: VERIFIED')
   })
 
+  it('the version-2 checkpoint of the same log (kind "log") verifies too, and the version-1 file still does', async () => {
+    const r = await reach(['checkpoint', 'verify', '--checkpoint-path', fixture('universe-v2.checkpoint'), '--log-path', fixture('universe.log'), '--signer', expected.checkpoint_v2.signer, '--json'])
+    expect(r.code).toBe(0)
+    expect(r.json.checkpoint).toMatchObject({ version: 2, kind: 'log', checkpoint_id: expected.checkpoint_v2.checkpoint_id, state_hash: expected.checkpoint.state_hash })
+    // Same log, same state: the two versions differ only in how they are signed.
+    expect(expected.checkpoint_v2.checkpoint_id).not.toBe(expected.checkpoint.checkpoint_id)
+  })
+
   it('the mutated log twin fails at its recorded seq and code', async () => {
     const r = await reach(['verify', '--log-path', fixture('universe-mutated.log'), '--json'])
     expect(r.code).toBe(1)
