@@ -5,16 +5,16 @@
  *   trivial reduce steps/s (counter pack, state and event round-tripped as JSON)
  *       vs the same round trip through quickjs-emscripten's public API on a bare context
  *   trivial reduce steps/s on the run loop's path (begin/step: the state stays in the VM)
- *   createSandbox once the last sandbox was reset (the pack kept loaded), and back to back
+ *   SandboxPool.create once the last sandbox was reset (the pack kept loaded), and back to back
  *     (the last one reset when the next is asked for)
- *   loadEngine (compile the module, make the spares)
+ *   SandboxPool.load (compile the module, make the spares)
  *
  * Options: --quick (fewer steps), --json. Nothing here is a test: it prints numbers.
  */
 import { parseArgs } from 'node:util'
 import { newQuickJSWASMModuleFromVariant, type QuickJSSyncVariant } from 'quickjs-emscripten-core'
 import * as releaseSync from '@jitl/quickjs-wasmfile-release-sync'
-import { createSandbox, loadEngine } from '../packs/sandbox.ts'
+import { SandboxPool } from '../packs/sandbox/index.ts'
 import { median, percentile, report, type Figure } from './report.ts'
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean' }, json: { type: 'boolean' } } })
@@ -55,11 +55,12 @@ async function baselineStepsPerSecond (): Promise<number> {
   return median(rates)
 }
 
+const pool = new SandboxPool()
 const loadStarted = performance.now()
-await loadEngine()
+await pool.load()
 const loadMs = performance.now() - loadStarted
 
-const sandbox = await createSandbox({ 'index.js': COUNTER }, 'index.js')
+const sandbox = await pool.create({ 'index.js': COUNTER }, 'index.js')
 const rates: number[] = []
 let state = sandbox.call('init', [{ start: 0 }]).value
 for (let round = 0; round < ROUNDS; round++) {
@@ -73,7 +74,7 @@ const baseline = await baselineStepsPerSecond()
 figures.push({ name: 'trivial reduce steps, stateless call (state and event as canonical JSON in, checked JSON out, fuel metered)', value: ours, unit: 'steps/s', baseline: 'public-API round trip, no checks', baselineValue: baseline, bar: '>= 100k steps/s', pass: ours >= 100_000 })
 
 // The run loop's path: the state stays in the VM, only the event goes in.
-const stepper = await createSandbox({ 'index.js': COUNTER }, 'index.js')
+const stepper = await pool.create({ 'index.js': COUNTER }, 'index.js')
 stepper.begin({ start: 0 })
 const event = '{"by":1,"type":"Add"}'
 const stepRates: number[] = []
@@ -90,18 +91,19 @@ const spareMs: number[] = []
 for (let i = 0; i < 30; i++) {
   await new Promise((resolve) => setTimeout(resolve, 20)) // let the released sandbox be reset
   const started = performance.now()
-  const s = await createSandbox({ 'index.js': COUNTER }, 'index.js')
+  const s = await pool.create({ 'index.js': COUNTER }, 'index.js')
   s.call('init', [{ start: 0 }])
   spareMs.push(performance.now() - started)
   s.dispose()
 }
-figures.push({ name: 'createSandbox + init, a released sandbox reset with the pack kept loaded (p50)', value: median(spareMs), unit: 'ms', lowerIsBetter: true })
-figures.push({ name: 'createSandbox + init, reset and kept loaded (p90)', value: percentile(spareMs, 90), unit: 'ms', lowerIsBetter: true })
+figures.push({ name: 'SandboxPool.create + init, a released sandbox reset with the pack kept loaded (p50)', value: median(spareMs), unit: 'ms', lowerIsBetter: true })
+figures.push({ name: 'SandboxPool.create + init, reset and kept loaded (p90)', value: percentile(spareMs, 90), unit: 'ms', lowerIsBetter: true })
 
 const backToBack = 100
 const started = performance.now()
-for (let i = 0; i < backToBack; i++) (await createSandbox({ 'index.js': COUNTER }, 'index.js')).dispose()
-figures.push({ name: 'createSandbox back to back (the last one reset at once, the pack kept loaded)', value: (performance.now() - started) / backToBack, unit: 'ms', lowerIsBetter: true })
-figures.push({ name: 'loadEngine (compile, two spares)', value: loadMs, unit: 'ms', lowerIsBetter: true })
+for (let i = 0; i < backToBack; i++) (await pool.create({ 'index.js': COUNTER }, 'index.js')).dispose()
+figures.push({ name: 'SandboxPool.create back to back (the last one reset at once, the pack kept loaded)', value: (performance.now() - started) / backToBack, unit: 'ms', lowerIsBetter: true })
+figures.push({ name: 'SandboxPool.load (compile, two spares)', value: loadMs, unit: 'ms', lowerIsBetter: true })
+await pool.close()
 
 report('Pack sandbox', figures, { json: args.json === true })

@@ -1,7 +1,8 @@
 /**
- * Limits and sizes of the pack sandbox (sandbox.ts), each with why it has its
- * value. The run budget of a pack (manifest `budget`, capped by node policy)
- * overrides the defaults field by field.
+ * Limits and sizes of the pack sandbox (packs/sandbox/), each with why it has
+ * its value. The run budget of a pack (manifest `budget`, capped by node
+ * policy) overrides the limits field by field; `SandboxPoolInit` overrides the
+ * pool sizes.
  */
 
 /**
@@ -78,7 +79,7 @@ export const SPARE_SANDBOXES = 2
 export const POOLED_SANDBOXES = 4
 
 /**
- * Packs kept loaded (see sandbox.ts `Loaded`): a pack that has loaded twice keeps the state its
+ * Packs kept loaded (see sandbox/loaded.ts `Loaded`): a pack that has loaded twice keeps the state its
  * load made (about 1.7 MiB each), so later runs of it skip loading (0.4 ms for a small pack).
  */
 export const LOADED_PACKS = 8
@@ -88,3 +89,10 @@ export const LOADED_READY_PER_PACK = 2
 
 /** Packs remembered as loaded once (a key each), waiting for a second load. */
 export const SEEN_PACKS = 256
+
+/**
+ * Linear memories of dropped instances kept for new ones (zeroed when taken). Each is 16 MiB that
+ * V8 counts as external memory, and making a new one per run drove a full mark-compact every few
+ * runs. As many as POOLED_SANDBOXES: an idle pool holds at most 64 MiB of them.
+ */
+export const FREE_MEMORIES = 4
