@@ -21,6 +21,7 @@
  * A key is trusted, revoked (kept so it stays refused) or unknown.
  */
 import { canonicalize } from '../protocol/canonical.ts'
+import type { Pack } from './bundle.ts'
 import { ReachError } from '../protocol/errors.ts'
 import { bytesToHex, hexToBytes, sha256Hex } from '../protocol/hash.ts'
 import { isPublicKey, signDomain, verifyDomain, type Signer } from '../protocol/keys.ts'
@@ -32,6 +33,11 @@ export const SIGNATURE_KIND = 'pack-signature'
 export const TRUST_FILE_VERSION = 1
 /** A registry names people and organisations it trusts; 128 characters is plenty for a label. */
 export const MAX_TRUST_NAME_LENGTH = 128
+
+/** A pack with the publisher signatures that came with it (as a node stores and serves it). */
+export interface StoredPack extends Pack {
+  signatures: PackSignature[]
+}
 
 export interface PackSignature {
   version: 1

@@ -1,8 +1,8 @@
 /**
  * Host tools: the only way a pack reaches the world. Each tool is named by
- * the capability a pack must declare and a node must grant; each says
- * whether repeating it is harmless (`idempotent`), which decides what a node
- * that crashed between `ToolCalled` and its result may do on resume.
+ * the capability a pack must declare and a node must grant. Whether a repeat
+ * is harmless, and what a tool can answer, are the engine's to say
+ * (contracts.ts), not the tool's.
  *
  * Tools run outside the sandbox and outside replay: their results are
  * recorded as events, and a replay reads them back instead.
@@ -15,13 +15,14 @@ export interface ToolContext {
   /** The pack's namespace (its manifest name): kv keys never cross packs. */
   pack: string
   signal: AbortSignal
-  /** Fuel the calling run has left (its budget minus what it used so far): what a sub-run may be given. */
+  /** Fuel the calling run has left (its budget minus what it used so far). */
   fuelLeft?: number
+  /** reach.delegate: the fuel the run loop granted this call's sub-run (delegate-fuel.ts). */
+  fuelGranted?: number
 }
 
 export interface Tool {
   capability: string
-  idempotent: boolean
   run (args: JsonObject, ctx: ToolContext): Promise<JsonValue>
 }
 
@@ -61,12 +62,10 @@ export function hostTools (init: ToolsInit): Map<string, Tool> {
   const tools: Tool[] = [
     {
       capability: 'clock.now',
-      idempotent: true,
       run: async () => ({ now_ms: Date.now() })
     },
     {
       capability: 'random.bytes',
-      idempotent: true,
       run: async (args) => {
         const n = args.n ?? 32
         if (!Number.isSafeInteger(n) || (n as number) < 1 || (n as number) > MAX_RANDOM_BYTES) fail(`random.bytes n must be an integer from 1 to ${MAX_RANDOM_BYTES}`)
@@ -75,13 +74,10 @@ export function hostTools (init: ToolsInit): Map<string, Tool> {
     },
     {
       capability: 'kv.get',
-      idempotent: true,
       run: async (args, ctx) => ({ value: (await init.kv.get(ctx.pack, kvKey(args))) ?? null })
     },
     {
       capability: 'kv.put',
-      // Writing the same value under the same key twice leaves the same state.
-      idempotent: true,
       run: async (args, ctx) => {
         if (!('value' in args)) fail('kv.put needs a value')
         await init.kv.put(ctx.pack, kvKey(args), args.value as JsonValue)
@@ -90,8 +86,6 @@ export function hostTools (init: ToolsInit): Map<string, Tool> {
     },
     {
       capability: 'http.fetch',
-      // GET only, so a repeat after a crash asks the same question again.
-      idempotent: true,
       run: async (args, ctx) => {
         let url: URL
         try {

@@ -2,7 +2,9 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { isReachError } from '../../protocol/errors.ts'
-import type { PackManifest } from '../../packs/manifest.ts'
+import { ENGINE_VERSION, type PackManifest } from '../../packs/manifest.ts'
+import type { Engine } from '../../packs/run/index.ts'
+import { SandboxPool, engineBuild } from '../../packs/sandbox.ts'
 
 /** A valid manifest, with overrides. */
 export function manifest (over: Record<string, unknown> = {}): PackManifest {
@@ -55,4 +57,9 @@ export async function failure (fn: () => unknown): Promise<{ code: string, messa
 export async function tempDir (prefix: string): Promise<{ path: string, remove: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), `reach-${prefix}-`))
   return { path, remove: () => rm(path, { recursive: true, force: true }) }
+}
+
+/** This build's engine with a sandbox pool of its own (close it with `engine.sandboxes.close()`). */
+export async function testEngine (): Promise<Engine & { sandboxes: SandboxPool }> {
+  return { version: ENGINE_VERSION, build: await engineBuild(), sandboxes: new SandboxPool() }
 }

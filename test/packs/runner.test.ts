@@ -6,22 +6,23 @@
 import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
-import { beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { JsonObject } from '../../protocol/canonical.ts'
 import { ReachError } from '../../protocol/errors.ts'
 import { computeEventHash, type Event } from '../../protocol/event.ts'
 import { generateKeyPair } from '../../protocol/keys.ts'
-import { replayRecordedRun, startOf, type RunPack } from '../../packs/runner.ts'
-import { hostTools, type KvBackend } from '../../packs/tools/index.ts'
+import { ArrayCursor, replayRun, type RunPack } from '../../packs/run/index.ts'
+import { hostTools, type KvBackend, type Tool } from '../../packs/tools/index.ts'
 import { ensureHome, homePaths } from '../../node/home.ts'
 import { RunStore } from '../../node/runs.ts'
 import { openStore } from '../../node/store/index.ts'
 import type { EventStore } from '../../node/store/types.ts'
 import { verifyChain } from '../../protocol/chain.ts'
 import { reach } from '../node/cli/helpers.ts'
+import { testEngine } from './helpers.ts'
 
 const BUDGET = { fuel: 100_000, memory_bytes: 16 << 20, output_bytes: 65536, tool_calls: 10, wall_ms: 5000 }
-const POLICY = { version: 'p'.repeat(64), granted: ['clock.now', 'kv.get', 'kv.put', 'random.bytes'] }
+const POLICY = { version: 'a'.repeat(64), granted: ['clock.now', 'kv.get', 'kv.put', 'random.bytes'] }
 
 function pack (source: string, capabilities: string[] = ['clock.now', 'kv.put']): RunPack {
   return { cid: 'bafy-test-' + computeEventHash({ seq: 0, type: 'X', aggregate_id: source, timestamp: 0, payload: null, metadata: {}, prev_hash: '0'.repeat(64) }).slice(0, 16), name: 'test-pack', entry: 'index.js', capabilities, files: { 'index.js': source } }
@@ -48,14 +49,28 @@ function memoryKv (): KvBackend & { puts: number } {
 }
 
 let store: RunStore
+let engine: Awaited<ReturnType<typeof testEngine>>
+/** Dirs this file made, removed at the end. */
+const dirs: string[] = []
+async function tempDir (prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(os.tmpdir(), prefix))
+  dirs.push(dir)
+  return dir
+}
 beforeAll(async () => {
-  const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-runs-'))))
+  const home = await ensureHome(homePaths(await tempDir('reach-runs-')))
   store = new RunStore(home, generateKeyPair().seed)
+  engine = await testEngine()
+})
+afterAll(async () => {
+  await store.close()
+  await engine.sandboxes.close()
+  await Promise.all(dirs.map(async (dir) => { await rm(dir, { recursive: true, force: true }) }))
 })
 
 async function recorded (source = CLOCK_PACK, capabilities?: string[], fuel = BUDGET.fuel): Promise<{ events: Event[], p: RunPack, runId: string }> {
   const p = pack(source, capabilities)
-  const { record } = await store.start({ pack: p, input: { q: 1 }, budget: { ...BUDGET, fuel }, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })
+  const { record } = await store.start({ pack: p, input: { q: 1 }, budget: { ...BUDGET, fuel }, policy: POLICY, engine, tools: hostTools({ kv: memoryKv() }) })
   return { events: await store.events(record.run_id), p, runId: record.run_id }
 }
 
@@ -68,16 +83,16 @@ describe('runs', () => {
 
   it('100 replays of a recorded run give the same fingerprint', async () => {
     const { runId, p } = await recorded()
-    const first = await store.replay(runId, p)
+    const first = await store.replay(runId, p, engine)
     expect(first.verdict.ok).toBe(true)
-    for (let i = 0; i < 100; i++) expect((await store.replay(runId, p)).fingerprint).toBe(first.fingerprint)
+    for (let i = 0; i < 100; i++) expect((await store.replay(runId, p, engine)).fingerprint).toBe(first.fingerprint)
     expect(first.fingerprint).toBe(first.record.fingerprint)
   })
 
   it('a pack changed after recording fails replay naming the seq', async () => {
     const { events, p } = await recorded()
     const changed = { ...p, files: { 'index.js': CLOCK_PACK.replace("key: 'last'", "key: 'other'") } }
-    const verdict = await replayRecordedRun(startOf(events, { ...changed, cid: p.cid }), events)
+    const verdict = await replayRun({ ...changed, cid: p.cid }, engine, new ArrayCursor(events))
     expect(verdict).toMatchObject({ ok: false, divergence: { seq: 3 } })
   })
 
@@ -90,14 +105,14 @@ describe('runs', () => {
       if (i > 0) edited[i]!.prev_hash = edited[i - 1]!.hash
       edited[i]!.hash = computeEventHash(edited[i]!)
     }
-    const verdict = await replayRecordedRun(startOf(edited, p), edited)
+    const verdict = await replayRun(p, engine, new ArrayCursor(edited))
     expect(verdict).toMatchObject({ ok: false, divergence: { seq: 3 } })
     // Without rehashing, the stored chain itself is broken at that seq.
     const raw = structuredClone(events)
     ;(raw[3]!.payload as JsonObject).args = { key: 'evil', value: 1 }
     const { verifyChain } = await import('../../protocol/chain.ts')
     expect(verifyChain(raw)).toMatchObject({ ok: false, seq: 3, code: 'RL-2001' })
-    expect((await store.replay(runId, p)).verdict.ok).toBe(true)
+    expect((await store.replay(runId, p, engine)).verdict.ok).toBe(true)
   })
 
   it('the policy gate denies undeclared and ungranted capabilities and a spent budget, in that order', async () => {
@@ -110,16 +125,16 @@ export function reduce (s, e) {
   return n === 4 ? { state: s, output: seen } : { state: { n, seen } }
 }`
     const p = pack(src, ['http.fetch', 'clock.now'])
-    const { record, outcome } = await store.start({ pack: p, input: null, budget: { ...BUDGET, tool_calls: 1 }, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })
+    const { record, outcome } = await store.start({ pack: p, input: null, budget: { ...BUDGET, tool_calls: 1 }, policy: POLICY, engine, tools: hostTools({ kv: memoryKv() }) })
     expect(record.status).toBe('completed')
     expect(outcome.output).toEqual(['ToolDenied:RL-3015', 'ToolDenied:RL-3009', 'ToolResult:ok', 'ToolDenied:RL-3016'])
-    expect((await store.replay(record.run_id, p)).verdict.ok).toBe(true)
+    expect((await store.replay(record.run_id, p, engine)).verdict.ok).toBe(true)
   })
 
   it('a hostile pack ends as RunFailed with its code, replays the same, and the next run works', async () => {
     const { events, runId, p } = await recorded('export function init () { for (;;) {} }\nexport function reduce (s) { return { state: s } }', undefined, 1000)
     expect(events.at(-1)).toMatchObject({ type: 'RunFailed', payload: { error: { code: 'RL-3101' } } })
-    expect((await store.replay(runId, p)).verdict.ok).toBe(true)
+    expect((await store.replay(runId, p, engine)).verdict.ok).toBe(true)
     expect((await recorded()).events.at(-1)!.type).toBe('RunCompleted')
   })
 })
@@ -130,7 +145,9 @@ describe('run store', () => {
     const text = await store.checkpointText(runId)
     const record = await store.record(runId)
     const db = await store['database']()
-    expect(await db.sealed.get(runId)).toBeDefined()
+    const sealed = await db.sealed.get(runId)
+    expect(sealed, 'no seal for the run').toBeTypeOf('string')
+    expect(JSON.parse(sealed as string)).toMatchObject({ record: { run_id: runId }, checkpoint: text })
     await db.sealed.del(runId)
     expect(await db.sealed.get(runId)).toBeUndefined()
     expect(await store.checkpointText(runId)).toBe(text)
@@ -138,17 +155,17 @@ describe('run store', () => {
   })
 
   it('with spare logs open ahead of time: runs use them, list shows only runs, the spares leave nothing behind', async () => {
-    const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-spares-'))))
+    const home = await ensureHome(homePaths(await tempDir('reach-spares-')))
     const spared = new RunStore(home, generateKeyPair().seed, { spares: 2 })
     const p = pack(CLOCK_PACK)
     const ids: string[] = []
-    for (let i = 0; i < 3; i++) ids.push((await spared.start({ pack: p, input: { i }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })).record.run_id)
+    for (let i = 0; i < 3; i++) ids.push((await spared.start({ pack: p, input: { i }, budget: BUDGET, policy: POLICY, engine, tools: hostTools({ kv: memoryKv() }) })).record.run_id)
     expect(new Set(ids).size).toBe(3)
     expect((await spared.list()).map((r) => r.run_id).sort()).toEqual([...ids].sort())
     await spared.close()
     const again = new RunStore(home, generateKeyPair().seed)
     expect((await again.list()).map((r) => r.run_id).sort()).toEqual([...ids].sort())
-    for (const id of ids) expect((await again.replay(id, p)).verdict.ok).toBe(true)
+    for (const id of ids) expect((await again.replay(id, p, engine)).verdict.ok).toBe(true)
     await again.close()
   })
 })
@@ -156,7 +173,7 @@ describe('run store', () => {
 describe('a run whose log write fails', () => {
   /** A RunStore whose run logs refuse their `failAt`-th write (counting from 1), as a full disk would. */
   async function failingStore (failAt: number): Promise<RunStore> {
-    const home = await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-failing-'))))
+    const home = await ensureHome(homePaths(await tempDir('reach-failing-')))
     return new RunStore(home, generateKeyPair().seed, {
       openLog: async (open) => {
         const inner = await open()
@@ -183,39 +200,62 @@ describe('a run whose log write fails', () => {
   // sees the failure and goes on, as it would for any tool error.
   for (const [name, source, failAt, ends] of [['its first write (RunStarted with the first ToolCalled)', CLOCK_PACK, 1, 'RunFailed'], ['its last write (RunStarted with RunCompleted)', TRIVIAL, 1, 'RunFailed'], ['a later write (a ToolResult)', CLOCK_PACK, 2, 'RunCompleted']] as const) {
     it(`fails at ${name}: it ends ${ends} with RunStarted still first, the chain whole, and the error recorded`, async () => {
-      const failing = await failingStore(failAt)
-      const { record, outcome } = await failing.start({ pack: pack(source), input: { n: 1 }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }) })
-      const events = await failing.events(record.run_id)
-      expect(events[0]?.type).toBe('RunStarted')
-      expect(events.at(-1)?.type).toBe(ends)
-      expect(events.some((e) => ((e.payload as JsonObject).error as JsonObject | undefined)?.code === 'RL-5002')).toBe(true)
-      expect(verifyChain(events).ok).toBe(true)
-      expect(events.map((e) => e.type)).toEqual(outcome.events.map((e) => e.type))
-      // What was sealed is what is on disk.
-      expect(await failing.record(record.run_id)).toEqual(record)
-      // Nothing threw outside the run (an unhandled error would fail the test run).
-      await new Promise((resolve) => setImmediate(resolve))
-      await failing.close()
+      // A rejection nobody handles (say the failed write's, left behind by the run) is caught here.
+      const unhandled: unknown[] = []
+      const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+      process.on('unhandledRejection', onUnhandled)
+      try {
+        const failing = await failingStore(failAt)
+        const { record, outcome } = await failing.start({ pack: pack(source), input: { n: 1 }, budget: BUDGET, policy: POLICY, engine, tools: hostTools({ kv: memoryKv() }) })
+        const events = await failing.events(record.run_id)
+        expect(events[0]?.type).toBe('RunStarted')
+        expect(events.at(-1)?.type).toBe(ends)
+        expect(events.some((e) => ((e.payload as JsonObject).error as JsonObject | undefined)?.code === 'RL-5002')).toBe(true)
+        expect(verifyChain(events).ok).toBe(true)
+        expect(events.map((e) => e.type)).toEqual(outcome.events.map((e) => e.type))
+        // What was sealed is what is on disk.
+        expect(await failing.record(record.run_id)).toEqual(record)
+        await failing.close()
+        // Node reports a rejection left unhandled at the end of the event-loop turn it happened
+        // in: after one more turn, any the run or the close left has been reported.
+        await new Promise((resolve) => setImmediate(resolve))
+      } finally {
+        process.off('unhandledRejection', onUnhandled)
+      }
+      expect(unhandled).toEqual([])
     })
   }
 })
 
 describe('cancellation', () => {
-  // A tool that waits until the run is cancelled, then fails with the abort reason.
-  const waiter = { capability: 'clock.now', idempotent: true, run: async (_a: JsonObject, ctx: { signal: AbortSignal }) => await new Promise<never>((_resolve, reject) => { ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true }) }) }
+  /** A tool that says it was called, then waits until the run is cancelled and fails with the abort reason. */
+  function waiter (): { tool: Tool, called: Promise<void> } {
+    const called = Promise.withResolvers<void>()
+    const tool: Tool = {
+      capability: 'clock.now',
+      run: async (_a, ctx) => {
+        called.resolve()
+        return await new Promise<never>((_resolve, reject) => { ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true }) })
+      }
+    }
+    return { tool, called: called.promise }
+  }
 
   it('an abort during a tool call ends the run with RunCancelled after the recorded ToolFailed, and it replays', async () => {
     const p = pack(CLOCK_PACK)
     const abort = new AbortController()
-    const tools = new Map([['clock.now', waiter]])
-    const running = store.start({ pack: p, input: { q: 1 }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools, signal: abort.signal })
-    setTimeout(() => abort.abort(new ReachError('RL-4015', { message: 'cancelled by the test' })), 50)
+    const { tool, called } = waiter()
+    const tools = new Map([['clock.now', tool]])
+    const running = store.start({ pack: p, input: { q: 1 }, budget: BUDGET, policy: POLICY, engine, tools, signal: abort.signal })
+    // The run is in its tool call (or it ended without making one, which fails here).
+    await Promise.race([called, running.then(() => { throw new Error('the run ended before its tool call') })])
+    abort.abort(new ReachError('RL-4015', { message: 'cancelled by the test' }))
     const { record, outcome } = await running
     expect(outcome.status).toBe('cancelled')
     expect(record).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
     const events = await store.events(record.run_id)
     expect(events.map((e) => e.type)).toEqual(['RunStarted', 'ToolCalled', 'ToolFailed', 'RunCancelled'])
-    const replay = await store.replay(record.run_id, p)
+    const replay = await store.replay(record.run_id, p, engine)
     expect(replay.verdict.ok).toBe(true)
     expect(replay.fingerprint).toBe(record.fingerprint)
   })
@@ -224,11 +264,11 @@ describe('cancellation', () => {
     const p = pack(CLOCK_PACK)
     const abort = new AbortController()
     abort.abort(new ReachError('RL-4015', { message: 'cancelled early' }))
-    const { record } = await store.start({ pack: p, input: { q: 1 }, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools: hostTools({ kv: memoryKv() }), signal: abort.signal })
+    const { record } = await store.start({ pack: p, input: { q: 1 }, budget: BUDGET, policy: POLICY, engine, tools: hostTools({ kv: memoryKv() }), signal: abort.signal })
     const events = await store.events(record.run_id)
     expect(events.map((e) => e.type)).toEqual(['RunStarted', 'RunCancelled'])
     // The record without its RunCancelled: replay goes on past the end and says so.
-    const verdict = await replayRecordedRun(startOf(events, p), events.slice(0, 1))
+    const verdict = await replayRun(p, engine, new ArrayCursor(events.slice(0, 1)))
     expect(verdict.ok).toBe(false)
   })
 })
@@ -237,7 +277,7 @@ describe('crash resume (real child process, SIGKILL)', () => {
   let home: string
   let dir: string
   beforeAll(async () => {
-    home = await mkdtemp(join(os.tmpdir(), 'reach-crash-home-'))
+    home = await tempDir('reach-crash-home-')
     dir = join(home, 'clock-pack')
     await mkdir(dir, { recursive: true })
     await writeFile(join(dir, 'index.js'), CLOCK_PACK)

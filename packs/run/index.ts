@@ -1,0 +1,66 @@
+/**
+ * The run loop (DESIGN.md §3, SPEC §8): a pack's deterministic code, a policy gate, host tools
+ * and a hash-chained event log.
+ *
+ *   RunStarted → init(input) → reduce(Start) → effects → gate →
+ *     ToolDenied | ToolCalled (durable before the tool runs) → ToolResult | ToolFailed →
+ *     reduce(outcome) → … → output → RunCompleted   (or RunFailed {code}, RunCancelled {code})
+ *
+ * `executeRun` starts a run, `resumeRun` finishes one a dead process left, `replayRun`
+ * re-executes a finished one against its record (interpreter.ts).
+ */
+import type { Event } from '../../protocol/event.ts'
+import type { Tool } from '../tools/index.ts'
+import { DivergenceError, Interpreter } from './interpreter.ts'
+import { ArrayCursor, type RecordCursor } from './record.ts'
+import { checkStarted, type StartedCheck } from './started.ts'
+import type { Engine, ReplayVerdict, RunOutcome, RunPack, RunSink, RunStart } from './types.ts'
+
+export * from './types.ts'
+export { ArrayCursor, StreamCursor, type RecordCursor } from './record.ts'
+export { DivergenceError } from './interpreter.ts'
+
+const NEVER = new AbortController().signal
+
+/** Start a new run, writing every event to `sink` (an empty log). */
+export async function executeRun (start: RunStart, engine: Engine, sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = NEVER): Promise<RunOutcome> {
+  return await new Interpreter(start, engine, { kind: 'run', record: new ArrayCursor([]), sink, tools, signal }).run()
+}
+
+/**
+ * What a recorded run was started with, checked against `pack` and `engine` (startedCheck in
+ * started.ts): a divergence at seq 0 when the record is not a run of this pack on this engine.
+ * `granted`: the node's current policy, which gates only effects past the end of the record.
+ */
+export function startOf (recorded: readonly Event[], pack: RunPack, engine: Pick<Engine, 'version' | 'build'>, granted: readonly string[] = []): StartedCheck {
+  return checkStarted(recorded[0], pack, engine, granted)
+}
+
+/**
+ * Continue a run whose log ends before its end event. Throws DivergenceError when the recorded
+ * prefix is not what this pack does on this engine (a damaged or foreign log, another build).
+ */
+export async function resumeRun (started: StartedCheck & { ok: true }, recorded: readonly Event[], engine: Engine, sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = NEVER): Promise<RunOutcome> {
+  return await new Interpreter(started.start, engine, { kind: 'resume', record: new ArrayCursor(recorded), sink, tools, signal }, started.build !== null).run()
+}
+
+/**
+ * Re-execute `pack` against a complete record: no tool runs and nothing is written. The record
+ * comes from an array or a stream (record.ts: a peer's log is never held whole). The first
+ * event is read first, so a stream needs no more than a batch to be refused for its start.
+ */
+export async function replayRun (pack: RunPack, engine: Engine, record: RecordCursor): Promise<ReplayVerdict> {
+  await record.fill(1)
+  const started = checkStarted(record.peek(), pack, engine, [])
+  if (!started.ok) return started
+  const interpreter = new Interpreter(started.start, engine, { kind: 'replay', record, signal: NEVER }, started.build !== null)
+  try {
+    const outcome = await interpreter.run()
+    await record.fill(1)
+    return { ok: true, outcome: interpreter.replayed(outcome) }
+  } catch (err) {
+    if (err instanceof DivergenceError) return { ok: false, divergence: err.divergence }
+    throw err
+  }
+}
+export { runPackOf } from './pack.ts'

@@ -1,0 +1,406 @@
+/**
+ * The run loop (DESIGN.md §3, SPEC §8): one interpreter for run, resume and replay, so the three
+ * cannot disagree about what a pack did.
+ *
+ *  - run: nothing is recorded; every effect is gated and executed live.
+ *  - resume: a prefix is recorded (a node died mid-run); it is read back as a replay reads it,
+ *    a tool whose `ToolCalled` has no outcome runs again only if it is idempotent, and the run
+ *    goes on live.
+ *  - replay: everything is recorded; no tool runs and nothing is written.
+ *
+ * Reading a record is re-deriving it: every recorded event must be the event this run loop
+ * writes at that point, member for member, except what only the world could say (the input,
+ * budget, nonce and policy version in RunStarted, a tool's result or failure, a cancellation and
+ * its reason, a denial by the recording node's policy). Those are taken from the record once
+ * their form is right and the engine's own rules allow them there: the gate (declared, not
+ * refused by policy earlier, within the tool-call budget), the tool's contract, the fuel grant
+ * of a delegation. Fuel needs no rule of its own: the sandbox runs out where the run did.
+ */
+import { canonicalize, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
+import { diffValues } from '../../protocol/diff.ts'
+import { ReachError, isReachError, type ErrorCode } from '../../protocol/errors.ts'
+import { deriveId, type Event, type EventDraft } from '../../protocol/event.ts'
+import { hashCanonical } from '../../protocol/hash.ts'
+import type { Sandbox } from '../sandbox.ts'
+import { contractOf } from '../tools/contracts.ts'
+import { delegateFuel } from '../tools/delegate-fuel.ts'
+import type { Tool } from '../tools/index.ts'
+import { gate, replayedCallProblem, replayedDenial } from './gate.ts'
+import type { RecordCursor } from './record.ts'
+import { startedPayload } from './started.ts'
+import { RUN_AGGREGATE, type Divergence, type Engine, type ReplayOutcome, type RunOutcome, type RunSink, type RunStart } from './types.ts'
+
+export interface Mode {
+  kind: 'run' | 'resume' | 'replay'
+  record: RecordCursor
+  sink?: RunSink
+  tools?: Map<string, Tool>
+  signal: AbortSignal
+}
+
+/**
+ * The event the pack sees for each step, as canonical JSON text: the pack sees the same keys in
+ * the same order in a live run (a tool's own object) and in a replay (a value read from the log).
+ */
+type PackEvent = string
+const START: PackEvent = '{"type":"Start"}'
+/** Events one effect may take from the record (its call and outcome), plus the run's end. */
+const LOOKAHEAD = 4
+
+/** The run was cancelled (its signal aborted, or the record says so): it ends with RunCancelled. */
+class Cancelled extends Error {
+  readonly error: { code: ErrorCode, message: string }
+  constructor (error: { code: ErrorCode, message: string }) {
+    super(error.message)
+    this.error = error
+  }
+}
+
+export class DivergenceError extends Error {
+  readonly divergence: Divergence
+  constructor (divergence: Divergence) {
+    super(divergence.reason)
+    this.divergence = divergence
+  }
+}
+
+/** What a cancellation is recorded as: the abort reason if it is a Reach error, else RL-4015. */
+function cancellationOf (reason: unknown): { code: ErrorCode, message: string } {
+  if (isReachError(reason)) return { code: reason.code, message: reason.message }
+  return { code: 'RL-4015', message: reason instanceof Error ? reason.message : 'run cancelled' }
+}
+
+function errorOf (err: unknown): { code: ErrorCode, message: string } {
+  if (isReachError(err)) return { code: err.code, message: err.message }
+  return { code: 'RL-3106', message: err instanceof Error ? err.message : String(err) }
+}
+
+const CODE = /^RL-[1-6]\d{3}$/
+
+/** A recorded `{code, message}` (an oracle's error: a tool's failure, a cancellation's reason), if that is its form. */
+function errorValue (v: unknown): { code: ErrorCode, message: string } | undefined {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return undefined
+  const e = v as JsonObject
+  if (Object.keys(e).length !== 2 || typeof e.code !== 'string' || !CODE.test(e.code) || typeof e.message !== 'string') return undefined
+  return { code: e.code as ErrorCode, message: e.message }
+}
+
+/**
+ * JSON equality (what equal canonical forms mean), without serialising:
+ * replay compares every recorded event, so this is its hot path.
+ */
+function same (a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!same(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) if (!Object.hasOwn(b, k) || !same((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false
+  return true
+}
+
+function isEmptyObject (v: unknown): boolean {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false
+  for (const k in v) if (Object.hasOwn(v, k)) return false
+  return true
+}
+
+interface ToolRequest extends JsonObject {
+  call_id: string
+  tool: string
+  args: JsonObject
+}
+
+/** What the pack asked for, made well-formed (a malformed effect names no tool, and the gate denies it). */
+function requestOf (effect: JsonValue, seq: number): ToolRequest {
+  const e = (effect !== null && typeof effect === 'object' && !Array.isArray(effect) ? effect : {}) as JsonObject
+  const tool = typeof e.tool === 'string' ? e.tool : ''
+  const args = (e.args !== null && typeof e.args === 'object' && !Array.isArray(e.args) ? e.args : {}) as JsonObject
+  return { call_id: deriveId('call', seq), tool, args }
+}
+
+/** A call whose ToolCalled the record ends with: a node died while the tool ran. */
+interface Interrupted {
+  called: true
+  grant?: ReturnType<typeof delegateFuel>
+}
+
+function idempotent (tool: string): boolean {
+  return contractOf(tool)?.idempotent ?? false
+}
+
+/** Drives one run in any mode. */
+export class Interpreter {
+  /** The run's events (run and resume; a replay keeps none). */
+  readonly events: Event[] = []
+  private count = 0
+  private last: Event | undefined
+  private toolCalls = 0
+  /** Tools the run called, and tools the record said the node's policy does not grant. */
+  private readonly called = new Set<string>()
+  private readonly refused = new Set<string>()
+  /** Fuel `reach.delegate` may still hand out (delegate-fuel.ts). */
+  private delegateLeft: number
+  private sandbox: Sandbox | undefined
+  private readonly start: RunStart
+  private readonly engine: Engine
+  private readonly mode: Mode
+  /** The record named its engine build (false: a run from before builds were recorded). */
+  private readonly recordedBuild: boolean
+
+  constructor (start: RunStart, engine: Engine, mode: Mode, recordedBuild = true) {
+    this.start = start
+    this.engine = engine
+    this.mode = mode
+    this.recordedBuild = recordedBuild
+    this.delegateLeft = start.budget.fuel
+  }
+
+  private get keeps (): boolean {
+    return this.mode.kind !== 'replay'
+  }
+
+  private push (event: Event): Event {
+    if (this.keeps) this.events.push(event)
+    this.count++
+    this.last = event
+    return event
+  }
+
+  private async ensure (): Promise<void> {
+    if (this.mode.record.needs(LOOKAHEAD)) await this.mode.record.fill(LOOKAHEAD)
+  }
+
+  private diverge (seq: number, code: ErrorCode, reason: string, recorded: JsonValue, replayed: JsonValue): never {
+    throw new DivergenceError({ seq, code, reason: `replay diverged at seq ${seq}: ${reason}`, recorded, replayed })
+  }
+
+  /**
+   * Take the next recorded event, which must be exactly `type` with `payload` (and the fields the
+   * run loop gives every event: aggregate "run", no metadata, timestamp = seq). `failure`: the
+   * replayed pack failed here with this code (named when the record went on instead).
+   */
+  private take (recorded: Event, type: string, payload: JsonValue, failure?: ErrorCode): Event {
+    if (recorded.type !== type) {
+      const code = failure !== undefined && failure.startsWith('RL-31') ? failure : 'RL-3017'
+      const why = failure !== undefined ? `the pack fails here (${failure}: ${String((payload as JsonObject)?.error !== undefined ? ((payload as JsonObject).error as JsonObject).message : '')})` : `the pack produced ${type}`
+      this.diverge(recorded.seq, code, `${why}, the record has ${recorded.type}`, { type: recorded.type, payload: recorded.payload }, { type, payload })
+    }
+    if (recorded.aggregate_id !== RUN_AGGREGATE || !isEmptyObject(recorded.metadata) || recorded.timestamp !== recorded.seq) {
+      this.diverge(recorded.seq, 'RL-3017', `${type} is not written as the run loop writes events (aggregate "run", no metadata, timestamp = seq)`,
+        { aggregate_id: recorded.aggregate_id, metadata: recorded.metadata, timestamp: recorded.timestamp }, { aggregate_id: RUN_AGGREGATE, metadata: {}, timestamp: recorded.seq })
+    }
+    if (!same(recorded.payload, payload)) {
+      const d = diffValues(payload, recorded.payload, 1)[0]
+      const at = d === undefined || d.path === '' ? 'its payload' : d.path
+      const what = d === undefined ? '' : d.op === 'added' ? `: the record adds ${JSON.stringify(d.after)}` : d.op === 'removed' ? `: the record lacks ${JSON.stringify(d.before)}` : `: the run loop writes ${JSON.stringify(d.before)}, the record has ${JSON.stringify(d.after)}`
+      this.diverge(recorded.seq, failure !== undefined && failure.startsWith('RL-31') ? failure : 'RL-3017', `${type} differs at ${at}${what}`, { type, payload: recorded.payload }, { type, payload })
+    }
+    this.mode.record.advance()
+    return this.push(recorded)
+  }
+
+  /** Take the next event from the record (checking it), else append it live. */
+  private async emit (type: string, payload: JsonValue, failure?: ErrorCode): Promise<Event> {
+    const recorded = this.mode.record.peek()
+    if (recorded !== undefined) return this.take(recorded, type, payload, failure)
+    if (this.mode.kind === 'replay' || this.mode.sink === undefined) {
+      this.diverge(this.count, failure !== undefined && failure.startsWith('RL-31') ? failure : 'RL-3017', `the record ends; the pack goes on with ${type}`, null, { type, payload })
+    }
+    return this.push(await this.mode.sink.append({ type, aggregate_id: RUN_AGGREGATE, payload } satisfies EventDraft))
+  }
+
+  async run (): Promise<RunOutcome> {
+    const started = startedPayload(this.start, this.engine)
+    if (!this.recordedBuild) delete started.engine_build
+    const hold = this.mode.kind === 'run' ? this.mode.sink?.hold : undefined
+    await this.ensure()
+    if (hold !== undefined) this.push(hold({ type: 'RunStarted', aggregate_id: RUN_AGGREGATE, payload: started }))
+    else await this.emit('RunStarted', started)
+    const { pack, budget } = this.start
+    let sandbox: Sandbox | undefined
+    try {
+      sandbox = await this.engine.sandboxes.create(pack.files, pack.entry, { fuel: budget.fuel, memoryBytes: budget.memory_bytes, outputBytes: budget.output_bytes, wallMs: budget.wall_ms })
+      return await this.loop(sandbox)
+    } catch (err) {
+      if (err instanceof DivergenceError) throw err
+      const fuel = sandbox?.fuelUsed ?? 0
+      if (err instanceof Cancelled) return { status: 'cancelled', error: err.error, fuel_used: fuel, events: this.events }
+      // Deterministic (the same pack fails the same way), even when the run was also cancelled.
+      const error = errorOf(err)
+      await this.ensure()
+      await this.emit('RunFailed', { error, fuel_used: fuel }, error.code)
+      return { status: 'failed', error, fuel_used: fuel, events: this.events }
+    } finally {
+      sandbox?.dispose()
+    }
+  }
+
+  private async loop (sandbox: Sandbox): Promise<RunOutcome> {
+    this.sandbox = sandbox
+    // The pack's state lives in the sandbox from init to the end: only events go in and only
+    // effects and output come out (the host never needs the state itself).
+    sandbox.begin(this.start.input)
+    // FIFO by index: shift() is linear on a long queue (a step may request thousands of effects).
+    const queue: PackEvent[] = [START]
+    for (let next = 0; next < queue.length; next++) {
+      await this.ensure()
+      await this.checkCancelled(sandbox)
+      const step = sandbox.step(queue[next] as PackEvent)
+      queue[next] = ''
+      if (step.output !== undefined) {
+        const output = step.output
+        const payload = { output, output_hash: hashCanonical(output), fuel_used: sandbox.fuelUsed }
+        await this.emit('RunCompleted', payload)
+        return { status: 'completed', output, fuel_used: sandbox.fuelUsed, events: this.events }
+      }
+      const effects = Array.isArray(step.effects) ? step.effects : []
+      for (const effect of effects) {
+        await this.ensure()
+        await this.checkCancelled(sandbox)
+        const request = requestOf(effect, this.count)
+        // Replay (and the recorded prefix of a resume) stays synchronous: no promise per effect.
+        const recorded = this.fromRecord(request)
+        queue.push(typeof recorded === 'string' ? recorded : await this.live(request, recorded))
+      }
+    }
+    throw new ReachError('RL-3020')
+  }
+
+  /**
+   * Cancellation is checked before every step and every effect: live, when the signal has
+   * aborted; in replay (and resume), where the record has RunCancelled, so a cancelled run
+   * replays to the same point. Ends the run with RunCancelled.
+   */
+  private async checkCancelled (sandbox: Sandbox): Promise<void> {
+    const recorded = this.mode.record.peek()
+    let error: { code: ErrorCode, message: string } | undefined
+    if (recorded?.type === 'RunCancelled') {
+      error = errorValue((recorded.payload as JsonObject | null)?.error)
+      if (error === undefined) this.diverge(recorded.seq, 'RL-3017', 'RunCancelled error is not {code, message}', { type: recorded.type, payload: recorded.payload }, null)
+    } else if (recorded === undefined && this.mode.signal.aborted) {
+      error = cancellationOf(this.mode.signal.reason)
+    }
+    if (error === undefined) return
+    await this.emit('RunCancelled', { error, fuel_used: sandbox.fuelUsed })
+    throw new Cancelled(error)
+  }
+
+  /**
+   * An effect whose fate is recorded: its ToolDenied, or its ToolCalled and outcome, are checked
+   * and taken from the record. Undefined when the record has ended (the call goes live);
+   * `called` when it ends right after the ToolCalled (a node died while the tool ran).
+   */
+  private fromRecord (request: ToolRequest): PackEvent | Interrupted | undefined {
+    const recorded = this.mode.record.peek()
+    if (recorded === undefined) return undefined
+    const { tool, args, call_id: callId } = request
+    const declared = this.start.pack.capabilities
+    const max = this.start.budget.tool_calls
+    const seen = { type: recorded.type, payload: recorded.payload }
+    if (recorded.type === 'ToolDenied') {
+      const code = ((recorded.payload as JsonObject | null)?.error as JsonObject | undefined)?.code
+      const denial = replayedDenial(tool, code, declared, this.called, this.toolCalls, max)
+      if (denial === undefined) this.diverge(recorded.seq, 'RL-3017', `the record denies ${JSON.stringify(tool)}, which the gate lets through (declared, within the budget of ${max} calls)`, seen, { type: 'ToolCalled', payload: request })
+      if (denial.code === 'RL-3009') this.refused.add(tool)
+      return this.packEvent(this.take(recorded, 'ToolDenied', { ...request, error: { ...denial } }), tool)
+    }
+    if (recorded.type !== 'ToolCalled') this.diverge(recorded.seq, 'RL-3017', `the pack asks for ${JSON.stringify(tool)} (${callId}), the record has ${recorded.type}`, seen, { type: 'ToolCalled or ToolDenied', payload: request })
+    const problem = replayedCallProblem(tool, declared, this.refused, this.toolCalls, max)
+    if (problem !== undefined) this.diverge(recorded.seq, problem.code, problem.message, seen, { type: 'ToolDenied', payload: request })
+    this.take(recorded, 'ToolCalled', { ...request, idempotent: idempotent(tool) })
+    this.toolCalls++
+    this.called.add(tool)
+    const grant = this.grant(tool, args)
+    const outcome = this.mode.record.peek()
+    if (outcome === undefined) {
+      if (this.mode.kind === 'replay') this.diverge(this.count, 'RL-3017', `the record ends before the outcome of ${callId}`, null, request)
+      return { called: true, ...(grant === undefined ? {} : { grant }) }
+    }
+    const p = (outcome.payload ?? {}) as JsonObject
+    const got = { type: outcome.type, payload: outcome.payload }
+    // The run loop refuses the call itself: that failure is the loop's, not the world's.
+    if (grant !== undefined && !grant.ok) return this.packEvent(this.take(outcome, 'ToolFailed', { call_id: callId, error: grant.error }), tool)
+    if (outcome.type === 'ToolResult') {
+      if (!Object.hasOwn(p, 'result')) this.diverge(outcome.seq, 'RL-3017', `ToolResult of ${callId} has no result`, got, null)
+      const problem = contractOf(tool)?.resultProblem(args, p.result as JsonValue, grant?.ok === true ? { fuelGranted: grant.fuel } : {})
+      if (problem !== undefined) this.diverge(outcome.seq, 'RL-3017', `the recorded result of ${callId} is not an answer ${tool} gives: ${problem}`, got, null)
+      return this.packEvent(this.take(outcome, 'ToolResult', { call_id: callId, result: p.result as JsonValue }), tool)
+    }
+    if (outcome.type === 'ToolFailed') {
+      const error = errorValue(p.error)
+      if (error === undefined) this.diverge(outcome.seq, 'RL-3017', `ToolFailed of ${callId} has no {code, message} error`, got, null)
+      return this.packEvent(this.take(outcome, 'ToolFailed', { call_id: callId, error }), tool)
+    }
+    return this.diverge(outcome.seq, 'RL-3017', `expected the outcome of ${callId}, the record has ${outcome.type}`, got, { type: 'ToolResult or ToolFailed', payload: { call_id: callId } })
+  }
+
+  /** The fuel a reach.delegate call hands its sub-run, taken from what the run has left (delegate-fuel.ts). */
+  private grant (tool: string, args: JsonObject): ReturnType<typeof delegateFuel> | undefined {
+    if (tool !== 'reach.delegate') return undefined
+    const g = delegateFuel(args, this.delegateLeft, Math.max(0, this.start.budget.fuel - (this.sandbox?.fuelUsed ?? 0)))
+    if (g.ok) this.delegateLeft = g.left
+    return g
+  }
+
+  /** Gate an effect, record it, run the tool; `interrupted`: its ToolCalled is already recorded. */
+  private async live (request: ToolRequest, interrupted?: Interrupted): Promise<PackEvent> {
+    const { tool, args, call_id: callId } = request
+    let grant = interrupted?.grant
+    if (interrupted !== undefined) {
+      // Resuming at a ToolCalled whose outcome was never recorded: run it again only if that is
+      // harmless (its fuel grant was taken when the call was read back).
+      if (!idempotent(tool) && grant?.ok !== false) {
+        const error = { code: 'RL-3018' as const, message: `${tool} was interrupted by a node restart and is not idempotent: not repeated` }
+        return this.packEvent(await this.emit('ToolFailed', { call_id: callId, error }), tool)
+      }
+    } else {
+      const denied = gate(tool, this.start.pack.capabilities, this.start.policy.granted, this.toolCalls, this.start.budget.tool_calls)
+      if (denied !== undefined) return this.packEvent(await this.emit('ToolDenied', { ...request, error: { code: denied.code, message: denied.message } }), tool)
+      this.toolCalls++
+      this.called.add(tool)
+      // Durable before the tool runs: a crash after this line never loses the fact that we called it.
+      await this.emit('ToolCalled', { ...request, idempotent: idempotent(tool) })
+      grant = this.grant(tool, args)
+    }
+    try {
+      if (grant !== undefined && !grant.ok) throw new ReachError(grant.error.code, { message: grant.error.message })
+      const impl = this.mode.tools?.get(tool)
+      if (impl === undefined) throw new ReachError('RL-3018', { message: `no host tool provides ${tool}` })
+      const fuelLeft = Math.max(0, this.start.budget.fuel - (this.sandbox?.fuelUsed ?? 0))
+      const result = await impl.run(args, { pack: this.start.pack.name, signal: this.mode.signal, fuelLeft, ...(grant?.ok === true ? { fuelGranted: grant.fuel } : {}) })
+      return this.packEvent(await this.emit('ToolResult', { call_id: callId, result }), tool)
+    } catch (err) {
+      return this.packEvent(await this.emit('ToolFailed', { call_id: callId, error: errorOf(err) }), tool)
+    }
+  }
+
+  /** `{ type, call_id, tool, result | error }`, written in canonical key order without sorting (the hot path of replay). */
+  private packEvent (event: Event, tool: string): PackEvent {
+    const p = event.payload as JsonObject
+    const body = event.type === 'ToolResult' ? `"result":${canonicalize(p.result ?? null)}` : `"error":${canonicalize(p.error ?? null)}`
+    return `{"call_id":${canonicalize(p.call_id ?? null)},${body},"tool":${canonicalize(tool)},"type":${canonicalize(event.type)}}`
+  }
+
+  /** After a replay: what the run ended with, and whether the record goes on past it. */
+  replayed (outcome: RunOutcome): ReplayOutcome {
+    const extra = this.mode.record.peek()
+    if (extra !== undefined) {
+      this.diverge(extra.seq, 'RL-3017', `the run ended, but the record goes on with ${extra.type}`, { type: extra.type }, null)
+    }
+    return {
+      status: outcome.status,
+      ...(outcome.output === undefined ? {} : { output: outcome.output }),
+      ...(outcome.error === undefined ? {} : { error: outcome.error }),
+      fuel_used: outcome.fuel_used,
+      events: this.count,
+      last: this.last as Event,
+      legacyEngine: !this.recordedBuild
+    }
+  }
+}

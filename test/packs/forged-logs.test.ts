@@ -1,0 +1,449 @@
+/**
+ * Replay is a security check: when it says VERIFIED, the log is what the pack does. A forger
+ * here is the node that ran the pack: it controls its own key, so its logs are consistent
+ * chains and would carry valid signatures. The only thing that can catch it is re-execution.
+ *
+ * Each forgery below is built the way a forger would: by running the pack with the decisions it
+ * wants (a call the gate refused recorded as made, a budget it did not have, a result no tool
+ * returns), so the log is self-consistent. Each is shown
+ *  - to be accepted by a naive replay (the negative control: the attack works there), and
+ *  - to be refused by ours, with a code and the seq.
+ *
+ * The naive replay is what a first implementation writes: it feeds the recorded outcomes to
+ * the pack in order, trusts the recorded gate decisions and budget (runs the pack with its own
+ * limits), matches each call by its tool name, takes the pack by the name the log gives, and
+ * compares the output hash the log records with the pack's output.
+ */
+import { mkdtemp } from 'node:fs/promises'
+import os from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { canonicalize, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
+import { createCheckpoint, encodeCheckpoint } from '../../protocol/checkpoint.ts'
+import { verifyChain } from '../../protocol/chain.ts'
+import { nextEvent, type Event } from '../../protocol/event.ts'
+import { hashCanonical } from '../../protocol/hash.ts'
+import { createSigner, generateKeyPair } from '../../protocol/keys.ts'
+import { peerIdOfPublicKey } from '../../protocol/peer-id.ts'
+import { runOutcomeHash } from '../../protocol/run.ts'
+import { ArrayCursor, replayRun, type RunPack } from '../../packs/run/index.ts'
+import { startedPayload } from '../../packs/run/started.ts'
+import { hostTools, type KvBackend } from '../../packs/tools/index.ts'
+import { contractOf } from '../../packs/tools/contracts.ts'
+import { ensureHome, homePaths } from '../../node/home.ts'
+import { RunStore } from '../../node/runs.ts'
+import { testEngine } from './helpers.ts'
+
+const BUDGET = { fuel: 100_000, memory_bytes: 16 << 20, output_bytes: 65536, tool_calls: 4, wall_ms: 5000 }
+const POLICY = { version: 'c'.repeat(64), granted: ['clock.now', 'random.bytes', 'kv.get', 'kv.put'] }
+
+/**
+ * Six effects: clock.now, random.bytes, http.fetch (not declared: denied RL-3015), kv.put, kv.get
+ * and a second clock.now (the fifth call: past a budget of 4, denied RL-3016). The output lists
+ * what the pack saw, so every recorded answer shows in it.
+ */
+const LEDGER = `
+export function init (input) {
+  // Some work, so the run burns a few dozen ticks of fuel.
+  let x = 0
+  for (let i = 0; i < 300000; i++) x = (x + i) % 7
+  return { input, seen: [], x }
+}
+export function reduce (s, e) {
+  if (e.type === 'Start') return { state: s, effects: [
+    { tool: 'clock.now', args: {} },
+    { tool: 'random.bytes', args: { n: 8 } },
+    { tool: 'http.fetch', args: { url: 'http://example.test/' } },
+    { tool: 'kv.put', args: { key: 'k', value: s.input } },
+    { tool: 'kv.get', args: { key: 'k' } },
+    { tool: 'clock.now', args: {} }
+  ] }
+  const seen = [...s.seen, { type: e.type, tool: e.tool, result: e.result === undefined ? null : e.result, code: e.error ? e.error.code : null }]
+  if (seen.length === 6) return { state: s, output: seen }
+  return { state: { ...s, seen } }
+}`
+
+/** Same name, other code: always reports a forged balance. */
+const IMPOSTOR = `
+export function init (input) { return { input } }
+export function reduce (s, e) {
+  if (e.type === 'Start') return { state: s, effects: [{ tool: 'clock.now', args: {} }] }
+  return { state: s, output: [{ forged: true }] }
+}`
+
+/** One delegation, its answer is the output. */
+const DELEGATING = `
+export function init () { return {} }
+export function reduce (s, e) {
+  if (e.type === 'Start') return { state: s, effects: [{ tool: 'reach.delegate', args: { pack: 'bafyexamplechild', input: 1 } }] }
+  return { state: s, output: { child: e.result === undefined ? null : e.result.output, status: e.result === undefined ? e.error.code : e.result.status } }
+}`
+
+const pack = (name: string, source: string, capabilities: string[], cid: string): RunPack =>
+  ({ cid, name, entry: 'index.js', capabilities, files: Object.freeze({ 'index.js': source }) })
+
+const ledger = pack('ledger', LEDGER, ['clock.now', 'random.bytes', 'kv.put', 'kv.get'], 'bafyledgerpackaaaa')
+const impostor = pack('ledger', IMPOSTOR, ['clock.now'], 'bafyimpostorpackbb')
+const delegating = pack('parent', DELEGATING, ['reach.delegate'], 'bafyparentpackcccc')
+
+let engine: Awaited<ReturnType<typeof testEngine>>
+let store: RunStore
+
+function memoryKv (): KvBackend {
+  const m = new Map<string, JsonValue>()
+  return { get: async (ns, k) => m.get(`${ns}/${k}`), put: async (ns, k, v) => { m.set(`${ns}/${k}`, v) } }
+}
+
+beforeAll(async () => {
+  engine = await testEngine()
+  store = new RunStore(await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-forged-')))), generateKeyPair().seed)
+})
+afterAll(async () => {
+  await store.close()
+  await engine.sandboxes.close()
+})
+
+/** The text the run loop hands the pack for an outcome (canonical key order). */
+function packEvent (type: string, callId: string, tool: string, body: { result?: JsonValue, error?: JsonValue }): string {
+  return canonicalize({ type, call_id: callId, tool, ...body } as JsonObject)
+}
+
+type Decision =
+  | { deny: { code: string, message: string } }
+  | { result: JsonValue }
+  | { error: { code: string, message: string } }
+
+interface ForgeOptions {
+  input: JsonValue
+  budget?: typeof BUDGET
+  /** The RunStarted payload, changed as the forger likes. */
+  started?: (p: JsonObject) => JsonObject
+  /** What the forger records for each effect (index counts effects from 0); default: what `honest` says. */
+  decide: (request: { call_id: string, tool: string, args: JsonObject }, index: number, fuelUsed: number) => Decision
+  /** Edit the end event's payload. */
+  end?: (p: JsonObject) => JsonObject
+  /** Edit any event's fields last (before chaining). */
+  edit?: (draft: { type: string, aggregate_id: string, payload: JsonValue, metadata?: JsonObject }, seq: number) => void
+}
+
+/**
+ * A forger's run loop: the pack runs for real in a sandbox and every answer it gets is the
+ * forger's; the events are chained properly, so the log is whole.
+ */
+async function forge (p: RunPack, o: ForgeOptions): Promise<Event[]> {
+  const budget = o.budget ?? BUDGET
+  const drafts: Array<{ type: string, aggregate_id: string, payload: JsonValue, metadata?: JsonObject }> = []
+  const add = (type: string, payload: JsonValue): void => { drafts.push({ type, aggregate_id: 'run', payload }) }
+  let started = startedPayload({ pack: p, input: o.input, budget, policy: POLICY, nonce: 'f'.repeat(32) }, engine)
+  if (o.started !== undefined) started = o.started(started)
+  add('RunStarted', started)
+  const sandbox = await engine.sandboxes.create(p.files, p.entry, { fuel: budget.fuel, memoryBytes: budget.memory_bytes, outputBytes: budget.output_bytes, wallMs: budget.wall_ms })
+  try {
+    sandbox.begin(o.input)
+    const queue = ['{"type":"Start"}']
+    let effectIndex = 0
+    for (let next = 0; next < queue.length; next++) {
+      const step = sandbox.step(queue[next] as string)
+      if (step.output !== undefined) {
+        let payload: JsonObject = { output: step.output, output_hash: hashCanonical(step.output), fuel_used: sandbox.fuelUsed }
+        if (o.end !== undefined) payload = o.end(payload)
+        add('RunCompleted', payload)
+        break
+      }
+      for (const effect of (step.effects ?? []) as JsonObject[]) {
+        const request = { call_id: `call-${drafts.length}`, tool: effect.tool as string, args: (effect.args ?? {}) as JsonObject }
+        const d = o.decide(request, effectIndex++, sandbox.fuelUsed)
+        if ('deny' in d) {
+          add('ToolDenied', { ...request, error: d.deny })
+          queue.push(packEvent('ToolDenied', request.call_id, request.tool, { error: d.deny }))
+          continue
+        }
+        add('ToolCalled', { ...request, idempotent: contractOf(request.tool)?.idempotent ?? false })
+        if ('result' in d) {
+          add('ToolResult', { call_id: request.call_id, result: d.result })
+          queue.push(packEvent('ToolResult', request.call_id, request.tool, { result: d.result }))
+        } else {
+          add('ToolFailed', { call_id: request.call_id, error: d.error })
+          queue.push(packEvent('ToolFailed', request.call_id, request.tool, { error: d.error }))
+        }
+      }
+    }
+  } finally {
+    sandbox.dispose()
+  }
+  drafts.forEach((d, seq) => o.edit?.(d, seq))
+  const events: Event[] = []
+  for (const d of drafts) events.push(nextEvent(events.at(-1) ?? null, d))
+  return events
+}
+
+/** The decisions an honest node running LEDGER makes (the gate's, then the tools' answers). */
+function honest (request: { tool: string }, index: number): Decision {
+  if (request.tool === 'http.fetch') return { deny: { code: 'RL-3015', message: 'the pack does not declare the capability "http.fetch"' } }
+  if (index === 5) return { deny: { code: 'RL-3016', message: "the run's budget of 4 tool calls is spent" } }
+  switch (request.tool) {
+    case 'clock.now': return { result: { now_ms: 1_700_000_000_000 + index } }
+    case 'random.bytes': return { result: { hex: '00112233aabbccdd' } }
+    case 'kv.put': return { result: { ok: true } }
+    default: return { result: { value: { balance: 10 } } }
+  }
+}
+
+/** The naive replay (see the top of this file): true when it accepts the log. */
+async function naive (events: Event[], packsByName: Map<string, RunPack>): Promise<boolean> {
+  const started = events[0]?.payload as JsonObject
+  const p = packsByName.get(started.pack_name as string)
+  if (p === undefined) return false
+  // Its own limits: the recorded budget is taken as written, never applied.
+  const sandbox = await engine.sandboxes.create(p.files, p.entry)
+  try {
+    sandbox.begin(started.input as JsonValue)
+    const queue = ['{"type":"Start"}']
+    let at = 1
+    for (let next = 0; next < queue.length; next++) {
+      const step = sandbox.step(queue[next] as string)
+      if (step.output !== undefined) {
+        const end = events[at]
+        return end?.type === 'RunCompleted' && (end.payload as JsonObject).output_hash === hashCanonical(step.output) && at === events.length - 1
+      }
+      for (const effect of (step.effects ?? []) as JsonObject[]) {
+        const recorded = events[at]
+        if (recorded === undefined) return false
+        const p = recorded.payload as JsonObject
+        if (p.tool !== effect.tool) return false
+        if (recorded.type === 'ToolDenied') {
+          queue.push(packEvent('ToolDenied', p.call_id as string, p.tool as string, { error: p.error as JsonValue }))
+          at++
+          continue
+        }
+        const outcome = events[at + 1]
+        if (outcome === undefined) return false
+        const o = outcome.payload as JsonObject
+        queue.push(packEvent(outcome.type, o.call_id as string, p.tool as string, outcome.type === 'ToolResult' ? { result: o.result as JsonValue } : { error: o.error as JsonValue }))
+        at += 2
+      }
+    }
+    return false
+  } catch {
+    return false
+  } finally {
+    sandbox.dispose()
+  }
+}
+
+const byName = new Map([['ledger', ledger], ['parent', delegating]])
+
+/** REACH_DUMP_FORGERIES=<dir>: write each forged log there (to try it on another build of the replay). */
+async function dump (name: string, events: Event[]): Promise<void> {
+  const { mkdir, writeFile } = await import('node:fs/promises')
+  const dir = process.env.REACH_DUMP_FORGERIES as string
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, `${name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60)}.json`), JSON.stringify({ name, events }))
+}
+
+describe('the controls', () => {
+  it('a real run of the ledger pack replays VERIFIED here and in the naive replay', async () => {
+    const { record } = await store.start({ pack: ledger, input: { who: 'alice' }, budget: BUDGET, policy: POLICY, engine, tools: hostTools({ kv: memoryKv() }) })
+    const events = await store.events(record.run_id)
+    expect(events.map((e) => e.type)).toEqual(['RunStarted', 'ToolCalled', 'ToolResult', 'ToolCalled', 'ToolResult', 'ToolDenied', 'ToolCalled', 'ToolResult', 'ToolCalled', 'ToolResult', 'ToolDenied', 'RunCompleted'])
+    expect((await replayRun(ledger, engine, new ArrayCursor(events))).ok).toBe(true)
+    expect(await naive(events, byName)).toBe(true)
+  })
+
+  it("the forger's run loop with an honest node's decisions writes a log that verifies (so every refusal below is the forgery's)", async () => {
+    const events = await forge(ledger, { input: { who: 'alice' }, decide: honest })
+    expect(verifyChain(events).ok).toBe(true)
+    const verdict = await replayRun(ledger, engine, new ArrayCursor(events))
+    expect(verdict).toMatchObject({ ok: true })
+  })
+})
+
+interface Forgery {
+  name: string
+  make: () => Promise<Event[]>
+  /** The pack the verifier replays with (what the log claims to be a run of). */
+  pack?: RunPack
+  /** The packs the naive replay finds by name (default: the real ones). */
+  naivePacks?: Map<string, RunPack>
+  code: string
+  seq: number
+}
+
+const forgeries: Forgery[] = [
+  {
+    name: 'a call the pack never declared, recorded as made (http.fetch answered)',
+    make: async () => await forge(ledger, { input: 1, decide: (r, i) => r.tool === 'http.fetch' ? { result: { status: 200, body: 'internal secrets' } } : honest(r, i) }),
+    code: 'RL-3015',
+    seq: 5
+  },
+  {
+    name: 'a call past the tool-call budget, recorded as made',
+    make: async () => await forge(ledger, { input: 1, decide: (r, i) => i === 5 ? { result: { now_ms: 1 } } : honest(r, i) }),
+    code: 'RL-3016',
+    seq: 10
+  },
+  {
+    name: 'the budget in RunStarted lowered below the calls the log makes',
+    make: async () => await forge(ledger, { input: 1, decide: honest, started: (p) => ({ ...p, budget: { ...BUDGET, tool_calls: 2 } }) }),
+    code: 'RL-3016',
+    seq: 6
+  },
+  {
+    name: 'the fuel budget in RunStarted lowered below what the run burnt',
+    make: async () => await forge(ledger, { input: 1, decide: honest, started: (p) => ({ ...p, budget: { ...BUDGET, fuel: 5 } }) }),
+    code: 'RL-3101',
+    seq: 1
+  },
+  {
+    name: "an outcome whose call_id is not its call's",
+    make: async () => await forge(ledger, { input: 1, decide: honest, edit: (d) => { if (d.type === 'ToolResult' && (d.payload as JsonObject).call_id === 'call-3') (d.payload as JsonObject).call_id = 'call-1' } }),
+    code: 'RL-3017',
+    seq: 4
+  },
+  {
+    name: 'tool results reordered (each kept with its own call id)',
+    make: async () => {
+      const a = honest({ tool: 'clock.now' }, 0)
+      const b = honest({ tool: 'random.bytes' }, 1)
+      return await forge(ledger, {
+        input: 1,
+        decide: (r, i) => i === 0 ? b : i === 1 ? a : honest(r, i),
+        edit: (d) => {
+          const p = d.payload as JsonObject
+          if (d.type === 'ToolResult' && p.call_id === 'call-1') p.call_id = 'call-3'
+          else if (d.type === 'ToolResult' && p.call_id === 'call-3') p.call_id = 'call-1'
+        }
+      })
+    },
+    code: 'RL-3017',
+    seq: 2
+  },
+  {
+    name: "an edited effect (kv.put's value) the pack never asked for",
+    make: async () => await forge(ledger, { input: 1, decide: honest, edit: (d) => { if (d.type === 'ToolCalled' && (d.payload as JsonObject).tool === 'kv.put') (d.payload as JsonObject).args = { key: 'k', value: 'attacker' } } }),
+    code: 'RL-3017',
+    seq: 6
+  },
+  {
+    name: 'an edited outcome no tool gives (4 random bytes for a request of 8)',
+    make: async () => await forge(ledger, { input: 1, decide: (r, i) => r.tool === 'random.bytes' ? { result: { hex: 'abcdef01' } } : honest(r, i) }),
+    code: 'RL-3017',
+    seq: 4
+  },
+  {
+    name: 'an edited outcome with a member no tool writes',
+    make: async () => await forge(ledger, { input: 1, decide: honest, edit: (d) => { if (d.type === 'ToolResult' && (d.payload as JsonObject).call_id === 'call-8') (d.payload as JsonObject).verified_by = 'me' } }),
+    code: 'RL-3017',
+    seq: 9
+  },
+  {
+    name: 'a denial the gate would not make (RL-3015 for a declared capability)',
+    make: async () => await forge(ledger, { input: 1, decide: (r, i) => i === 3 ? { deny: { code: 'RL-3015', message: 'the pack does not declare the capability "kv.put"' } } : honest(r, i) }),
+    code: 'RL-3017',
+    seq: 6
+  },
+  {
+    name: 'a tool refused as not granted after the run already called it',
+    make: async () => await forge(ledger, { input: 1, decide: (r, i) => i === 5 ? { deny: { code: 'RL-3009', message: "this node's policy does not grant clock.now" } } : honest(r, i) }),
+    code: 'RL-3017',
+    seq: 10
+  },
+  {
+    name: 'an edited output (the output_hash left as the pack computes it)',
+    make: async () => await forge(ledger, { input: 1, decide: honest, end: (p) => ({ ...p, output: [{ balance: 1_000_000 }] }) }),
+    code: 'RL-3017',
+    seq: 11
+  },
+  {
+    name: 'an edited fuel count in RunCompleted',
+    make: async () => await forge(ledger, { input: 1, decide: honest, end: (p) => ({ ...p, fuel_used: 0 }) }),
+    code: 'RL-3017',
+    seq: 11
+  },
+  {
+    name: 'RunStarted whose input_hash is not its input',
+    make: async () => await forge(ledger, { input: 1, decide: honest, started: (p) => ({ ...p, input_hash: hashCanonical(2) }) }),
+    code: 'RL-3017',
+    seq: 0
+  },
+  {
+    name: 'another engine build claimed (its WebAssembly hash edited)',
+    make: async () => await forge(ledger, { input: 1, decide: honest, started: (p) => ({ ...p, engine_build: { ...(p.engine_build as JsonObject), wasm: '0'.repeat(64) } }) }),
+    code: 'RL-3021',
+    seq: 0
+  },
+  {
+    name: 'a call marked idempotent that is not (a resume would repeat it)',
+    make: async () => await forge(delegating, { input: null, decide: () => ({ error: { code: 'RL-3018', message: 'no host tool provides reach.delegate' } }), edit: (d) => { if (d.type === 'ToolCalled') (d.payload as JsonObject).idempotent = true } }),
+    pack: delegating,
+    code: 'RL-3017',
+    seq: 1
+  },
+  {
+    name: 'an event with metadata the run loop never writes',
+    make: async () => await forge(ledger, { input: 1, decide: honest, edit: (d, seq) => { if (seq === 2) d.metadata = { note: 'trust me' } } }),
+    code: 'RL-3017',
+    seq: 2
+  },
+  {
+    name: 'a pack swapped for another with the same name (the log claims the real one)',
+    make: async () => await forge(impostor, { input: 1, decide: () => ({ result: { now_ms: 5 } }), started: (p) => ({ ...p, pack_cid: ledger.cid }) }),
+    naivePacks: new Map([['ledger', impostor]]),
+    code: 'RL-3017',
+    seq: 3
+  },
+  {
+    name: "a delegated result its peer never signed (another key's checkpoint)",
+    make: async () => {
+      const peer = peerIdOfPublicKey(generateKeyPair().publicKey)
+      const other = createSigner(generateKeyPair().seed)
+      const output = { balance: 1_000_000 }
+      const checkpoint = encodeCheckpoint(createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: 3, state_hash: runOutcomeHash({ status: 'completed', output_hash: hashCanonical(output), error: null }), log_hash: 'b'.repeat(64), merkle_root: 'c'.repeat(64), timestamp: 3 }, other))
+      return await forge(delegating, { input: null, decide: () => ({ result: { peer, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint, fuel_granted: 50_000 } }) })
+    },
+    pack: delegating,
+    code: 'RL-3017',
+    seq: 2
+  },
+  {
+    name: 'a delegated result signed by its peer, claiming more fuel than the run loop granted',
+    make: async () => {
+      const key = generateKeyPair()
+      const peer = peerIdOfPublicKey(key.publicKey)
+      const output = 7
+      const checkpoint = encodeCheckpoint(createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: 3, state_hash: runOutcomeHash({ status: 'completed', output_hash: hashCanonical(output), error: null }), log_hash: 'b'.repeat(64), merkle_root: 'c'.repeat(64), timestamp: 3 }, createSigner(key.seed)))
+      return await forge(delegating, { input: null, decide: (_r, _i, used) => ({ result: { peer, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint, fuel_granted: BUDGET.fuel - used } }) })
+    },
+    pack: delegating,
+    code: 'RL-3017',
+    seq: 2
+  }
+]
+
+describe('the forged-log corpus: each forgery is a whole chain, fools the naive replay, and is refused here', () => {
+  for (const f of forgeries) {
+    it(f.name, async () => {
+      const events = await f.make()
+      if (process.env.REACH_DUMP_FORGERIES !== undefined) await dump(f.name, events)
+      expect(verifyChain(events).ok).toBe(true)
+      expect(await naive(events, f.naivePacks ?? byName)).toBe(true)
+      const verdict = await replayRun(f.pack ?? ledger, engine, new ArrayCursor(events))
+      expect(verdict.ok).toBe(false)
+      if (verdict.ok) return
+      expect({ code: verdict.divergence.code, seq: verdict.divergence.seq }).toEqual({ code: f.code, seq: f.seq })
+    })
+  }
+})
+
+describe('a delegated result the run loop accepts', () => {
+  it('is one its peer signed, for the outcome it reports, with the fuel the loop granted', async () => {
+    const key = generateKeyPair()
+    const peer = peerIdOfPublicKey(key.publicKey)
+    const output = 7
+    const checkpoint = encodeCheckpoint(createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: 3, state_hash: runOutcomeHash({ status: 'completed', output_hash: hashCanonical(output), error: null }), log_hash: 'b'.repeat(64), merkle_root: 'c'.repeat(64), timestamp: 3 }, createSigner(key.seed)))
+    // The grant: half of what the parent has left when it calls (its budget minus the fuel it used).
+    const events = await forge(delegating, { input: null, decide: (_r, _i, used) => ({ result: { peer, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint, fuel_granted: Math.floor((BUDGET.fuel - used) / 2) } }) })
+    const verdict = await replayRun(delegating, engine, new ArrayCursor(events))
+    expect(verdict).toMatchObject({ ok: true, outcome: { output: { child: 7, status: 'completed' } } })
+  })
+})
