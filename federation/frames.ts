@@ -8,8 +8,9 @@
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import { varint } from 'multiformats'
 import { ReachError, isReachError } from '../protocol/errors.ts'
-import { FRAME_LIMIT, decodeFrame, encodeFrame, errorFrame, type ErrorFrame, type FrameType, type Frames } from '../protocol/wire.ts'
+import { FRAME_LIMIT, MAX_FRAME, decodeFrame, encodeFrame, errorFrame, type ErrorFrame, type FrameType, type Frames } from '../protocol/wire.ts'
 
 export interface FrameStream {
   readonly stream: Stream
@@ -18,14 +19,24 @@ export interface FrameStream {
   /** Raw bytes of the next frame (a pack bundle), at most `max` bytes. */
   readBytes (max: number, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array>
   write (frame: Frames[FrameType]): Promise<void>
+  /** A frame of `type` already encoded as JSON (a sender that built it without a second stringify). */
+  writeEncoded (type: FrameType, json: Uint8Array): Promise<void>
   writeBytes (bytes: Uint8Array): Promise<void>
-  /** Tell the peer why in an error frame, then close the stream (reset it if that stalls); never throws. */
+  /**
+   * Tell the peer why in an error frame, then close the stream (reset it if that stalls); never
+   * throws. A ReachError goes with its code; anything else is this node's own failure (RL-4020).
+   */
   refuse (err: unknown): Promise<void>
   close (): Promise<void>
   reset (err?: Error): void
 }
 
 export const DEFAULT_READ_TIMEOUT_MS = 10_000
+
+export interface FramesInit {
+  /** The largest raw frame `readBytes` will be asked for on this stream (a pack bundle); default none. */
+  bytesMax?: number
+}
 
 /** What a failed read means, as a ReachError. */
 function readError (err: unknown, max: number): ReachError {
@@ -46,20 +57,29 @@ function signalOf (options?: { signal?: AbortSignal, timeoutMs?: number }): Abor
   return options?.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout])
 }
 
-/** A frame stream whose frames are at most `maxFrame` bytes. */
-export function frames (stream: Stream, maxFrame: number): FrameStream {
-  // lpStream checks the varint length against maxDataLength before reading the body.
-  // The read buffer must hold one whole frame (lpStream's default buffer is 4 MiB).
-  const open = (max: number): LengthPrefixedStream<Stream> => lpStream(stream, { maxDataLength: max, maxBufferSize: max + 16 })
-  let lp = open(maxFrame)
+/**
+ * A frame stream whose JSON frames are at most `maxFrame` bytes.
+ *
+ * One length-prefixed reader for the stream's life; the limit of each read is enforced as its
+ * length prefix is decoded (SPEC §10.3 check 1): a prefix longer than the limit's own varint, or
+ * naming more than the limit, is RL-4011 at once, before a byte of the body is buffered. The
+ * read buffer holds the largest frame this stream reads and one small frame behind it (a
+ * `cancel` after a `delegate`): a peer sending more ahead than that loses the stream.
+ */
+export function frames (stream: Stream, maxFrame: number, init: FramesInit = {}): FrameStream {
   let limit = maxFrame
+  const lengthDecoder = (data: { byteLength: number, subarray: () => Uint8Array }): number => {
+    if (data.byteLength > varint.encodingLength(limit)) throw new ReachError('RL-4011', { message: `frame length prefix longer than the ${limit}-byte limit needs` })
+    // RangeError: not a whole varint yet (lpStream reads another byte).
+    const [length] = varint.decode(data.subarray())
+    if (length > limit) throw new ReachError('RL-4011', { message: `frame of ${length} bytes is over the ${limit}-byte limit` })
+    return length
+  }
+  const largest = Math.max(maxFrame, init.bytesMax ?? 0)
+  const lp: LengthPrefixedStream<Stream> = lpStream(stream, { lengthDecoder, maxBufferSize: largest + MAX_FRAME.request + 16 })
   const readRaw = async (max: number, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<Uint8Array> => {
-    if (max !== limit) {
-      // Hand the buffered bytes back to the stream before reading with another limit.
-      lp.unwrap()
-      lp = open(max)
-      limit = max
-    }
+    if (max > largest) throw new RangeError(`readBytes(${max}) on a stream made for frames of at most ${largest} bytes`)
+    limit = max
     try {
       return (await lp.read({ signal: signalOf(options) })).subarray()
     } catch (err) {
@@ -75,17 +95,20 @@ export function frames (stream: Stream, maxFrame: number): FrameStream {
       return await readRaw(max, options)
     },
     async write (frame) {
+      await fs.writeEncoded(frame.type, encodeFrame(frame))
+    },
+    async writeEncoded (type, bytes) {
       // Held to the limit the peer reads this frame type with, not to our own read limit.
-      const bytes = encodeFrame(frame)
-      const limit = FRAME_LIMIT[frame.type]
-      if (bytes.byteLength > limit) throw new ReachError('RL-4011', { message: `refusing to send a ${frame.type} frame of ${bytes.byteLength} bytes (limit ${limit})` })
+      const limit = FRAME_LIMIT[type]
+      if (bytes.byteLength > limit) throw new ReachError('RL-4011', { message: `refusing to send a ${type} frame of ${bytes.byteLength} bytes (limit ${limit})` })
       await lp.write(bytes)
     },
     async writeBytes (bytes) {
       await lp.write(bytes)
     },
     async refuse (err) {
-      const e = isReachError(err) ? err : new ReachError('RL-4010', { message: (err as Error)?.message ?? String(err) })
+      // Our own failure is not the peer's malformed frame: it gets a code that sends the peer elsewhere.
+      const e = isReachError(err) ? err : new ReachError('RL-4020', { message: `internal error: ${(err as Error)?.message ?? String(err)}` })
       try {
         await lp.write(encodeFrame(errorFrame(e.code, e.message)), { signal: AbortSignal.timeout(1000) })
         await stream.close({ signal: AbortSignal.timeout(1000) })

@@ -7,6 +7,7 @@
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type ReachHost } from '../../node/host.ts'
 import { openPackStore, type PackStore } from '../../node/pack-store.ts'
 import { openTrustRegistry, type TrustRegistry } from '../../node/trust-registry.ts'
@@ -14,7 +15,8 @@ import { createSigner, generateKeyPair } from '../../protocol/keys.ts'
 import { buildBundle, type Pack } from '../../packs/bundle.ts'
 import { admitPack, defaultPolicy } from '../../packs/policy.ts'
 import { signPack, type PackSignature } from '../../packs/trust.ts'
-import { PackExchange, type PackExchangeInit } from '../../federation/packs.ts'
+import type { ComponentLogger, Dialer } from '../../federation/components.ts'
+import { PackExchange, type PackExchangeComponents, type PackExchangeInit } from '../../federation/pack-exchange.ts'
 import { tempDir } from '../packs/helpers.ts'
 
 const COUNTER = fileURLToPath(new URL('../../packs/examples/counter/', import.meta.url))
@@ -32,8 +34,13 @@ export interface NodeOptions {
   bootstrap?: ReachHost[]
   /** Publisher keys this node trusts. */
   trust?: string[]
-  /** Overrides for the exchange (admit, metrics, timeouts). */
-  exchange?: Partial<PackExchangeInit>
+  /**
+   * Overrides for the exchange (admit, metrics, audit, timeouts); `wrap` stands between it and
+   * its host (to watch or hold what it asks of the DHT, the registrar or the store).
+   */
+  exchange?: Partial<Pick<PackExchangeComponents, 'admit' | 'metrics' | 'audit' | 'clock'>> & PackExchangeInit & {
+    wrap?: (components: PackExchangeComponents) => PackExchangeComponents
+  }
 }
 
 export interface Mesh {
@@ -65,11 +72,19 @@ export function mesh (): Mesh {
       const registry = await openTrustRegistry(join(dir.path, 'trust.json'))
       for (const key of options.trust ?? []) await registry.add(key, 'test publisher')
       const policy = defaultPolicy()
-      const exchange = new PackExchange({
-        host: h,
+      const { wrap = (c: PackExchangeComponents) => c, reprovideIntervalMs, providerTimeoutMs, ...overrides } = options.exchange ?? {}
+      const exchange = new PackExchange(wrap({
+        self: h.peerId.toString(),
+        registrar: h,
+        dialer: dialerOf(h),
+        routing: h.contentRouting,
         packs,
         admit: (p) => { admitPack({ ...p, registry, policy }) },
-        ...options.exchange
+        logger: silent,
+        ...overrides
+      }), {
+        ...(reprovideIntervalMs === undefined ? {} : { reprovideIntervalMs }),
+        ...(providerTimeoutMs === undefined ? {} : { providerTimeoutMs })
       })
       exchanges.push(exchange)
       await exchange.start()
@@ -83,19 +98,47 @@ export function mesh (): Mesh {
   }
 }
 
-/** Resolve when `check` holds; fail loudly, naming `what`, after `timeoutMs`. */
-export async function until (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
+/** A logger that drops everything. */
+export const silent: ComponentLogger = { forComponent: () => ({ info: () => {}, warn: () => {}, debug: () => {} }) }
+
+/** Streams to peers by peer id text, through `host`. */
+export function dialerOf (host: ReachHost): Dialer {
+  return {
+    dial: async (peer, protocol, { signal }) => await host.dialProtocol(peerIdFromString(peer), protocol, { signal }),
+    connectedPeers: () => host.getPeers().map(String)
   }
 }
 
-/** Wait until every host's DHT routing table holds at least `min` peers (identify and the DHT topology run after connecting). */
-export async function routed (hosts: ReachHost[], min = 1): Promise<void> {
-  await until(`DHT routing tables of ${hosts.length} hosts to hold ${min} peer(s)`, () =>
-    hosts.every((h) => (h.services.dht as unknown as SingleKadDHT).routingTable.size >= min))
+/**
+ * The kad-dht routing table as it is (@libp2p/kad-dht/dist/src/routing-table/index.js): its
+ * public type leaves out the `peer:add` event it dispatches once a peer is in.
+ */
+interface RoutingTable {
+  size: number
+  addEventListener (type: 'peer:add', listener: () => void): void
+  removeEventListener (type: 'peer:add', listener: () => void): void
+}
+
+/**
+ * Resolve when every host's DHT routing table holds at least `min` peers (identify and the DHT
+ * topology run after connecting): checked at once and on each `peer:add`; fails loudly, naming
+ * the host and what its table holds, after `timeoutMs`.
+ */
+export async function routed (hosts: ReachHost[], min = 1, timeoutMs = 5_000): Promise<void> {
+  await Promise.all(hosts.map(async (h) => {
+    const table = (h.services.dht as unknown as SingleKadDHT).routingTable as unknown as RoutingTable
+    if (table.size >= min) return
+    const { promise, resolve, reject } = Promise.withResolvers<void>()
+    const onAdd = (): void => { if (table.size >= min) resolve() }
+    const timer = setTimeout(() => { reject(new Error(`DHT routing table of ${h.peerId.toString()} holds ${table.size} peer(s), not ${min}, after ${timeoutMs} ms`)) }, timeoutMs)
+    table.addEventListener('peer:add', onAdd)
+    try {
+      await promise
+    } finally {
+      clearTimeout(timer)
+      table.removeEventListener('peer:add', onAdd)
+    }
+  }))
 }
 
 export interface SignedPack {

@@ -1,36 +1,65 @@
 import { EventEmitter } from 'node:events'
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import CircuitBreaker from 'opossum'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { PeerRegistry, peerScore, type BreakerState, type PeerRegistryOptions, type PeerStats } from '../../federation/peers.ts'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import type { BreakerState } from '../../federation/peer-breaker.ts'
+import type { PeerStore } from '../../federation/peer-file.ts'
+import { PeerRegistry, type PeerRegistryOptions, type PeerStats } from '../../federation/peer-registry.ts'
+import { peerScore } from '../../federation/peer-score.ts'
 import { isReachError, ReachError, type ErrorCode } from '../../protocol/errors.ts'
 import { code } from '../codes.ts'
 
-const posix = process.platform !== 'win32'
 const RESET_MS = 150
 const BREAKER = { resetTimeoutMs: RESET_MS, volumeThreshold: 3, errorThresholdPercentage: 50, rollingCountTimeoutMs: 30_000 }
 
-let dir: string
 let registries: PeerRegistry[] = []
-beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'reach-peers-')) })
+/** Answers still held when a test ends: given then, so that stop() (which waits for calls) is never left waiting. */
+let held: Array<() => void> = []
 afterEach(async () => {
-  await Promise.all(registries.map(async (r) => await r.close()))
+  for (const release of held) release()
+  held = []
+  await Promise.all(registries.map(async (r) => await r.stop()))
   registries = []
-  await rm(dir, { recursive: true, force: true })
+  vi.restoreAllMocks()
 })
+
+/** A PeerStore in memory: the text last written (or given at the start) and every write. */
+interface MemoryStore extends PeerStore {
+  text: string | undefined
+  writes: string[]
+}
+
+function memoryStore (text?: string, name?: string): MemoryStore {
+  const store: MemoryStore = {
+    text,
+    writes: [],
+    read: async () => store.text,
+    write: async (t) => {
+      store.writes.push(t)
+      store.text = t
+    },
+    ...(name === undefined ? {} : { name })
+  }
+  return store
+}
+
+/** A call's answer, given when the test likes (or, failing that, after it). */
+function heldAnswer (): PromiseWithResolvers<string> {
+  const answer = Promise.withResolvers<string>()
+  held.push(() => { answer.resolve('released after the test') })
+  return answer
+}
 
 interface Harness {
   reg: PeerRegistry
+  store: MemoryStore
   /** Resolves when `peer`'s breaker reaches `state`; fails loudly after 5 s. */
   until: (peer: string, state: BreakerState) => Promise<void>
 }
 
-async function open (options: PeerRegistryOptions = {}): Promise<Harness> {
+async function open (options: PeerRegistryOptions = {}, store: MemoryStore = memoryStore()): Promise<Harness> {
   const changes = new EventEmitter()
   const { onChange, ...rest } = options
-  const reg = await PeerRegistry.open(join(dir, 'peers.json'), {
+  const reg = await PeerRegistry.open(store, {
     breaker: BREAKER,
     ...rest,
     onChange: (peer, stats) => {
@@ -55,7 +84,7 @@ async function open (options: PeerRegistryOptions = {}): Promise<Harness> {
       changes.on('change', listener)
     })
   }
-  return { reg, until }
+  return { reg, store, until }
 }
 
 /** `times` calls that fail with a fresh copy of `make()`; each must come back as that very error. */
@@ -74,6 +103,10 @@ function stats (reg: PeerRegistry, peer: string): PeerStats {
   const s = reg.list().find((x) => x.peer === peer)
   if (s === undefined) throw new Error(`${peer} not listed`)
   return s
+}
+
+function peers (reg: PeerRegistry): string[] {
+  return reg.list().map((s) => s.peer)
 }
 
 describe('call() and the breaker', () => {
@@ -126,7 +159,7 @@ describe('call() and the breaker', () => {
     const { reg, until } = await open()
     await fail(reg, 'p', 3)
     await until('p', 'half-open')
-    const probe = Promise.withResolvers<string>()
+    const probe = heldAnswer()
     const inFlight = reg.call('p', async () => await probe.promise)
     expect(reg.breakerState('p')).toBe('half-open')
     expect(reg.select(['p', 'q'])).toEqual(['q'])
@@ -182,7 +215,7 @@ describe('call() and the breaker', () => {
 
   it('records latency of successes as an EWMA with alpha 0.3, and failures do not move it', async () => {
     let t = 1_000
-    const { reg } = await open({ now: () => t })
+    const { reg } = await open({ clock: { now: () => t } })
     await reg.call('p', async () => { t += 100 })
     expect(stats(reg, 'p').latency_ewma_ms).toBe(100)
     await reg.call('p', async () => { t += 200 })
@@ -192,26 +225,149 @@ describe('call() and the breaker', () => {
     expect(stats(reg, 'p').latency_ewma_ms).toBeCloseTo(130, 9)
   })
 
-  it('close() shuts the breakers down: an open breaker of a closed registry never goes half-open', async () => {
+  it('stop() shuts the breakers down: an open breaker of a stopped registry never goes half-open', async () => {
     const seen: BreakerState[] = []
-    const closed = await open({ onChange: (_, s) => seen.push(s.breaker) })
+    const stopped = await open({ onChange: (_, s) => seen.push(s.breaker) })
     const control = await open()
-    await fail(closed.reg, 'p', 3)
+    await fail(stopped.reg, 'p', 3)
     await fail(control.reg, 'p', 3)
-    await closed.reg.close()
-    // Both reset timers have the same length and the closed registry's started first,
+    await stopped.reg.stop()
+    // Both reset timers have the same length and the stopped registry's started first,
     // so it would have fired by the time the control's does.
     await control.until('p', 'half-open')
     expect(seen).toEqual(['closed', 'closed', 'open'])
   })
 
-  it('after close() call() refuses with RL-5007 and close() is idempotent', async () => {
+  it('after stop() call() refuses with RL-5007 and stop() is idempotent', async () => {
     const { reg } = await open()
-    await reg.close()
-    await reg.close()
+    await reg.stop()
+    await reg.stop()
     let called = 0
     expect(await code(reg.call('p', async () => { called++ }))).toBe('RL-5007')
     expect(called).toBe(0)
+  })
+
+  it('stop() waits for calls under way and saves their outcome', async () => {
+    const { reg, store } = await open()
+    const answer = heldAnswer()
+    const inFlight = reg.call('p', async () => await answer.promise)
+    const order: string[] = []
+    const stopping = reg.stop().then(() => { order.push('stopped') })
+    // A call that starts now is refused; the one under way is not cut short.
+    expect(await code(reg.call('q', async () => 'late'))).toBe('RL-5007')
+    answer.resolve('done')
+    expect(await inFlight).toBe('done')
+    order.push('call returned')
+    await stopping
+    expect(order).toEqual(['call returned', 'stopped'])
+    expect(JSON.parse(store.text ?? '{}').peers.p.successes).toBe(1)
+  })
+})
+
+describe('a bounded peer table', () => {
+  it('given fresh peer ids far past the cap, then the table never holds more than the cap, keeping the newest', async () => {
+    let t = 0
+    const { reg } = await open({ maxPeers: 8, clock: { now: () => ++t } })
+    for (let i = 0; i < 100; i++) {
+      reg.recordPing(`fresh-${String(i).padStart(3, '0')}`, 5)
+      expect(reg.list().length).toBe(Math.min(i + 1, 8))
+    }
+    expect(peers(reg)).toEqual(Array.from({ length: 8 }, (_, i) => `fresh-${String(92 + i).padStart(3, '0')}`))
+  })
+
+  it('forgets peers with no record first, then the least recently seen, and a peer caught cheating last', async () => {
+    let t = 0
+    const evicted: string[] = []
+    const { reg } = await open({ maxPeers: 4, clock: { now: () => ++t }, onEvict: (peer) => evicted.push(peer) })
+    reg.recordVerificationFailure('cheat') // seen first of all
+    await succeed(reg, 'old', 1)
+    await succeed(reg, 'recent', 1)
+    reg.recordPing('stranger', 5) // seen most recently, but has no record
+    reg.recordPing('newcomer', 5)
+    expect(evicted).toEqual(['stranger'])
+    reg.recordPing('another', 5)
+    expect(evicted).toEqual(['stranger', 'newcomer'])
+    await succeed(reg, 'third', 1)
+    expect(evicted).toEqual(['stranger', 'newcomer', 'another'])
+    // Only peers with a record left: the least recently seen without verification failures
+    // goes, never the cheat, though it was seen before all of them.
+    await succeed(reg, 'fourth', 1)
+    await succeed(reg, 'fifth', 1)
+    expect(evicted).toEqual(['stranger', 'newcomer', 'another', 'old', 'recent'])
+    expect(peers(reg)).toEqual(['cheat', 'fifth', 'fourth', 'third'])
+    expect(stats(reg, 'cheat').verification_failures).toBe(1)
+  })
+
+  it('never forgets a connected peer or one with a call under way, and shrinks back once they are not', async () => {
+    let t = 0
+    const { reg } = await open({ maxPeers: 2, clock: { now: () => ++t } })
+    const answer = heldAnswer()
+    const inFlight = reg.call('busy', async () => await answer.promise)
+    reg.connected('linked', true)
+    for (let i = 0; i < 20; i++) reg.recordPing(`fresh-${i}`, 5)
+    expect(peers(reg)).toEqual(['busy', 'fresh-19', 'linked'])
+
+    answer.resolve('done')
+    expect(await inFlight).toBe('done')
+    reg.connected('linked', false)
+    reg.recordPing('last', 5)
+    // The peers without a record (`linked` among them) went; `busy` has one.
+    expect(peers(reg)).toEqual(['busy', 'last'])
+  })
+
+  it('keeps a tripped breaker past the cap, up to twice it; there it is forgotten and its breaker shut down', async () => {
+    const evicted: string[] = []
+    const seen: Array<[string, BreakerState]> = []
+    const shutdown = vi.spyOn(CircuitBreaker.prototype, 'shutdown')
+    let t = 0
+    const { reg } = await open({ maxPeers: 1, clock: { now: () => ++t }, onEvict: (peer) => evicted.push(peer), onChange: (peer, s) => seen.push([peer, s.breaker]) })
+    const control = await open()
+    await fail(reg, 'down', 3)
+    await fail(control.reg, 'down', 3)
+    expect(reg.breakerState('down')).toBe('open')
+    reg.recordPing('fresh', 5)
+    expect(peers(reg)).toEqual(['down', 'fresh']) // over the cap of 1, under twice it
+    reg.connected('linked', true)
+    expect(evicted).toEqual(['fresh'])
+    expect(peers(reg)).toEqual(['down', 'linked'])
+    // The table is at twice its cap with nothing else to forget: the tripped breaker goes.
+    reg.recordPing('newest', 5)
+    expect(evicted).toEqual(['fresh', 'down'])
+    expect(peers(reg)).toEqual(['linked', 'newest'])
+    expect(reg.breakerState('down')).toBe('closed') // forgotten: a fresh start if it comes back
+    const shut = shutdown.mock.contexts.filter((b) => (b as CircuitBreaker).name === 'down')
+    expect(shut).toHaveLength(1)
+    expect((shut[0] as CircuitBreaker).isShutdown).toBe(true)
+    // The control's reset timer started after the forgotten one's: had that one leaked, it
+    // would have reported half-open by now.
+    await control.until('down', 'half-open')
+    expect(seen.filter(([peer]) => peer === 'down').map(([, b]) => b)).toEqual(['closed', 'closed', 'open'])
+  })
+
+  it('shuts down the breaker of every peer it forgets', async () => {
+    const shutdown = vi.spyOn(CircuitBreaker.prototype, 'shutdown')
+    const evicted: string[] = []
+    let t = 0
+    const { reg } = await open({ maxPeers: 2, clock: { now: () => ++t }, onEvict: (peer) => evicted.push(peer) })
+    // Refusals leave no record, but each call made the peer a breaker.
+    for (let i = 0; i < 6; i++) await fail(reg, `refuser-${i}`, 1, () => new ReachError('RL-3009'))
+    expect(evicted).toEqual(['refuser-0', 'refuser-1', 'refuser-2', 'refuser-3'])
+    const names = shutdown.mock.contexts.map((b) => (b as CircuitBreaker).name)
+    expect(names).toEqual(evicted)
+    expect(shutdown.mock.contexts.every((b) => (b as CircuitBreaker).isShutdown)).toBe(true)
+  })
+
+  it('given a saved file with more peers than the cap, then it opens with the most useful ones', async () => {
+    const entry = (at: number, verification = 0): unknown => ({ successes: 1, failures: 0, verification_failures: verification, latency_ewma_ms: 5, last_success: at, last_failure: null })
+    const text = JSON.stringify({ version: 1, peers: { a: entry(1, 1), b: entry(2), c: entry(3), d: entry(4) } })
+    const { reg } = await open({ maxPeers: 2 }, memoryStore(text))
+    expect(peers(reg)).toEqual(['a', 'd'])
+  })
+
+  it('refuses a cap that is not a positive integer (RL-1011)', async () => {
+    for (const maxPeers of [0, -1, 1.5, Number.NaN]) {
+      expect(await code(PeerRegistry.open(memoryStore(), { maxPeers }))).toBe('RL-1011')
+    }
   })
 })
 
@@ -241,7 +397,7 @@ describe('score and select()', () => {
 
   it('latency only breaks near-ties: a faster peer wins a tie but not against a better record', async () => {
     let t = 0
-    const { reg } = await open({ now: () => t })
+    const { reg } = await open({ clock: { now: () => t } })
     await reg.call('fast', async () => { t += 10 })
     await reg.call('slow', async () => { t += 2_000 })
     expect(reg.select(['slow', 'fast'])).toEqual(['fast', 'slow'])
@@ -281,9 +437,9 @@ describe('score and select()', () => {
 })
 
 describe('persistence', () => {
-  it('reputation survives close() and open(); breakers, connections and pings start fresh', async () => {
+  it('reputation survives stop() and open(); breakers, connections and pings start fresh', async () => {
     let t = 10_000
-    const first = await open({ now: () => t })
+    const first = await open({ clock: { now: () => t } })
     await fail(first.reg, 'p', 3)
     expect(first.reg.breakerState('p')).toBe('open')
     await first.reg.call('q', async () => { t += 40 })
@@ -292,17 +448,15 @@ describe('persistence', () => {
     first.reg.recordPing('q', null)
     first.reg.connected('seen-only', true)
     const before = first.reg.list()
-    await first.reg.close()
+    await first.reg.stop()
 
-    const path = join(dir, 'peers.json')
-    const file = JSON.parse(await readFile(path, 'utf8'))
+    const file = JSON.parse(first.store.text ?? '{}')
     expect(file.version).toBe(1)
     expect(Object.keys(file.peers)).toEqual(['p', 'q'])
     expect(file.peers.q).toEqual({ successes: 1, failures: 0, verification_failures: 1, latency_ewma_ms: 40, last_success: 10_040, last_failure: null })
-    expect(await readdir(dir)).toEqual(['peers.json'])
-    if (posix) expect((await stat(path)).mode & 0o777).toBe(0o600)
+    expect(first.store.text?.endsWith('}\n')).toBe(true)
 
-    const second = await open()
+    const second = await open({}, first.store)
     const reputation = ({ peer, successes, failures, verification_failures, latency_ewma_ms, last_success, last_failure }: PeerStats): unknown =>
       ({ peer, successes, failures, verification_failures, latency_ewma_ms, last_success, last_failure })
     expect(second.reg.list().map(reputation)).toEqual(before.filter((s) => s.peer !== 'seen-only').map(reputation))
@@ -312,19 +466,40 @@ describe('persistence', () => {
   })
 
   it('save() writes only when something changed', async () => {
-    const { reg } = await open()
+    const { reg, store } = await open()
     reg.connected('p', true)
     await reg.save()
-    expect(await readdir(dir)).toEqual([])
+    expect(store.writes).toEqual([])
     await succeed(reg, 'p', 1)
     await reg.save()
-    expect(JSON.parse(await readFile(join(dir, 'peers.json'), 'utf8')).peers.p.successes).toBe(1)
+    await reg.save()
+    expect(store.writes).toHaveLength(1)
+    expect(JSON.parse(store.text ?? '{}').peers.p.successes).toBe(1)
   })
 
-  it('a missing file is an empty registry', async () => {
+  it('a failed write is passed on and the next save() tries again', async () => {
+    const store = memoryStore()
+    const refusal = Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+    let refuse = true
+    const flaky: PeerStore = { read: store.read, write: async (t) => { if (refuse) throw refusal; await store.write(t) } }
+    const reg = await PeerRegistry.open(flaky, { breaker: BREAKER })
+    registries.push(reg)
+    await succeed(reg, 'p', 1)
+    await expect(reg.save()).rejects.toBe(refusal)
+    refuse = false
+    await reg.save()
+    expect(JSON.parse(store.text ?? '{}').peers.p.successes).toBe(1)
+  })
+
+  it('nothing saved is an empty registry', async () => {
     const { reg } = await open()
     expect(reg.list()).toEqual([])
     expect(reg.score('anyone')).toBe(0.5)
+  })
+
+  it('a store that cannot read fails open() with its own error', async () => {
+    const unreadable = new ReachError('RL-1004', { message: 'cannot read peer registry' })
+    await expect(PeerRegistry.open({ read: async () => { throw unreadable }, write: async () => {} })).rejects.toBe(unreadable)
   })
 
   const entry = { successes: 1, failures: 0, verification_failures: 0, latency_ewma_ms: 5, last_success: 1, last_failure: null }
@@ -338,21 +513,23 @@ describe('persistence', () => {
     ['a missing field', JSON.stringify({ version: 1, peers: { p: { ...entry, verification_failures: undefined } } })],
     ['a string latency', JSON.stringify({ version: 1, peers: { p: { ...entry, latency_ewma_ms: '5' } } })],
     ['a bad last_failure', JSON.stringify({ version: 1, peers: { p: { ...entry, last_failure: { at: 1 } } } })],
-    ['an entry that is not an object', JSON.stringify({ version: 1, peers: { p: 3 } })]
+    ['an entry that is not an object', JSON.stringify({ version: 1, peers: { p: 3 } })],
+    ['an empty peer id', JSON.stringify({ version: 1, peers: { '': entry } })]
   ]
-  it.each(malformed)('a file with %s is RL-1012 naming the path', async (_, text) => {
-    const path = join(dir, 'peers.json')
-    await writeFile(path, text)
-    const err = await PeerRegistry.open(path).catch((e: unknown) => e)
+  it.each(malformed)('a text with %s is RL-1012 naming the store', async (_, text) => {
+    const err = await PeerRegistry.open(memoryStore(text, '/data/peers.json')).catch((e: unknown) => e)
     expect(isReachError(err, 'RL-1012')).toBe(true)
-    expect((err as ReachError).message).toContain(`peer registry ${path} is malformed`)
+    expect((err as ReachError).message).toContain('peer registry /data/peers.json is malformed')
   })
 
-  it('the file the registry writes opens again (control for the malformed cases)', async () => {
-    const path = join(dir, 'peers.json')
-    await writeFile(path, JSON.stringify({ version: 1, peers: { p: entry } }))
-    const reg = await PeerRegistry.open(path)
-    registries.push(reg)
+  it('a store without a name is RL-1012 all the same', async () => {
+    const err = await PeerRegistry.open(memoryStore('[]')).catch((e: unknown) => e)
+    expect(isReachError(err, 'RL-1012')).toBe(true)
+    expect((err as ReachError).message).toBe('peer registry is malformed: not a JSON object')
+  })
+
+  it('the text the registry writes opens again (control for the malformed cases)', async () => {
+    const { reg } = await open({}, memoryStore(JSON.stringify({ version: 1, peers: { p: entry } })))
     expect(stats(reg, 'p')).toMatchObject(entry)
   })
 })

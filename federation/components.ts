@@ -1,0 +1,100 @@
+/**
+ * What federation services need from the node they run in, as narrow interfaces (STYLE.md: a
+ * service's `Components`). federation/ never imports node/: the composition root (node/create.ts)
+ * builds each service from these, so a simulation can build many nodes in one process and a
+ * test can hand a service a stream pair instead of a host.
+ */
+import type { Connection, Stream } from '@libp2p/interface'
+import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
+import type { Checkpoint } from '../protocol/checkpoint.ts'
+import type { ErrorCode } from '../protocol/errors.ts'
+import type { Event } from '../protocol/event.ts'
+import type { RunRecord } from '../protocol/run.ts'
+import type { Budget } from '../packs/manifest.ts'
+import type { StoredPack } from '../packs/trust.ts'
+
+/** A scoped log line sink (`reach:federation:delegate`); the node decides where lines go. */
+export interface Logger {
+  info (message: string): void
+  warn (message: string): void
+  debug (message: string): void
+}
+
+export interface ComponentLogger {
+  forComponent (name: string): Logger
+}
+
+/** Wall-clock milliseconds since the epoch (deadlines, nonce expiry, breaker timestamps). */
+export interface Clock {
+  now (): number
+}
+
+/** Random bytes (delegation ids, nonces); a simulation seeds it. */
+export interface Random {
+  bytes (n: number): Uint8Array
+}
+
+/** Protocol handlers on the node's host. */
+export interface Registrar {
+  handle (protocol: string, handler: (stream: Stream, connection: Connection) => void | Promise<void>, options?: { maxInboundStreams?: number }): Promise<void>
+  unhandle (protocol: string): Promise<void>
+}
+
+/** Streams to peers, by peer id text. */
+export interface Dialer {
+  /** RL-1011 for a peer id that does not parse; the dial's own error otherwise. */
+  dial (peer: string, protocol: string, options: { signal: AbortSignal }): Promise<Stream>
+  /** Peers with an open connection now. */
+  connectedPeers (): string[]
+}
+
+/** A finished run, as a delegation server hands it back. */
+export interface ExecutedRun {
+  record: RunRecord
+  status: 'completed' | 'failed' | 'cancelled'
+  output?: JsonValue
+  error?: { code: ErrorCode, message: string }
+  checkpoint: Checkpoint
+  checkpointText: string
+  /** The run log's last event. */
+  head: { seq: number, hash: string }
+}
+
+/** Runs a pack for a peer (the node adds its host tools and `reach.delegate` one hop deeper). */
+export interface RunExecutor {
+  /** The policy's `max_delegation_depth`. */
+  maxDepth (): number
+  run (request: { pack: StoredPack, input: JsonValue, budget: Partial<Budget>, signal: AbortSignal, lineage: JsonObject }): Promise<ExecutedRun>
+}
+
+/** Finished runs a node serves over /reach/log/1.0.0. */
+export interface RunSource {
+  /** RL-3019 when the run is not here. */
+  record (runId: string): Promise<RunRecord>
+  /** The node's signed checkpoint text of a finished run. */
+  checkpointText (runId: string): Promise<string>
+  /** The run's events in seq order, read as they are sent (never the whole log at once). */
+  stream (runId: string): AsyncIterable<Event>
+}
+
+/** A pack by CID from the store, or fetched from providers, admitted by the node's policy. */
+export type PackSource = (cid: string, signal: AbortSignal, timeoutMs: number) => Promise<StoredPack>
+
+/**
+ * Facts a node keeps about what peers did (a refusal, a result or log that did not verify, a
+ * provider that lied). The node logs and counts them; its audit ledger will record them.
+ */
+export interface AuditEvent {
+  type: 'delegation.refused' | 'delegation.failed' | 'verification.failed' | 'provider.lied' | 'log.refused'
+  peer: string
+  code?: ErrorCode
+  run_id?: string
+  detail?: string
+}
+
+export interface AuditSink {
+  record (event: AuditEvent): void
+}
+
+/** The defaults a service falls back to when the node gives none. */
+export const systemClock: Clock = { now: () => Date.now() }
