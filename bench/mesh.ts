@@ -29,12 +29,12 @@ import { byteStream, type ByteStream } from '@libp2p/utils'
 import { createSigner, generateKeyPair } from '../protocol/keys.ts'
 import { buildBundle, encodeBundle } from '../packs/bundle.ts'
 import { signPack } from '../packs/trust.ts'
-import { admitPack, defaultPolicy } from '../packs/policy.ts'
 import { startDaemon, type Daemon } from '../node/daemon.ts'
 import { homePaths } from '../node/home.ts'
-import { createHost, type ReachHost } from '../node/host.ts'
 import { openPackStore } from '../node/pack-store.ts'
-import { PackExchange } from '../federation/packs.ts'
+import type { PackExchange } from '../federation/pack-exchange.ts'
+import { createNode, type ReachNode } from '../node/create.ts'
+import { silentLogger } from '../node/logger.ts'
 import { median, percentile, report, type Figure } from './report.ts'
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean' }, json: { type: 'boolean' } } })
@@ -209,20 +209,19 @@ try {
   figures.push({ name: 'lost runs (completed delegations whose run is not on the peer) / failed delegations', value: lost, unit: `lost, ${failed} failed`, lowerIsBetter: true })
   for (const s of stops.splice(0).reverse()) await s()
 
-  // --- cold pack fetch through the DHT among 20 nodes
-  const hosts: ReachHost[] = []
-  const exchanges: PackExchange[] = []
-  const policy = defaultPolicy()
-  const registry = { status: (k: string) => (k === publisher.publicKey ? 'trusted' as const : 'unknown' as const) }
+  // --- cold pack fetch through the DHT among 20 nodes, whole nodes built by the composition root in this process
+  const mesh: ReachNode[] = []
   for (let i = 0; i < FETCH_NODES; i++) {
-    const host = await createHost({ seed: generateKeyPair().seed, ...(i === 0 ? {} : { bootstrap: [hosts[0]?.getMultiaddrs()[0]?.toString() as string] }) })
-    hosts.push(host)
-    const packs = openPackStore(join(root, `dht-${i}`))
-    const ex = new PackExchange({ host, packs, admit: (p) => { admitPack({ ...p, registry, policy }) } })
-    await ex.start()
-    exchanges.push(ex)
+    const home = homePaths(join(root, `dht-${i}`))
+    await mkdir(home.root, { recursive: true })
+    await writeFile(home.trust, trustFile)
+    const first = mesh[0]?.network?.host.getMultiaddrs()[0]?.toString()
+    const n = await createNode({ home, logger: silentLogger, network: { apiPort: false, ...(first === undefined ? {} : { bootstrap: [first] }) } })
+    mesh.push(n)
+    await n.start()
   }
-  stops.push(async () => { for (const e of exchanges) await e.stop(); for (const h of hosts) await h.stop() })
+  stops.push(async () => { for (const n of mesh) await n.stop() })
+  const exchanges = mesh.map((n) => (n.network as NonNullable<ReachNode['network']>).exchange)
   // Let the routing tables fill (every node has dialled node 0; the DHT finds the rest).
   await new Promise((resolve) => setTimeout(resolve, 2_000))
   const fetchMs: number[] = []
@@ -233,7 +232,7 @@ try {
     const sig = signPack({ cid: pack.cid, manifest: pack.bundle.manifest }, createSigner(publisher.seed))
     const from = (i * 7) % FETCH_NODES
     const to = (from + 1 + (i * 3) % (FETCH_NODES - 1)) % FETCH_NODES
-    await openPackStore(join(root, `dht-${from}`)).put(pack.bytes, [sig])
+    await (mesh[from] as ReachNode).local.packs.put(pack.bytes, [sig])
     provideMs.push((await (exchanges[from] as PackExchange).publish(pack.cid)).provide_ms)
     const t = performance.now()
     await (exchanges[to] as PackExchange).fetch(pack.cid, { timeoutMs: 10_000 })

@@ -29,7 +29,7 @@ export function machine (): string {
 function fmt (v: number, unit: string): string {
   // Two decimals below 10 ms: a figure beside a 3.5 ms bar must show which side it is on.
   if (unit === 'ms' && v < 10) return `${v.toFixed(2)} ${unit}`
-  if (unit === 'ms' || unit === 'MB') return `${v.toFixed(1)} ${unit}`
+  if (unit === 'ms' || unit === 'MB' || unit === 'MiB') return `${v.toFixed(1)} ${unit}`
   return v >= 10_000 ? `${(v / 1000).toFixed(1)}k ${unit}` : `${v.toFixed(0)} ${unit}`
 }
 

@@ -2,7 +2,7 @@
  * `npm run bench:runs` — the run loop's figures, beside the engine's raw
  * chain verify measured in the same run:
  *
- *   warm sandbox instantiate per run (createSandbox + init)
+ *   warm sandbox instantiate per run (pool.create + init)
  *   trivial reduce steps/s, in a replay of a recorded run (pack code, no tools)
  *   runs/s of a trivial pack end to end (durable LevelDB log, closing checkpoint)
  *   replay of a 100k-event run (events/s), vs verifyChain of the same events
@@ -17,8 +17,9 @@ import type { JsonObject } from '../protocol/canonical.ts'
 import { verifyChain } from '../protocol/chain.ts'
 import { nextEvent, type Event, type EventDraft } from '../protocol/event.ts'
 import { generateKeyPair } from '../protocol/keys.ts'
-import { executeRun, replayRecordedRun, startOf, type RunPack } from '../packs/runner.ts'
-import { createSandbox, loadEngine } from '../packs/sandbox.ts'
+import { ENGINE_VERSION } from '../packs/manifest.ts'
+import { ArrayCursor, executeRun, replayRun, type Engine, type RunPack } from '../packs/run/index.ts'
+import { SandboxPool, engineBuild } from '../packs/sandbox/index.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { ensureHome, homePaths } from '../node/home.ts'
 import { RunStore } from '../node/runs.ts'
@@ -59,7 +60,7 @@ export function reduce (s, e) {
   return { state: { ...s, n }, effects: [{ tool: 'bench.echo', args: { i: n } }] }
 }` }
 }
-const echo: Tool = { capability: 'bench.echo', idempotent: true, run: async (a) => a }
+const echo: Tool = { capability: 'bench.echo', run: async (a) => a }
 const budget = { fuel: 10_000_000, memory_bytes: 32 << 20, output_bytes: 65536, tool_calls: 1_000_000, wall_ms: 600_000 }
 const policy = { version: '0'.repeat(64), granted: ['bench.echo'] }
 
@@ -69,30 +70,34 @@ function memorySink (): { append: (d: EventDraft) => Promise<Event> } {
   return { append: async (d) => { head = nextEvent(head, d); return head } }
 }
 
-await loadEngine()
+const pool = new SandboxPool()
+await pool.load()
 const root = await mkdtemp(join(os.tmpdir(), 'reach-bench-runs-'))
 try {
   // Warm instantiate.
   const times: number[] = []
   for (let i = 0; i < 200; i++) {
     const t = performance.now()
-    const sb = await createSandbox(TRIVIAL.files, TRIVIAL.entry)
+    const sb = await pool.create(TRIVIAL.files, TRIVIAL.entry)
     sb.call('init', [null])
     times.push(performance.now() - t)
     sb.dispose()
   }
-  figures.push({ name: 'warm sandbox instantiate per run (createSandbox + init), median of 200', value: median(times), unit: 'ms', lowerIsBetter: true })
+  figures.push({ name: 'warm sandbox instantiate per run (pool.create + init), median of 200', value: median(times), unit: 'ms', lowerIsBetter: true })
+  // The runs below have their own pool: this one's instances would only weigh on the heap.
+  await pool.close()
+  const engine: Engine & { sandboxes: SandboxPool } = { version: ENGINE_VERSION, build: await engineBuild(), sandboxes: new SandboxPool() }
 
   // Recorded runs of ~EVENTS events (two per step), replayed.
   const steps = EVENTS / 2
   const replayOf = async (pack: RunPack): Promise<{ events: Event[], ms: number }> => {
-    const live = await executeRun({ pack, input: { steps }, budget, policy, engineVersion: '1.0.0', nonce: '0'.repeat(32) }, memorySink(), new Map([['bench.echo', echo]]))
+    const live = await executeRun({ pack, input: { steps }, budget, policy, nonce: '0'.repeat(32) }, engine, memorySink(), new Map([['bench.echo', echo]]))
     if (live.status !== 'completed') throw new Error(`bench run of ${pack.name} failed: ${live.error?.message ?? ''}`)
     // Median of three replays (the first one also pays for the live run's garbage).
     const times: number[] = []
     for (let i = 0; i < 3; i++) {
       const t = performance.now()
-      const verdict = await replayRecordedRun(startOf(live.events, pack), live.events)
+      const verdict = await replayRun(pack, engine, new ArrayCursor(live.events))
       times.push(performance.now() - t)
       if (!verdict.ok) throw new Error(`bench replay of ${pack.name} diverged: ${verdict.divergence.reason}`)
     }
@@ -114,9 +119,12 @@ try {
   const home = await ensureHome(homePaths(join(root, 'home')))
   const store = new RunStore(home, generateKeyPair().seed)
   t = performance.now()
-  for (let i = 0; i < RUNS; i++) await store.start({ pack: TRIVIAL, input: { i } as JsonObject, budget, policy, engineVersion: '1.0.0', tools: new Map() })
+  for (let i = 0; i < RUNS; i++) await store.start({ pack: TRIVIAL, input: { i } as JsonObject, budget, policy, engine, tools: new Map() })
   figures.push({ name: `runs/s of a trivial pack end to end (${RUNS} runs; LevelDB log, fsync, signed checkpoint, record)`, value: rate(RUNS, performance.now() - t), unit: 'runs/s' })
   report('bench:runs', figures, { json: args.json === true, extra: { events: trivial.events.length } })
+  await store.close()
+  await engine.sandboxes.close()
 } finally {
+  await pool.close()
   await rm(root, { recursive: true, force: true })
 }

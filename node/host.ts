@@ -36,6 +36,8 @@ export interface HostOptions {
   bootstrap?: string[]
   /** Connection limits (explicit, so a busy mesh degrades predictably). */
   maxConnections?: number
+  /** Start listening at once (default true); false: the caller starts it (`host.start()`). */
+  start?: boolean
 }
 
 export type ReachServices = {
@@ -61,6 +63,7 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
     }
   }
   const host = await createLibp2p({
+    start: options.start ?? true,
     privateKey,
     addresses: { listen },
     transports: [tcp()],
@@ -87,11 +90,22 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
     }
   }) as unknown as ReachHost
-  for (const addr of options.bootstrap ?? []) {
-    // A bootstrap peer that is down must not stop the node: it is retried by the caller.
-    await host.dial(multiaddr(addr)).catch(() => {})
-  }
+  if (options.start ?? true) await dialBootstrap(host, options.bootstrap ?? [])
   return host
+}
+
+/** Dial each bootstrap peer once; how many answered. A peer that is down does not stop the node. */
+export async function dialBootstrap (host: ReachHost, bootstrap: readonly string[]): Promise<number> {
+  let joined = 0
+  for (const addr of bootstrap) {
+    try {
+      await host.dial(multiaddr(addr))
+      joined++
+    } catch {
+      // down or unreachable: others may dial us, and the caller says so
+    }
+  }
+  return joined
 }
 
 /**

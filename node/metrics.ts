@@ -36,6 +36,7 @@ export class NodeMetrics {
   readonly gossipMessages: Counter<'direction' | 'result'>
   readonly runs: Counter<'status'>
   readonly peersConnected: Gauge
+  readonly auditEvents: Counter<'type'>
 
   constructor () {
     const registry = new Registry()
@@ -52,6 +53,7 @@ export class NodeMetrics {
     this.gossipMessages = new Counter({ name: 'reach_gossip_messages_total', help: 'Gossip messages, by direction and result', labelNames: ['direction', 'result'], registers })
     this.runs = new Counter({ name: 'reach_runs_total', help: 'Pack runs finished on this node, by status', labelNames: ['status'], registers })
     this.peersConnected = new Gauge({ name: 'reach_peers_connected', help: 'Peers with an open connection', registers })
+    this.auditEvents = new Counter({ name: 'reach_audit_events_total', help: 'What peers did that this node keeps a record of (refusals, failed verifications, lying providers), by type', labelNames: ['type'], registers })
 
     // Known label values start at 0, so rate() and alerts see a series from
     // the start rather than only after the first event.

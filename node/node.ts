@@ -11,17 +11,18 @@ import { stat } from 'node:fs/promises'
 import type { JsonValue } from '../protocol/canonical.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import { generateKeyPair, keyPairFromSeed } from '../protocol/keys.ts'
+import type { JsonObject } from '../protocol/canonical.ts'
 import { buildBundle, type Pack } from '../packs/bundle.ts'
 import { ENGINE_VERSION, type Budget } from '../packs/manifest.ts'
 import { admitPack, checkBudget, loadPolicy, policyVersion, type Admission, type NodePolicy } from '../packs/policy.ts'
-import type { RunPack } from '../packs/runner.ts'
+import { runPackOf, type Engine, type RunOutcome } from '../packs/run/index.ts'
+import { SandboxPool, engineBuild, type SandboxPoolInit } from '../packs/sandbox.ts'
 import { hostTools, type Tool } from '../packs/tools/index.ts'
 import { ensureHome, homePaths, type HomePaths } from './home.ts'
 import { readKeyFile, writeKeyFile } from './keys.ts'
 import { openKv, type KvStore } from './kv.ts'
 import { openPackStore, type PackStore, type StoredPack } from './pack-store.ts'
 import { RunStore, type RunRecord, type RunSeal } from './runs.ts'
-import type { RunOutcome } from '../packs/runner.ts'
 import { openTrustRegistry } from './trust-registry.ts'
 
 /** The node identity key, created on first use (0600). */
@@ -36,24 +37,7 @@ export async function nodeSeed (home: HomePaths): Promise<Uint8Array> {
   }
 }
 
-/** The run loop's view of a pack, made once per pack object (a daemon reuses its verified packs). */
-const runPacks = new WeakMap<Pack, RunPack>()
-
-export function runPackOf (pack: Pack): RunPack {
-  const known = runPacks.get(pack)
-  if (known !== undefined) return known
-  const { manifest, files } = pack.bundle
-  const made: RunPack = {
-    cid: pack.cid,
-    name: manifest.name,
-    entry: manifest.entry,
-    capabilities: manifest.capabilities,
-    // Frozen: the sandbox keys a loaded pack by this object's contents, hashed once.
-    files: Object.freeze(Object.fromEntries(Object.entries(files).map(([path, bytes]) => [path, Buffer.from(bytes).toString('utf8')])))
-  }
-  runPacks.set(pack, made)
-  return made
-}
+export { runPackOf }
 
 async function isDirectory (path: string): Promise<boolean> {
   return await stat(path).then((s) => s.isDirectory(), () => false)
@@ -66,6 +50,8 @@ export interface RunRequest {
   signal?: AbortSignal
   /** Tools beyond the host's own (the daemon adds `reach.delegate`). */
   extraTools?: readonly Tool[]
+  /** Where the run sits in a delegation chain: recorded, and handed back to `resumeUnfinished`. */
+  lineage?: JsonObject
 }
 
 export type RunResult = RunSeal & { outcome: RunOutcome }
@@ -77,16 +63,22 @@ export class LocalNode {
   readonly runs: RunStore
   readonly seed: Uint8Array
   readonly publicKey: string
+  /** This node's sandboxes (nothing is shared with another node in the process). */
+  readonly sandboxes: SandboxPool
+  /** The engine runs are made and replayed with: version, build, and this node's sandboxes. */
+  readonly engine: Engine
   /** Held open for the node's life when `keepKv` (the daemon); opened per run otherwise. */
   private kv: KvStore | undefined
 
-  private constructor (home: HomePaths, policy: NodePolicy, seed: Uint8Array, spareRuns: number) {
+  private constructor (home: HomePaths, policy: NodePolicy, seed: Uint8Array, spareRuns: number, sandboxes: SandboxPool, build: Engine['build']) {
     this.home = home
     this.policy = policy
     this.packs = openPackStore(home.packs)
     this.seed = seed
     this.publicKey = keyPairFromSeed(seed).publicKey
     this.runs = new RunStore(home, seed, { spares: spareRuns })
+    this.sandboxes = sandboxes
+    this.engine = { version: ENGINE_VERSION, build, sandboxes }
   }
 
   /**
@@ -94,9 +86,9 @@ export class LocalNode {
    * `spareRuns`: run logs to keep open ahead of time (the daemon: a run then starts without
    * waiting for LevelDB to create its log).
    */
-  static async open (options: { home?: HomePaths, keepKv?: boolean, spareRuns?: number } = {}): Promise<LocalNode> {
+  static async open (options: { home?: HomePaths, keepKv?: boolean, spareRuns?: number, sandboxes?: SandboxPoolInit } = {}): Promise<LocalNode> {
     const home = await ensureHome(options.home ?? homePaths())
-    const node = new LocalNode(home, await loadPolicy(home.policy), await nodeSeed(home), options.spareRuns ?? 0)
+    const node = new LocalNode(home, await loadPolicy(home.policy), await nodeSeed(home), options.spareRuns ?? 0, new SandboxPool(options.sandboxes), await engineBuild())
     if (options.keepKv === true) node.kv = await openKv(home.root)
     return node
   }
@@ -105,6 +97,7 @@ export class LocalNode {
     await this.runs.close()
     await this.kv?.close()
     this.kv = undefined
+    await this.sandboxes.close()
   }
 
   /** Admit a pack by this node's policy and trust registry; throws the refusal (RL-30xx). */
@@ -166,9 +159,10 @@ export class LocalNode {
         input: request.input,
         budget,
         policy: { version: policyVersion(this.policy), granted: this.policy.granted_capabilities },
-        engineVersion: ENGINE_VERSION,
+        engine: this.engine,
         tools,
-        ...(request.signal === undefined ? {} : { signal: request.signal })
+        ...(request.signal === undefined ? {} : { signal: request.signal }),
+        ...(request.lineage === undefined ? {} : { lineage: request.lineage })
       })
     })
   }
@@ -176,18 +170,23 @@ export class LocalNode {
   /**
    * Finish every run a killed process left open: recorded tool results are
    * fed back, never fetched again; a call with no recorded result runs again
-   * only if its tool is idempotent.
+   * only if its tool is idempotent. A run gets the tools a new run with its
+   * recorded lineage gets (`toolsFor`), and the signal that cuts it
+   * (`signalFor`: a delegated run's deadline).
    */
-  async resumeUnfinished (extraTools: readonly Tool[] = []): Promise<RunRecord[]> {
+  async resumeUnfinished (options: { toolsFor?: (lineage: JsonObject | undefined) => readonly Tool[], signalFor?: (lineage: JsonObject | undefined) => AbortSignal | undefined } = {}): Promise<RunRecord[]> {
     const done: RunRecord[] = []
     const pending = await this.runs.unfinished()
     if (pending.length === 0) return done
     await this.withKv(async (kv) => {
-      const tools = hostTools({ kv, httpAllowlist: this.policy.http_allowlist ?? [] })
-      for (const tool of extraTools) tools.set(tool.capability, tool)
       for (const r of pending) {
         const pack = await this.packs.get(r.artifact_hash)
-        done.push((await this.runs.resume(r.run_id, runPackOf(pack), this.policy.granted_capabilities, tools)).record)
+        const tools = (lineage: JsonObject | undefined): Map<string, Tool> => {
+          const all = hostTools({ kv, httpAllowlist: this.policy.http_allowlist ?? [] })
+          for (const tool of options.toolsFor?.(lineage) ?? []) all.set(tool.capability, tool)
+          return all
+        }
+        done.push((await this.runs.resume(r.run_id, runPackOf(pack), this.engine, this.policy.granted_capabilities, tools, options.signalFor)).record)
       }
     })
     return done

@@ -17,15 +17,13 @@ import { join } from 'node:path'
 import semver from 'semver'
 import { ReachError } from '../protocol/errors.ts'
 import { decodeBundle, isPackCid, MAX_BUNDLE_BYTES, type Pack } from '../packs/bundle.ts'
-import { parsePackSignature, verifyPackSignature, type PackSignature } from '../packs/trust.ts'
+import { parsePackSignature, verifyPackSignature, type PackSignature, type StoredPack } from '../packs/trust.ts'
 import { errno, pathExists, writeFileAtomic } from './fs.ts'
 
 export const PACK_SUFFIX = '.pack'
 export const SIGS_SUFFIX = '.sigs.json'
 
-export interface StoredPack extends Pack {
-  signatures: PackSignature[]
-}
+export type { StoredPack }
 
 export interface PackSummary {
   cid: string

@@ -1,40 +1,20 @@
 /**
- * The daemon's control API routes (README "Control API"): what `reach node status`, `reach peers`,
+ * The control API's routes (README "Control API"): what `reach node status`, `reach peers`,
  * `reach run` (while the node runs), `reach pack publish|fetch`, `reach delegate`, `reach cancel`
- * and `reach verify-remote` ask the running node. The daemon (node/daemon.ts) supplies the
- * services; every body is validated here, and a bad one is RL-6004.
+ * and `reach verify-remote` ask the running node. The node's services come from the composition
+ * root (node/create.ts); every body is validated here, and a bad one is RL-6004.
  */
 import type { JsonValue } from '../protocol/canonical.ts'
 import { ReachError } from '../protocol/errors.ts'
 import { isPackCid } from '../packs/bundle.ts'
 import type { Budget } from '../packs/manifest.ts'
-import type { Tool } from '../packs/tools/index.ts'
-import { ROOT, type Delegation, type DelegationServer, type Delegator, type Lineage } from '../federation/delegate.ts'
-import type { RemoteVerdict } from '../federation/log.ts'
-import type { PackExchange } from '../federation/packs.ts'
-import type { PeerRegistry } from '../federation/peers.ts'
 import type { Route } from './api.ts'
-import type { ReachHost } from './host.ts'
-import type { NodeMetrics } from './metrics.ts'
-import type { LocalNode } from './node.ts'
-import type { StoredPack } from './pack-store.ts'
+import type { NetworkServices, ReachNode } from './create.ts'
 import { VERSION } from './version.ts'
 
 export interface RouteDeps {
-  host: ReachHost
-  node: LocalNode
-  delegator: Delegator
-  server: DelegationServer
-  exchange: PackExchange
-  peers: PeerRegistry
-  metrics: NodeMetrics
-  federation: string
-  /** A pack from the store or from providers, admitted by the node's policy. */
-  fetchAdmitted: (cid: string, signal?: AbortSignal, timeoutMs?: number) => Promise<StoredPack & { provider?: string | null, tried?: Array<{ peer: string, code: string }> }>
-  /** Fetch a peer's log of a run and replay it here. */
-  verify: (peer: string, runId: string, claim: Partial<Pick<Delegation, 'pack_cid' | 'log_head' | 'record'>>, signal?: AbortSignal) => Promise<RemoteVerdict>
+  node: ReachNode & { network: NetworkServices }
   savePublished: () => Promise<void>
-  toolsFor: (lineage: Lineage, budget: Budget, signal: AbortSignal) => Tool[]
 }
 
 /** A run archive (`reach import` while the node runs) comes base64 in JSON: at most 64 MiB of it. */
@@ -64,7 +44,10 @@ function optionalNumber (body: unknown, field: string): number | undefined {
 }
 
 export function controlRoutes (deps: RouteDeps): Route[] {
-  const { host, node, delegator, server, exchange, peers, metrics, federation, fetchAdmitted, verify, savePublished, toolsFor } = deps
+  const { savePublished } = deps
+  const node = deps.node.local
+  const { host, delegator, server, exchange, peers, metrics, federation, verify } = deps.node.network
+  const fetchAdmitted = async (cid: string, signal?: AbortSignal, timeoutMs?: number) => await deps.node.network.packs.get(cid, signal, timeoutMs)
   const resolvePack = async (ref: string): Promise<string> => isPackCid(ref) ? ref : (await node.packs.get(ref)).cid
 return [
     {
@@ -114,8 +97,8 @@ return [
       handler: async (req) => {
         const body = req.body as Record<string, unknown>
         const pack = await node.admitted(requireString(body, 'pack'))
-        const budget = { ...pack.bundle.manifest.budget, ...budgetOf(body.budget) }
-        const { record, outcome } = await node.runPack({ pack, input: (body.input ?? null) as JsonValue, budget, signal: req.signal, extraTools: toolsFor(ROOT, budget, req.signal) })
+        const budget: Partial<Budget> = { ...pack.bundle.manifest.budget, ...budgetOf(body.budget) }
+        const { record, outcome } = await deps.node.network.run({ pack, input: (body.input ?? null) as JsonValue, budget, signal: req.signal })
         metrics.runs.inc({ status: record.status })
         return { record, ...(outcome.output === undefined ? {} : { output: outcome.output }) }
       }
@@ -159,8 +142,8 @@ return [
           signal: req.signal
         })
         if (body.verify !== true) return { delegation: d }
-        const verdict = await verify(d.peer, d.run_id, d, req.signal)
-        return { delegation: d, verification: { verified: verdict.verified, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) } }
+        const verdict = await verify(d.peer, d.run_id, { pack_cid: d.pack_cid, head: d.log_head, record: d.record }, req.signal)
+        return { delegation: d, verification: { verified: verdict.verified, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }), ...(verdict.legacy_engine === true ? { legacy_engine: true } : {}) } }
       }
     },
     {
@@ -170,7 +153,7 @@ return [
         const peer = requireString(req.body, 'peer')
         const runId = requireString(req.body, 'run_id')
         const verdict = await verify(peer, runId, {}, req.signal)
-        return { peer, run_id: runId, verified: verdict.verified, record: verdict.record, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }) }
+        return { peer, run_id: runId, verified: verdict.verified, record: verdict.record, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }), ...(verdict.legacy_engine === true ? { legacy_engine: true } : {}) }
       }
     },
     { method: 'GET', path: '/v1/delegations', handler: async () => ({ outgoing: delegator.list(), serving: server.list() }) },

@@ -1,96 +1,34 @@
 /**
  * Runs on this node: their logs, records and closing checkpoints, in the
  * run database (`<home>/runs.db`, node/run-db.ts): each run's hash-chained
- * event log, and once it ends its record (below) and the node's signed
- * checkpoint of its finished log. Runs that older versions kept in a
- * directory each (`<home>/runs/<run_id>/`) are moved in when the database
- * is first opened.
- *
- * Run record: run_id, engine_version, policy_version, input_hash,
- * artifact_hash (the pack CID), output_hash, event_log_hash (hash of the
- * last event), fingerprint = sha256(canonical of those six), plus status,
- * error and counts. The fingerprint is what two replays must agree on.
+ * event log, and once it ends its seal (node/run-seal.ts: the record,
+ * protocol/run.ts, and the node's signed checkpoint of its finished log).
+ * Runs that older versions kept in a directory each are moved in when the
+ * database is first opened (node/run-legacy.ts).
  */
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
-import { createCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
 import { chainError, verifyChain } from '../protocol/chain.ts'
-import { digestLog } from '../protocol/digest.ts'
-import { ReachError, type ErrorCode } from '../protocol/errors.ts'
-import { headOf, nextEvent, type Event, type EventDraft } from '../protocol/event.ts'
-import { hashCanonical } from '../protocol/hash.ts'
-import { createSigner } from '../protocol/keys.ts'
-import { executeRun, replayRecordedRun, resumeRun, startOf, type RunBudget, type RunOutcome, type RunPack, type RunPolicy, type RunSink, type ReplayVerdict } from '../packs/runner.ts'
+import { ReachError } from '../protocol/errors.ts'
+import type { Event } from '../protocol/event.ts'
+import { createSigner, type Signer } from '../protocol/keys.ts'
+import { TERMINAL_EVENTS, recordOf, type RunRecord } from '../protocol/run.ts'
+import { ArrayCursor, executeRun, replayRun, resumeRun, startOf, RUN_AGGREGATE, type Engine, type ReplayVerdict, type RunBudget, type RunOutcome, type RunPack, type RunPolicy } from '../packs/run/index.ts'
 import type { Tool } from '../packs/tools/index.ts'
-import { encodeCheckpoint } from '../protocol/checkpoint.ts'
 import type { HomePaths } from './home.ts'
 import type { RunDatabase } from './run-db.ts'
-import { EventLog, openStore } from './store/index.ts'
+import { moveLegacyRuns, type LegacyLeft } from './run-legacy.ts'
+import { parseSealed, sealOf, type RunSeal, type Sealed } from './run-seal.ts'
+import { runSink } from './run-sink.ts'
+import { EventLog } from './store/index.ts'
+import type { LevelEventStore } from './store/level.ts'
 import type { EventStore, OpenOptions } from './store/types.ts'
 
-export interface RunRecord {
-  version: 1
-  run_id: string
-  pack_name: string
-  engine_version: string
-  policy_version: string
-  input_hash: string
-  artifact_hash: string
-  output_hash: string | null
-  event_log_hash: string
-  fingerprint: string
-  status: 'running' | 'completed' | 'failed' | 'cancelled'
-  error: { code: ErrorCode, message: string } | null
-  events: number
-  fuel_used: number
-  checkpoint_id: string | null
-}
+export { fingerprintOf, recordOf, type RunRecord } from '../protocol/run.ts'
+export type { RunSeal } from './run-seal.ts'
 
-const TERMINAL: ReadonlySet<string> = new Set(['RunCompleted', 'RunFailed', 'RunCancelled'])
+const TERMINAL = TERMINAL_EVENTS
 const RUN_ID = /^run_[0-9a-f]{20}$/
-
-/** What the run database keeps for a finished run (`!sealed!<run_id>`). */
-interface Sealed {
-  record: RunRecord
-  /** The checkpoint file text (encodeCheckpoint). */
-  checkpoint: string
-  /** When it was sealed (ms since the epoch): runs are listed most recent first. */
-  ended_at: number
-}
-
-/** A record file's text as a record, or undefined when a crash left it empty or cut short. */
-function parseRecord (text: string): RunRecord | undefined {
-  try {
-    const value = JSON.parse(text) as unknown
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as RunRecord : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/**
- * A seal as stored, or undefined when it does not read as one (a damaged value): like a seal a
- * crash lost, it is rebuilt from the log.
- */
-function parseSealed (text: string): Sealed | undefined {
-  try {
-    const value = JSON.parse(text) as Partial<Sealed> | null
-    const ok = value !== null && typeof value === 'object' && typeof value.checkpoint === 'string' && typeof value.ended_at === 'number' &&
-      value.record !== null && typeof value.record === 'object'
-    return ok ? value as Sealed : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/** A finished run's record and the node's signed checkpoint of its log (also as file text, made once). */
-export interface RunSeal {
-  record: RunRecord
-  checkpoint: Checkpoint
-  checkpointText: string
-}
 
 /** What reading a node's runs needs: the RunStore here, or a running node's (its control API). */
 export interface RunReader {
@@ -100,51 +38,16 @@ export interface RunReader {
   checkpointText (runId: string): Promise<string>
 }
 
-export function fingerprintOf (r: Pick<RunRecord, 'engine_version' | 'policy_version' | 'input_hash' | 'artifact_hash' | 'output_hash' | 'event_log_hash'>): string {
-  return hashCanonical({ engine_version: r.engine_version, policy_version: r.policy_version, input_hash: r.input_hash, artifact_hash: r.artifact_hash, output_hash: r.output_hash, event_log_hash: r.event_log_hash })
-}
-
-/** The record a log implies. Pure: a replay computes the same record from the same events. */
-export function recordOf (runId: string, events: readonly Event[], outcome?: RunOutcome): RunRecord {
-  const started = events[0]?.payload as JsonObject
-  const last = events.at(-1) as Event
-  const end = last.type === 'RunCompleted' || last.type === 'RunFailed' || last.type === 'RunCancelled' ? last.payload as JsonObject : undefined
-  const base = {
-    engine_version: started.engine_version as string,
-    policy_version: started.policy_version as string,
-    input_hash: started.input_hash as string,
-    artifact_hash: started.pack_cid as string,
-    output_hash: last.type === 'RunCompleted' ? (end?.output_hash as string) : null,
-    event_log_hash: last.hash
-  }
-  return {
-    version: 1,
-    run_id: runId,
-    pack_name: started.pack_name as string,
-    ...base,
-    fingerprint: fingerprintOf(base),
-    status: last.type === 'RunCompleted' ? 'completed' : last.type === 'RunFailed' ? 'failed' : last.type === 'RunCancelled' ? 'cancelled' : 'running',
-    error: last.type === 'RunFailed' || last.type === 'RunCancelled' ? (end?.error as RunRecord['error']) : null,
-    events: events.length,
-    fuel_used: (end?.fuel_used as number | undefined) ?? outcome?.fuel_used ?? 0,
-    checkpoint_id: null
-  }
-}
-
-/** Test hook: `REACH_FAULT=exit-after:<EventType>` kills the process right after that event is durable. */
-function faultAfter (): string | undefined {
-  const f = process.env.REACH_FAULT
-  return f?.startsWith('exit-after:') === true ? f.slice('exit-after:'.length) : undefined
-}
-
 export interface NewRun {
   pack: RunPack
   input: JsonValue
   budget: RunBudget
   policy: RunPolicy
-  engineVersion: string
+  engine: Engine
   tools: Map<string, Tool>
   signal?: AbortSignal
+  /** Where the run sits in a delegation chain (recorded in RunStarted, handed back on resume). */
+  lineage?: JsonObject
 }
 
 /** A run log opened ahead of time (its id chosen then), so starting a run does not wait for LevelDB to create it. */
@@ -175,7 +78,7 @@ export class RunStore implements RunReader {
    * one (a store opened only to read, by `reach doctor`), a finished run whose seal a crash lost
    * is listed from its log but not sealed again: only the node's own key may sign its runs.
    */
-  private readonly signer: ReturnType<typeof createSigner> | undefined
+  private readonly signer: Signer | undefined
   /**
    * Runs whose result is known but whose log is still being closed and whose record and
    * checkpoint are still being written: that happens after the result is handed back, off the
@@ -216,7 +119,7 @@ export class RunStore implements RunReader {
       const { openRunDatabase } = await import('./run-db.ts')
       const db = await openRunDatabase(this.home.runDb)
       try {
-        await this.moveLegacyRuns(db)
+        this.legacyLeft = await moveLegacyRuns(db, this.home.runs)
       } catch (err) {
         await db.close()
         throw err
@@ -245,70 +148,11 @@ export class RunStore implements RunReader {
     return options.create === true && this.openLog !== undefined ? await this.openLog(open) : await open()
   }
 
-  /**
-   * Runs from before the run database, one directory each (`<home>/runs/<run_id>/log/`,
-   * `record.json`, `final.checkpoint`), copied in and then removed. A copy cut short by a crash
-   * is finished the next time: a log already in the database is not written again. A directory
-   * whose log cannot be read as it is (held by an older node still running, cut short by a
-   * crash, damaged) is left where it is, untouched, and named by `legacyLeft` (`reach doctor`);
-   * the move is tried again the next time the database is opened.
-   */
-  private async moveLegacyRuns (db: RunDatabase): Promise<void> {
-    const names = (await readdir(this.home.runs).catch(() => [] as string[])).filter((n) => RUN_ID.test(n))
-    this.legacyLeft = []
-    if (names.length === 0) return
-    const { LevelEventStore } = await import('./store/level.ts')
-    for (const runId of names) {
-      const dir = join(this.home.runs, runId)
-      let events: Event[]
-      try {
-        const old = await openStore(join(dir, 'log'), { kind: 'level' })
-        try {
-          events = await old.readAll()
-        } finally {
-          await old.close()
-        }
-      } catch (err) {
-        // No log at all: a run that died before its log was made. Nothing to move.
-        if ((err as ReachError).code === 'RL-5006') {
-          await rm(dir, { recursive: true, force: true })
-          continue
-        }
-        this.legacyLeft.push({ run_id: runId, path: dir, code: (err as ReachError).code ?? 'RL-5009', message: (err as Error).message })
-        continue
-      }
-      if (events.length > 0) {
-        const into = LevelEventStore.within(db, runId)
-        try {
-          await into.open({ create: true })
-          await into.appendBatch(events)
-        } catch (err) {
-          if ((err as ReachError).code !== 'RL-5005') throw err
-        } finally {
-          await into.close()
-        }
-        const [record, checkpoint, info] = await Promise.all([
-          readFile(join(dir, 'record.json'), 'utf8').then(parseRecord, () => undefined),
-          readFile(join(dir, 'final.checkpoint'), 'utf8').catch(() => undefined),
-          stat(dir)
-        ])
-        // Kept as they were (an imported run's checkpoint is its origin's, not a rebuild by this
-        // node). Without either (a crash lost it: older versions wrote both without fsync), the
-        // seal is rebuilt from the log when the run is next read.
-        if (record !== undefined && checkpoint !== undefined) {
-          await this.putSealed(runId, { record, checkpoint, ended_at: info.mtimeMs }, { sync: true }, db)
-        }
-      }
-      await rm(dir, { recursive: true, force: true })
-    }
-    await rmdir(this.home.runs).catch(() => {})
-  }
-
   /** Runs the last `list` left out because their log does not read (`reach doctor` names them). */
   unreadable: Array<{ run_id: string, code: string, message: string }> = []
 
   /** Run directories of an older version that the last open could not move in (see moveLegacyRuns). */
-  legacyLeft: Array<{ run_id: string, path: string, code: string, message: string }> = []
+  legacyLeft: LegacyLeft[] = []
 
   private async newLog (): Promise<SpareLog> {
     const nonce = randomBytes(16).toString('hex')
@@ -359,14 +203,14 @@ export class RunStore implements RunReader {
     let sealed: RunSeal
     try {
       // Not sealed twice: once the run has ended, whatever seal there is stands.
-      const sink = this.sink(new EventLog(store), (events) => { if (!ended) early = this.sealOf(runId, events) })
-      outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, engineVersion: run.engineVersion, nonce }, sink, run.tools, run.signal)
+      const sink = runSink(new EventLog(store), (events) => { if (!ended) early = sealOf(runId, events, this.signerFor(runId)) })
+      outcome = await executeRun({ pack: run.pack, input: run.input, budget: run.budget, policy: run.policy, nonce, ...(run.lineage === undefined ? {} : { lineage: run.lineage }) }, run.engine, sink, run.tools, run.signal)
       // The log is durable up to its last event: the result can go back now. Closing the log and
       // writing the record and checkpoint (functions of the log) follow off the run's path.
       // Sealed while the last write was syncing, from the same events (checked, cheaply).
       ended = true
       const last = outcome.events.at(-1)
-      sealed = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash ? early : this.sealOf(runId, outcome.events, outcome)
+      sealed = early !== undefined && early.record.events === outcome.events.length && early.record.event_log_hash === last?.hash ? early : sealOf(runId, outcome.events, this.signerFor(runId))
     } catch (err) {
       ended = true
       await store.close()
@@ -394,106 +238,52 @@ export class RunStore implements RunReader {
     else await Promise.all([...this.settling.values()])
   }
 
-  /** Continue a run a dead process left unfinished (no tool whose result was recorded runs again). */
-  async resume (runId: string, pack: RunPack, granted: readonly string[], tools: Map<string, Tool>): Promise<RunSeal & { outcome: RunOutcome }> {
+  /**
+   * Continue a run a dead process left unfinished (no tool whose result was recorded runs again).
+   * `tools`: given the run's recorded lineage, the tools a new run there would get. A run that
+   * another engine build started cannot be finished here (its fuel count would mix two builds):
+   * it ends with RunFailed RL-3021. A recorded prefix this pack does not reproduce is RL-3017.
+   */
+  async resume (runId: string, pack: RunPack, engine: Engine, granted: readonly string[], tools: (lineage: JsonObject | undefined) => Map<string, Tool>, signalFor?: (lineage: JsonObject | undefined) => AbortSignal | undefined): Promise<RunSeal & { outcome: RunOutcome }> {
     const store = await this.log(this.check(runId), { repair: true })
     try {
       const recorded = await store.readAll()
-      const outcome = await resumeRun(startOf(recorded, pack, granted), recorded, this.sink(new EventLog(store)), tools)
+      const started = startOf(recorded, pack, engine, granted)
+      const sink = runSink(new EventLog(store))
+      let outcome: RunOutcome
+      if (!started.ok) {
+        const d = started.divergence
+        if (d.code !== 'RL-3021') throw new ReachError('RL-3017', { message: `cannot resume ${runId}: ${d.reason}`, seq: d.seq })
+        const error = { code: d.code, message: `not resumed: ${d.reason}` }
+        const events = [...recorded, await sink.append({ type: 'RunFailed', aggregate_id: RUN_AGGREGATE, payload: { error, fuel_used: 0 } })]
+        outcome = { status: 'failed', error, fuel_used: 0, events }
+      } else {
+        try {
+          const lineage = started.start.lineage
+          outcome = await resumeRun(started, recorded, engine, sink, tools(lineage), signalFor?.(lineage))
+        } catch (err) {
+          const d = (err as { divergence?: { seq: number, reason: string } }).divergence
+          if (d === undefined) throw err
+          throw new ReachError('RL-3017', { message: `cannot resume ${runId}: ${d.reason}`, seq: d.seq })
+        }
+      }
       return await this.finish(runId, outcome)
     } finally {
       await store.close()
     }
   }
 
-  /**
-   * The sink a run writes through. `onLast`, when given, gets the whole log as soon as its last
-   * event (RunCompleted, RunFailed, RunCancelled) is built, while that event's write is still on
-   * its way to disk: sealing (hashing the log, signing the checkpoint) then overlaps the fsync.
-   */
-  private sink (log: EventLog, onLast?: (events: readonly Event[]) => void): RunSink {
-    const fault = faultAfter()
-    let held: Event | undefined
-    /** Events whose write succeeded. */
-    const written: Event[] = []
-    const crashAfter = (type: string): void => { if (fault === type) process.kill(process.pid, 'SIGKILL') }
-    const write = async (events: Event[]): Promise<void> => {
-      const durable = log.store.appendBatch(events)
-      const last = events.at(-1) as Event
-      if (onLast !== undefined && TERMINAL.has(last.type)) {
-        // After this turn's microtasks, by which time the write has gone to the thread pool
-        // (sealing first would hold it back). A guess until the write succeeds: the caller
-        // checks it against the run's events, and seals itself when it is missing or stale.
-        const whole = [...written, ...events]
-        setImmediate(() => {
-          try {
-            onLast(whole)
-          } catch {
-            // the caller seals itself
-          }
-        })
-      }
-      await durable
-      written.push(...events)
-      for (const e of events) crashAfter(e.type)
-    }
-    return {
-      hold: (draft) => {
-        if (held !== undefined || log.pendingHead() !== null) throw new Error('only a run\'s first event is held')
-        held = nextEvent(null, draft)
-        return held
-      },
-      append: async (draft) => {
-        const first = held
-        held = undefined
-        // The held first event goes in the same durable write; if that write fails, it is held
-        // again, so the run's next event (its RunFailed) still follows it.
-        const event = nextEvent(first === undefined ? log.pendingHead() : headOf(first), draft)
-        try {
-          await write(first === undefined ? [event] : [first, event])
-        } catch (err) {
-          held = first
-          throw err
-        }
-        return event
-      }
-    }
-  }
-
   private async finish (runId: string, outcome: RunOutcome): Promise<RunSeal & { outcome: RunOutcome }> {
-    return { ...await this.seal(runId, outcome.events, outcome), outcome }
+    return { ...await this.seal(runId, outcome.events), outcome }
   }
 
-  private async seal (runId: string, events: readonly Event[], outcome?: RunOutcome): Promise<RunSeal> {
-    const sealed = this.sealOf(runId, events, outcome)
+  private async seal (runId: string, events: readonly Event[]): Promise<RunSeal> {
+    const sealed = sealOf(runId, events, this.signerFor(runId))
     await this.putSeal(runId, sealed)
     return sealed
   }
 
-  /**
-   * The run's record and the node's signed checkpoint of its finished log, kept beside the log.
-   * Both are functions of the log (Ed25519 is deterministic), so they are written without
-   * fsync: the log is the durable part, and a record or checkpoint lost in a crash is rebuilt
-   * from it, byte for byte, the next time it is read (`checkpointText`).
-   */
-  private sealOf (runId: string, events: readonly Event[], outcome?: RunOutcome): RunSeal {
-    const d = digestLog(events, { reduce: false })
-    const record = recordOf(runId, events, outcome)
-    // The node signs what the log is at its end; its state hash is the
-    // run's outcome (output or error), the part a verifier compares.
-    const checkpoint = createCheckpoint({
-      log_id: d.log_id,
-      at_seq: d.last_seq,
-      state_hash: hashCanonical({ status: record.status, output_hash: record.output_hash, error: record.error }),
-      log_hash: d.log_hash,
-      merkle_root: d.merkle_root,
-      timestamp: d.timestamp
-    }, this.signerFor(runId))
-    record.checkpoint_id = checkpoint.checkpoint_id
-    return { record, checkpoint, checkpointText: encodeCheckpoint(checkpoint) }
-  }
-
-  private signerFor (runId: string): ReturnType<typeof createSigner> {
+  private signerFor (runId: string): Signer {
     if (this.signer === undefined) throw new ReachError('RL-1004', { message: `${runId} has no stored checkpoint, and this store was opened without the node's key to sign one` })
     return this.signer
   }
@@ -513,12 +303,12 @@ export class RunStore implements RunReader {
     return text === undefined ? undefined : parseSealed(text)
   }
 
-  async events (runId: string): Promise<Event[]> {
+  /** A finished (or abandoned) run's log, opened to read; RL-3019 when there is none, or while it runs here. */
+  private async openToRead (runId: string): Promise<EventStore> {
     this.check(runId)
     await this.settled(runId)
-    let store
     try {
-      store = await this.log(runId, {})
+      return await this.log(runId, {})
     } catch (err) {
       if ((err as ReachError).code === 'RL-5006') throw new ReachError('RL-3019', { message: `no run ${runId} in ${this.home.runDb}` })
       // Its log is open for writing in this process: the run is under way here.
@@ -527,8 +317,22 @@ export class RunStore implements RunReader {
       }
       throw err
     }
+  }
+
+  async events (runId: string): Promise<Event[]> {
+    const store = await this.openToRead(runId)
     try {
       return await store.readAll()
+    } finally {
+      await store.close()
+    }
+  }
+
+  /** A run's events in seq order, read from the database as they are consumed. */
+  async * stream (runId: string): AsyncGenerator<Event> {
+    const store = await this.openToRead(runId)
+    try {
+      yield * store.read()
     } finally {
       await store.close()
     }
@@ -594,9 +398,9 @@ export class RunStore implements RunReader {
   }
 
   /**
-   * Store a run verified elsewhere (readRunArchive); RL-1008 for a run id already here. Its
-   * record and checkpoint (the origin's signature, which this node cannot rebuild) are written
-   * durably first, then its log: a run is there once its log is.
+   * Store a run verified elsewhere (readRunArchive); RL-1008 for a run id already here. Its log
+   * and its seal (the origin's signed checkpoint, which this node cannot rebuild) go in one
+   * synced write: a crash leaves both or neither.
    */
   async importRun (runId: string, events: readonly Event[], record: RunRecord, checkpointText: string): Promise<void> {
     this.check(runId)
@@ -607,10 +411,11 @@ export class RunStore implements RunReader {
     this.importing.add(runId)
     try {
       if (await this.has(runId)) throw already()
-      await this.putSealed(runId, { record, checkpoint: checkpointText, ended_at: Date.now() }, { sync: true })
-      const store = await this.log(runId, { create: true })
+      const db = await this.database()
+      const sealed: Sealed = { record, checkpoint: checkpointText, ended_at: Date.now() }
+      const store = await this.log(runId, { create: true }) as LevelEventStore
       try {
-        await store.appendBatch(events)
+        await store.appendBatchWith(events, [{ sublevel: db.sealed, key: runId, value: JSON.stringify(sealed) }])
       } finally {
         await store.close()
       }
@@ -647,8 +452,8 @@ export class RunStore implements RunReader {
   }
 
   /** Replay a recorded run with `pack`; the verdict and the fingerprint the replay computes. */
-  async replay (runId: string, pack: RunPack): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
-    return await replayEvents(runId, await this.events(runId), pack)
+  async replay (runId: string, pack: RunPack, engine: Engine): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
+    return await replayEvents(runId, await this.events(runId), pack, engine)
   }
 
   /** Whether a run `runId` is here (its first write is durable). */
@@ -657,12 +462,15 @@ export class RunStore implements RunReader {
   }
 }
 
-/** Replay a recorded run's events with `pack`; the verdict and the fingerprint the replay computes. */
-export async function replayEvents (runId: string, events: readonly Event[], pack: RunPack): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
+/**
+ * Replay a recorded run's events with `pack`; the verdict and, when it verified, the fingerprint
+ * (the replay matched every event, so the record the log implies is the replay's own).
+ */
+export async function replayEvents (runId: string, events: readonly Event[], pack: RunPack, engine: Engine): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
   // The record is evidence only if its chain holds: verify before replaying.
   const chain = verifyChain(events)
   if (!chain.ok) throw chainError(chain)
   const record = recordOf(runId, events)
-  const verdict = await replayRecordedRun(startOf(events, pack), events)
-  return verdict.ok ? { verdict, record, fingerprint: recordOf(runId, verdict.outcome.events).fingerprint } : { verdict, record }
+  const verdict = await replayRun(pack, engine, new ArrayCursor(events))
+  return verdict.ok ? { verdict, record, fingerprint: record.fingerprint } : { verdict, record }
 }

@@ -32,6 +32,8 @@ export interface CommitBatch {
   readonly head: ChainHead
   /** Sum of the lines' lengths in UTF-16 code units (a size estimate). */
   readonly size: number
+  /** Writes of the store's own kind that go in the same durable write (LevelEventStore.appendBatchWith). */
+  readonly riders?: readonly unknown[]
 }
 
 export interface GroupCommitInit {
@@ -48,6 +50,7 @@ interface Submission {
   lines: string[]
   head: ChainHead
   size: number
+  riders?: readonly unknown[]
   resolve: () => void
   reject: (err: unknown) => void
 }
@@ -86,8 +89,9 @@ export class GroupCommit {
    * Verifies `events` against the pending head and queues them as one unit.
    * Verification errors are thrown synchronously and change nothing; the
    * returned promise settles when the unit is durable (or its write failed).
+   * `riders` go in the same durable write as the events (see CommitBatch).
    */
-  submit (events: readonly Event[]): Promise<void> {
+  submit (events: readonly Event[], riders?: readonly unknown[]): Promise<void> {
     if (events.length === 0) return Promise.resolve()
     const lines: string[] = new Array(events.length)
     let head = this.#pending
@@ -101,7 +105,7 @@ export class GroupCommit {
     }
     const firstSeq = (events[0] as Event).seq
     const promise = new Promise<void>((resolve, reject) => {
-      this.#queue.push({ firstSeq, lines, head: head as ChainHead, size, resolve, reject })
+      this.#queue.push({ firstSeq, lines, head: head as ChainHead, size, ...(riders === undefined ? {} : { riders }), resolve, reject })
     })
     this.#pending = head
     this.#kick()
@@ -169,12 +173,14 @@ export class GroupCommit {
 function merge (units: Submission[]): CommitBatch {
   const first = units[0] as Submission
   const last = units[units.length - 1] as Submission
-  if (units.length === 1) return { firstSeq: first.firstSeq, lines: first.lines, head: first.head, size: first.size }
+  if (units.length === 1) return { firstSeq: first.firstSeq, lines: first.lines, head: first.head, size: first.size, ...(first.riders === undefined ? {} : { riders: first.riders }) }
   const lines: string[] = []
+  const riders: unknown[] = []
   let size = 0
   for (const unit of units) {
     for (const line of unit.lines) lines.push(line)
+    if (unit.riders !== undefined) riders.push(...unit.riders)
     size += unit.size
   }
-  return { firstSeq: first.firstSeq, lines, head: last.head, size }
+  return { firstSeq: first.firstSeq, lines, head: last.head, size, ...(riders.length === 0 ? {} : { riders }) }
 }

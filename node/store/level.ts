@@ -78,6 +78,13 @@ interface Keys {
   meta: Sub | undefined
 }
 
+/** A key of the same database written with a batch of events (`appendBatchWith`). */
+export interface LevelRider {
+  sublevel: Sub
+  key: string
+  value: string
+}
+
 /** A log name in a shared database: it must not reach into another log's keys. */
 const NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
@@ -327,12 +334,21 @@ export class LevelEventStore extends CommittedStore implements EventStore {
     return this.#life.require(this.#commit)
   }
 
+  /**
+   * Append events all-or-nothing with other keys of the same database (`riders`) in the same
+   * synced LevelDB batch: both are on disk, or neither is.
+   */
+  async appendBatchWith (events: readonly Event[], riders: readonly LevelRider[]): Promise<void> {
+    await this.committer().submit(events, riders)
+  }
+
   /** One batch: its segment and the new head in one atomic, synced LevelDB batch. */
   async #write (batch: CommitBatch): Promise<void> {
     const keys = this.#keys as Keys
     const ops = [
       { type: 'put' as const, sublevel: keys.segments, key: this.#segmentKey(batch.firstSeq), value: batch.lines.join('\n') },
-      { type: 'put' as const, sublevel: keys.heads, key: keys.head, value: canonicalize(batch.head) }
+      { type: 'put' as const, sublevel: keys.heads, key: keys.head, value: canonicalize(batch.head) },
+      ...((batch.riders ?? []) as readonly LevelRider[]).map((r) => ({ type: 'put' as const, sublevel: r.sublevel, key: r.key, value: r.value }))
     ]
     try {
       await keys.db.batch(ops, { sync: true })

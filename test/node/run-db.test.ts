@@ -7,13 +7,14 @@
 import { mkdtemp, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { canonicalize } from '../../protocol/canonical.ts'
 import { decodeCheckpoint } from '../../protocol/checkpoint.ts'
 import { ReachError } from '../../protocol/errors.ts'
 import { computeEventHash } from '../../protocol/event.ts'
 import { generateKeyPair } from '../../protocol/keys.ts'
-import type { RunPack } from '../../packs/runner.ts'
+import type { RunPack } from '../../packs/run/index.ts'
+import { testEngine } from '../packs/helpers.ts'
 import { ensureHome, homePaths } from '../../node/home.ts'
 import { openRunDatabase, type RunDatabase } from '../../node/run-db.ts'
 import { RunStore } from '../../node/runs.ts'
@@ -23,8 +24,11 @@ import type { EventStore } from '../../node/store/types.ts'
 import { collect, makeEvents, rejectionCode, runEventStoreCompliance } from './store/compliance.ts'
 
 const databases = new Map<string, Promise<RunDatabase>>()
+/** Dirs this file made, removed once their databases are closed. */
+const dirs: string[] = []
 afterAll(async () => {
   for (const db of databases.values()) await (await db).close()
+  await Promise.all(dirs.map(async (dir) => { await rm(dir, { recursive: true, force: true }) }))
 })
 
 /** The run database at `path`, opened once, with a log on each side of the one under test. */
@@ -76,7 +80,9 @@ runEventStoreCompliance('level, a log among others in a run database', {
 })
 
 async function tempDir (prefix: string): Promise<string> {
-  return await mkdtemp(join(os.tmpdir(), prefix))
+  const dir = await mkdtemp(join(os.tmpdir(), prefix))
+  dirs.push(dir)
+  return dir
 }
 
 describe('logs in a run database', () => {
@@ -132,7 +138,10 @@ describe('logs in a run database', () => {
 // ---------------------------------------------------------------------------
 
 const BUDGET = { fuel: 100_000, memory_bytes: 16 << 20, output_bytes: 65536, tool_calls: 10, wall_ms: 5000 }
-const POLICY = { version: 'p'.repeat(64), granted: [] }
+const POLICY = { version: 'a'.repeat(64), granted: [] }
+let engine: Awaited<ReturnType<typeof testEngine>>
+beforeAll(async () => { engine = await testEngine() })
+afterAll(async () => { await engine.sandboxes.close() })
 const COUNTER: RunPack = {
   cid: 'bafy-test-' + computeEventHash({ seq: 0, type: 'X', aggregate_id: 'counter', timestamp: 0, payload: null, metadata: {}, prev_hash: '0'.repeat(64) }).slice(0, 16),
   name: 'test-counter',
@@ -143,7 +152,7 @@ const COUNTER: RunPack = {
 
 async function runs (store: RunStore, n: number): Promise<string[]> {
   const ids: string[] = []
-  for (let i = 0; i < n; i++) ids.push((await store.start({ pack: COUNTER, input: i, budget: BUDGET, policy: POLICY, engineVersion: '1.0.0', tools: new Map() })).record.run_id)
+  for (let i = 0; i < n; i++) ids.push((await store.start({ pack: COUNTER, input: i, budget: BUDGET, policy: POLICY, engine, tools: new Map() })).record.run_id)
   return ids
 }
 
@@ -235,7 +244,7 @@ describe('the RunStore over the run database', () => {
       expect(await rejectionCode(store.events(runId))).toBe('RL-3019')
     }
     expect((await db.segments.keys().all()).filter((k) => k.startsWith(`${ids[3] as string}!`))).toHaveLength(1)
-    expect((await store.replay(ids[3] as string, COUNTER)).verdict.ok).toBe(true)
+    expect((await store.replay(ids[3] as string, COUNTER, engine)).verdict.ok).toBe(true)
     await store.close()
   })
 
@@ -284,7 +293,9 @@ describe('the RunStore over the run database', () => {
     await store.close()
     const again = new RunStore(home, seed)
     const db = await again['database']()
-    expect(await db.sealed.get(runId)).toBeDefined()
+    const sealed = await db.sealed.get(runId)
+    expect(sealed, 'no seal for the run').toBeTypeOf('string')
+    expect(JSON.parse(sealed as string)).toMatchObject({ record: { run_id: runId, status: 'completed' }, checkpoint: expect.any(String) })
     await again.close()
   })
 

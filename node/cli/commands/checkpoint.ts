@@ -4,10 +4,11 @@
  */
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { checkpointFileName, createCheckpoint, verifyCheckpoint } from '../../../protocol/checkpoint.ts'
+import { checkpointFileName, createCheckpoint, verifyCheckpoint, type CheckpointKind } from '../../../protocol/checkpoint.ts'
 import { checkpointBinding, digestBatchesAsync } from '../../../protocol/digest.ts'
 import { ReachError, isReachError } from '../../../protocol/errors.ts'
 import { createSigner } from '../../../protocol/keys.ts'
+import { RunRecordFold, runOutcomeHash } from '../../../protocol/run.ts'
 import { readCheckpointFile, writeCheckpointFiles } from '../../checkpoint-files.ts'
 import { readKeyFile, readPublicKey } from '../../keys.ts'
 import { streamBatches } from '../../log-source.ts'
@@ -22,10 +23,17 @@ async function isDirectory (path: string): Promise<boolean> {
   }
 }
 
-/** Digest the log up to `atSeq`; a log that ends earlier is RL-2107 for a checkpoint. */
-async function digestTo (logPath: string, atSeq: number) {
+/**
+ * Digest the log up to `atSeq`; a log that ends earlier is RL-2107 for a checkpoint. The state
+ * hash is what a checkpoint of `kind` means by it: the built-in reducer's state ("log", and a
+ * version-1 checkpoint), or the outcome of the run the log records ("run").
+ */
+async function digestTo (logPath: string, atSeq: number, kind?: CheckpointKind) {
   try {
-    return await digestBatchesAsync(streamBatches(logPath, { to: atSeq }), { untilSeq: atSeq })
+    if (kind !== 'run') return await digestBatchesAsync(streamBatches(logPath, { to: atSeq }), { untilSeq: atSeq })
+    const fold = new RunRecordFold()
+    const d = await digestBatchesAsync(streamBatches(logPath, { to: atSeq }), { untilSeq: atSeq, reduce: false, onEvent: (e) => { fold.push(e) } })
+    return { ...d, state_hash: runOutcomeHash(fold.finish('run_00000000000000000000')) }
   } catch (err) {
     if (isReachError(err, 'RL-1007')) throw new ReachError('RL-2107', { message: `the log has no seq ${atSeq}: ${err.message}`, seq: atSeq })
     throw err
@@ -37,6 +45,7 @@ export async function create (opts: Record<string, unknown>): Promise<Report> {
   const key = await readKeyFile(opts.keyPath as string)
   const d = await digestTo(opts.logPath as string, atSeq)
   const cp = createCheckpoint({
+    kind: 'log',
     log_id: d.log_id,
     at_seq: d.last_seq,
     state_hash: d.state_hash as string,
@@ -63,10 +72,10 @@ export async function verify (opts: Record<string, unknown>): Promise<Report> {
   const cp = await readCheckpointFile(opts.checkpointPath as string)
   const expectedSigner = opts.signer === undefined ? undefined : await readPublicKey(opts.signer as string)
   verifyCheckpoint(cp, expectedSigner === undefined ? {} : { expectedSigner })
-  const d = await digestTo(opts.logPath as string, cp.at_seq)
+  const d = await digestTo(opts.logPath as string, cp.at_seq, cp.kind)
   const checks = checkpointBinding(cp, d)
   const failed = checks.find((c) => !c.ok)
-  const label: Record<string, string> = { log_id: 'Log id', log_hash: `Log hash at seq ${cp.at_seq}`, merkle_root: 'Merkle root', state_hash: 'Replayed state hash' }
+  const label: Record<string, string> = { log_id: 'Log id', log_hash: `Log hash at seq ${cp.at_seq}`, merkle_root: 'Merkle root', state_hash: cp.kind === 'run' ? 'Run outcome hash' : 'Replayed state hash' }
   const human = [`Signature: OK (signer ${cp.signer}${expectedSigner === undefined ? ', not pinned: pass --signer to require a key' : ''})`]
   for (const c of checks) human.push(`${label[c.check]}: ${c.ok ? 'OK' : `MISMATCH (${c.code}: checkpoint says ${short(c.expected)}, log gives ${short(c.actual)})`}`)
   human.push(failed === undefined ? `Checkpoint ${short(cp.checkpoint_id)}: VERIFIED` : `Checkpoint ${short(cp.checkpoint_id)}: FAILED`)

@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import type { JsonObject } from '../../../protocol/canonical.ts'
 import { ReachError } from '../../../protocol/errors.ts'
 import { keyPairFromSeed } from '../../../protocol/keys.ts'
+import { peerIdOfPublicKey } from '../../../protocol/peer-id.ts'
 import { ensureHome, homePaths } from '../../home.ts'
 import type { Report } from '../io.ts'
 import { parseJsonOption, parseObjectOption, short } from '../io.ts'
@@ -39,12 +40,11 @@ export async function initNode (opts: Record<string, unknown> = {}): Promise<Rep
     ...(listen === undefined ? {} : { listen }),
     ...(bootstrap === undefined ? {} : { bootstrap })
   })
-  const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
-  const { generateKeyPairFromSeed } = await import('@libp2p/crypto/keys')
-  const peerId = peerIdFromPrivateKey(await generateKeyPairFromSeed('Ed25519', seed))
   const { ensureApiToken } = await import('../../api.ts')
   await ensureApiToken(join(home.root, 'api.token'))
   const publicKey = keyPairFromSeed(seed).publicKey
+  // The node key is the PeerId (SPEC §10.2).
+  const peerId = peerIdOfPublicKey(publicKey)
   const saved = await readConfig(home.root)
   return {
     human: [`Data dir: ${home.root}`, `Node key: ${home.nodeKey} (0600)`, `Peer id: ${peerId.toString()}`, `Public key: ${publicKey}`, `Federation: ${saved.federation}; listen ${saved.listen.join(' ')}; bootstrap ${saved.bootstrap.length === 0 ? '(none)' : saved.bootstrap.join(' ')}`, 'Start it: reach node start'],
@@ -185,36 +185,38 @@ export async function demoMesh (): Promise<Report> {
   const { createSigner, generateKeyPair } = await import('../../../protocol/keys.ts')
   const { buildBundle } = await import('../../../packs/bundle.ts')
   const { signPack } = await import('../../../packs/trust.ts')
-  const { startDaemon } = await import('../../daemon.ts')
-  const { fetchLog, verifyRemoteRun } = await import('../../../federation/log.ts')
-  const { parsePeerId, publicKeyOfPeer } = await import('../../host.ts')
+  const { createNode } = await import('../../create.ts')
+  const { silentLogger } = await import('../../logger.ts')
+  type MeshNode = Awaited<ReturnType<typeof createNode>> & { network: NonNullable<Awaited<ReturnType<typeof createNode>>['network']> }
   const root = await mkdtemp(join(os.tmpdir(), 'reach-demo-mesh-'))
   const publisher = generateKeyPair()
   const trust = JSON.stringify({ version: 1, keys: [{ public_key: publisher.publicKey, name: 'demo publisher', added_at: new Date().toISOString() }] })
-  const nodes: Array<Awaited<ReturnType<typeof startDaemon>>> = []
+  const nodes: MeshNode[] = []
   try {
-    const start = async (name: string, bootstrap?: string): Promise<Awaited<ReturnType<typeof startDaemon>>> => {
+    // Three whole nodes in this process, built by the composition root (no control API: nothing outside asks them).
+    const start = async (name: string, bootstrap?: string): Promise<MeshNode> => {
       const home = homePaths(join(root, name))
       await mkdir(home.root, { recursive: true })
       await writeFile(home.trust, trust)
-      const d = await startDaemon({ home, log: () => {}, ...(bootstrap === undefined ? {} : { bootstrap: [bootstrap] }) })
-      nodes.push(d)
-      return d
+      const n = await createNode({ home, logger: silentLogger, network: { apiPort: false, ...(bootstrap === undefined ? {} : { bootstrap: [bootstrap] }) } }) as MeshNode
+      nodes.push(n)
+      await n.start()
+      return n
     }
+    const addr = (n: MeshNode): string => n.network.host.getMultiaddrs()[0]?.toString() ?? ''
     const a = await start('a')
-    const b = await start('b', a.endpoint.addrs[0])
-    const c = await start('c', a.endpoint.addrs[0])
+    const b = await start('b', addr(a))
+    const c = await start('c', addr(a))
     const built = await buildBundle(fileURLToPath(new URL('../../../packs/examples/counter', import.meta.url)))
     const signature = signPack({ cid: built.cid, manifest: built.bundle.manifest }, createSigner(publisher.seed))
-    await a.node.packs.put(built.bytes, [signature])
-    const published = await a.exchange.publish(built.cid)
-    const fetched = await c.exchange.fetch(built.cid)
-    const peer = b.host.peerId.toString()
+    await a.local.packs.put(built.bytes, [signature])
+    const published = await a.network.exchange.publish(built.cid)
+    const fetched = await c.network.exchange.fetch(built.cid)
+    const peer = b.network.host.peerId.toString()
     const input = { numbers: [3, 1, 4, 1, 5, 9, 2, 6] }
-    const d = await a.delegator.delegate({ pack_cid: built.cid, input, peer })
-    const log = await fetchLog(a.host, parsePeerId(peer), d.run_id, publicKeyOfPeer(peer))
-    const verdict = await verifyRemoteRun(log, await a.node.packs.get(built.cid), { head: d.log_head, record: d.record })
-    const name = (n: { host: { peerId: { toString: () => string } } }): string => n.host.peerId.toString()
+    const d = await a.network.delegator.delegate({ pack_cid: built.cid, input, peer })
+    const verdict = await a.network.verify(peer, d.run_id, { pack_cid: built.cid, head: d.log_head, record: d.record })
+    const name = (n: MeshNode): string => n.network.host.peerId.toString()
     return {
       human: [
         `Three nodes on loopback (data dirs under ${root}, removed afterwards):`,
@@ -223,8 +225,8 @@ export async function demoMesh (): Promise<Report> {
         `C fetched it through the DHT from ${fetched.provider ?? '(local)'}: CID, signature and policy checked`,
         `A delegated a run to B (B fetched the pack it lacked the same way): ${d.status.toUpperCase()}`,
         `Output: ${JSON.stringify(d.output)}`,
-        `B's signed checkpoint checked against B's peer id; B's log fetched and replayed on A:`,
-        verdict.verified ? 'REPLAY_VERIFIED' : `REPLAY_DIVERGED at seq ${verdict.divergence?.seq ?? '?'}`,
+        'B\'s signed checkpoint checked against B\'s peer id; B\'s log streamed to A and replayed there:',
+        verdict.verified ? 'REPLAY_VERIFIED' : `REPLAY_DIVERGED at seq ${verdict.divergence?.seq ?? '?'} (${verdict.divergence?.code ?? 'RL-4018'})`,
         `Fingerprint: ${verdict.record.fingerprint}`
       ],
       json: { nodes: nodes.map((n) => name(n)), pack: built.cid, fetched_from: fetched.provider, delegation: d, verified: verdict.verified },

@@ -30,8 +30,10 @@ async function isFolder (path: string): Promise<boolean> {
   return await stat(path).then((s) => s.isDirectory(), () => false)
 }
 
+/** This data dir's node, its local half (the composition root, node/create.ts). */
 async function openNode (): Promise<Node> {
-  return await LocalNode.open()
+  const { createNode } = await import('../../create.ts')
+  return (await createNode()).local
 }
 
 /** How long a command waits for another command to let go of the run database. */
@@ -153,15 +155,21 @@ export async function list (opts: Record<string, unknown>): Promise<Report> {
 async function replayOnce (node: Node, runId: string, events: Event[]): Promise<{ ok: boolean, lines: string[], json: Record<string, unknown>, fingerprint?: string }> {
   const cid = (events[0]?.payload as JsonObject | undefined)?.pack_cid as string
   const pack = await node.packs.get(cid)
-  const { verdict, record, fingerprint } = await replayEvents(runId, events, runPackOf(pack))
+  const { verdict, record, fingerprint } = await replayEvents(runId, events, runPackOf(pack), node.engine)
   if (verdict.ok) {
-    return { ok: true, fingerprint, lines: ['REPLAY_VERIFIED', `Fingerprint: ${fingerprint ?? ''}`], json: { verified: true, run_id: runId, fingerprint, record } }
+    const legacy = verdict.outcome.legacyEngine
+    return {
+      ok: true,
+      fingerprint,
+      lines: ['REPLAY_VERIFIED', `Fingerprint: ${fingerprint ?? ''}`, ...(legacy ? ['(recorded before runs named their engine build: only the engine version was compared)'] : [])],
+      json: { verified: true, run_id: runId, fingerprint, record, ...(legacy ? { legacy_engine: true } : {}) }
+    }
   }
   const d = verdict.divergence
   return {
     ok: false,
-    lines: [`REPLAY_DIVERGED at seq ${d.seq} (RL-3017): ${d.reason}`, `  expected: ${JSON.stringify(d.expected)}`, `  actual:   ${JSON.stringify(d.actual)}`],
-    json: { verified: false, run_id: runId, divergence: d, error: new ReachError('RL-3017', { seq: d.seq, message: d.reason }).toJSON() }
+    lines: [`REPLAY_DIVERGED at seq ${d.seq} (${d.code}): ${d.reason}`, `  recorded: ${JSON.stringify(d.recorded)}`, `  replayed: ${JSON.stringify(d.replayed)}`],
+    json: { verified: false, run_id: runId, divergence: d, error: new ReachError(d.code, { seq: d.seq, message: d.reason }).toJSON() }
   }
 }
 
@@ -368,7 +376,7 @@ export async function doctor (): Promise<Report> {
       await store.close()
     }
   })
-  await probe('sandbox', async () => { const { loadEngine } = await import('../../../packs/sandbox.ts'); await loadEngine(); return 'QuickJS engine loads' })
+  await probe('sandbox', async () => { const { SandboxPool, engineBuild } = await import('../../../packs/sandbox/index.ts'); const pool = new SandboxPool(); try { await pool.load() } finally { await pool.close() } const build = await engineBuild(); return `QuickJS engine loads (wasm ${short(build.wasm)}, prelude ${short(build.prelude)})` })
   const failed = checks.filter((c) => !c.ok)
   return {
     human: [...checks.map((c) => `${c.ok ? 'OK  ' : 'FAIL'} ${c.check}: ${c.detail}`), failed.length === 0 ? 'Healthy' : `${failed.length} problem(s)`],

@@ -1,0 +1,439 @@
+/**
+ * The composition root (DESIGN.md §2): `createNode(init)` builds a whole node, and nothing else
+ * does. The CLI's offline commands take its local half (data dir, keys, policy, packs, runs,
+ * sandboxes); `reach node start`, the benches and simulations take all of it:
+ *
+ *   LocalNode (policy, packs, runs, kv, sandboxes, engine) ─┬─ PackExchange     /reach/pack/1.0.0 + DHT
+ *                                                          ├─ DelegationServer /reach/delegate/1.0.0
+ *                                                          ├─ LogServer        /reach/log/1.0.0
+ *   PeerRegistry (reputation, breakers) ───────────────────┴─ Delegator        (reach.delegate, retries)
+ *   libp2p host · control API on 127.0.0.1 (bearer token) · metrics · audit
+ *
+ * Everything a node holds is its own: two nodes built in one process share no state (the
+ * sandbox pools, metrics registries and caches are per node). Services start in dependency order
+ * and stop in reverse; `start()` and `stop()` are idempotent, and `stop()` awaits the work each
+ * service has in flight.
+ */
+import { join } from 'node:path'
+import type { JsonObject } from '../protocol/canonical.ts'
+import { ReachError, isReachError } from '../protocol/errors.ts'
+import { createSigner } from '../protocol/keys.ts'
+import type { SandboxPoolInit } from '../packs/sandbox.ts'
+import type { Tool } from '../packs/tools/index.ts'
+import { systemClock, type AuditEvent, type AuditSink, type Clock, type ComponentLogger, type Dialer, type Random, type RunExecutor } from '../federation/components.ts'
+import { delegateTool } from '../federation/delegate-tool.ts'
+import { ROOT, lineageJson, lineageOf, type Lineage } from '../federation/delegation.ts'
+import { DelegationServer } from '../federation/delegation-server.ts'
+import { Delegator } from '../federation/delegator.ts'
+import { fetchLog } from '../federation/log-client.ts'
+import { LogServer } from '../federation/log-server.ts'
+import { PackExchange } from '../federation/pack-exchange.ts'
+import { PeerRegistry } from '../federation/peer-registry.ts'
+import { verifyRemoteRun, type RemoteClaim, type RemoteVerdict } from '../federation/verify.ts'
+import { ensureApiToken, startApi, type ApiServer } from './api.ts'
+import { readEndpoint, removeEndpoint, writeEndpoint, TOKEN_FILE, type Endpoint } from './api-client.ts'
+import { errno, writeFileAtomic } from './fs.ts'
+import { homePaths, type HomePaths } from './home.ts'
+import type { ReachHost } from './host.ts'
+import { lineLogger } from './logger.ts'
+import { NodeMetrics } from './metrics.ts'
+import { LocalNode, type RunRequest, type RunResult } from './node.ts'
+import { AdmittedPacks } from './pack-admission.ts'
+import { systemRandom } from './random.ts'
+import { controlRoutes } from './routes.ts'
+import { readFile } from 'node:fs/promises'
+
+/** How long `start()` waits for another process (a `reach` command) to let go of the run database. */
+const RUN_DB_WAIT_MS = 10_000
+
+export interface NetworkInit {
+  listen?: string[]
+  bootstrap?: string[]
+  federation?: string
+  /** The control API's port (0: any free port, the default); false: no control API (in-process meshes). */
+  apiPort?: number | false
+  /** Delegations run at once, and waiting (RL-4007 past that). */
+  maxConcurrent?: number
+  maxQueue?: number
+  /** How long a delegation stream may sit idle between requests before this node closes it. */
+  delegateIdleMs?: number
+  /** Breaker settings (tests use short ones). */
+  breakerResetMs?: number
+  breakerVolume?: number
+  /** How often every connected peer is pinged (health). */
+  pingIntervalMs?: number
+}
+
+export interface NodeInit {
+  /** The data dir (default `$REACH_HOME`, else `~/.reach`). */
+  home?: HomePaths
+  /** The network half: a libp2p host, the federation services and the control API. Without it, only the local half. */
+  network?: NetworkInit
+  /** Where log lines go (default: stamped lines on stdout). */
+  logger?: ComponentLogger
+  clock?: Clock
+  /** Delegation ids and nonces (a simulation seeds it). */
+  random?: Random
+  sandboxes?: SandboxPoolInit
+}
+
+/** The network half of a node, once `createNode` has built it (its services start with `start()`). */
+export interface NetworkServices {
+  readonly host: ReachHost
+  readonly federation: string
+  readonly delegator: Delegator
+  readonly server: DelegationServer
+  readonly exchange: PackExchange
+  readonly peers: PeerRegistry
+  readonly logs: LogServer
+  readonly packs: AdmittedPacks
+  readonly metrics: NodeMetrics
+  /** Fetch a peer's log of a run and replay it here; a log that does not check out costs the peer reputation. */
+  verify (peer: string, runId: string, claim?: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict>
+  /** A run the operator starts here (`reach run` on a running node): a root run that may delegate. */
+  run (request: Omit<RunRequest, 'extraTools' | 'lineage'>): Promise<RunResult>
+  /** The control API and its endpoint file, while the node runs (undefined without one). */
+  readonly api: ApiServer | undefined
+  readonly endpoint: Endpoint | undefined
+}
+
+export interface ReachNode {
+  readonly local: LocalNode
+  readonly network: NetworkServices | undefined
+  /** Start every service (the local half needs none); RL-6005 when a node already runs on the data dir. */
+  start (): Promise<void>
+  stop (): Promise<void>
+}
+
+/** What this node records of misbehaviour: a warning line and a counter (the audit ledger will keep them). */
+function auditSink (logger: ComponentLogger, metrics: NodeMetrics): AuditSink {
+  const log = logger.forComponent('reach:node:audit')
+  return {
+    record (e: AuditEvent): void {
+      metrics.auditEvents.inc({ type: e.type })
+      log.warn(`${e.type} ${e.peer}${e.code === undefined ? '' : ` ${e.code}`}${e.run_id === undefined ? '' : ` ${e.run_id}`}${e.detail === undefined ? '' : `: ${e.detail}`}`)
+    }
+  }
+}
+
+/** A failure to start, in the words of the part that failed (not "peer unavailable"). */
+function startError (err: unknown, what: string): ReachError {
+  if (isReachError(err)) return err
+  const code = errno(err) ?? errno((err as { cause?: unknown })?.cause)
+  const message = (err as Error)?.message ?? String(err)
+  if (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || /EADDRINUSE|EADDRNOTAVAIL/.test(message)) {
+    return new ReachError('RL-1013', { message: `${what}: ${message}`, cause: err })
+  }
+  return new ReachError('RL-6006', { message: `${what} failed: ${message}`, cause: err })
+}
+
+/** Build a node: its local half now, its network half (host and services, not started) when asked. */
+export async function createNode (init: NodeInit = {}): Promise<ReachNode> {
+  const home = init.home ?? homePaths()
+  // A node already running on this data dir holds its stores: say so before they refuse us.
+  if (init.network !== undefined && init.network.apiPort !== false) await notRunning(home)
+  const local = await LocalNode.open({ home, keepKv: init.network !== undefined, spareRuns: init.network === undefined ? 0 : 2, ...(init.sandboxes === undefined ? {} : { sandboxes: init.sandboxes }) })
+  if (init.network === undefined) {
+    return { local, network: undefined, start: async () => {}, stop: async () => { await local.close() } }
+  }
+  try {
+    return await networkNode(local, init, init.network)
+  } catch (err) {
+    await local.close()
+    throw startError(err, 'building the node')
+  }
+}
+
+async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit): Promise<ReachNode> {
+  const clock = init.clock ?? systemClock
+  const random = init.random ?? systemRandom
+  const logger = init.logger ?? lineLogger({ write: (line) => { process.stdout.write(line + '\n') }, clock })
+  const log = logger.forComponent('reach:node')
+  const metrics = new NodeMetrics()
+  const audit = auditSink(logger, metrics)
+  const federation = net.federation ?? 'default'
+  const { createHost, parsePeerId } = await import('./host.ts')
+  const host = await createHost({ seed: local.seed, start: false, ...(net.listen === undefined ? {} : { listen: net.listen }), ...(net.bootstrap === undefined ? {} : { bootstrap: net.bootstrap }) })
+  const self = host.peerId.toString()
+  const dialer: Dialer = {
+    dial: async (peer, protocol, options) => await host.dialProtocol(parsePeerId(peer), protocol, options),
+    connectedPeers: () => [...new Set(host.getConnections().map((c) => c.remotePeer.toString()))]
+  }
+
+  const peersFile = join(local.home.root, 'peers.json')
+  const breakers = new Map<string, string>()
+  const peers = await PeerRegistry.open({
+    name: peersFile,
+    read: async () => await readFile(peersFile, 'utf8').catch((err: unknown) => {
+      if (errno(err) === 'ENOENT') return undefined
+      throw new ReachError('RL-1004', { message: `cannot read peer registry ${peersFile} (${errno(err) ?? 'error'})`, details: { path: peersFile }, cause: err })
+    }),
+    write: async (text) => { await writeFileAtomic(peersFile, text, 0o600) }
+  }, {
+    clock,
+    breaker: { resetTimeoutMs: net.breakerResetMs ?? 10_000, ...(net.breakerVolume === undefined ? {} : { volumeThreshold: net.breakerVolume }) },
+    onChange: (peer, stats) => {
+      metrics.breakerState.set({ peer }, stats.breaker === 'open' ? 2 : stats.breaker === 'half-open' ? 1 : 0)
+      if ((breakers.get(peer) ?? 'closed') !== stats.breaker) metrics.breakerTransitions.inc({ state: stats.breaker })
+      breakers.set(peer, stats.breaker)
+    },
+    // A peer the registry forgot leaves no series behind (the table is capped; so is this).
+    onEvict: (peer) => {
+      breakers.delete(peer)
+      metrics.breakerState.remove({ peer })
+    }
+  })
+
+  const packs = new AdmittedPacks(local)
+  await packs.currentRegistry()
+  const exchange = new PackExchange({
+    self,
+    registrar: host,
+    dialer,
+    routing: host.contentRouting,
+    packs: local.packs,
+    admit: (pack) => { packs.admitNow(pack) },
+    logger,
+    clock,
+    audit,
+    metrics: { packFetches: metrics.packFetches, dhtOperations: metrics.dhtOperations }
+  })
+  packs.fetchWith(exchange)
+
+  const delegator = new Delegator({
+    self,
+    signer: createSigner(local.seed),
+    dialer,
+    peers,
+    logger,
+    clock,
+    random,
+    audit,
+    metrics: {
+      outcome: (outcome, seconds) => { metrics.delegations.inc({ outcome }); metrics.delegationSeconds.observe(seconds) },
+      retry: () => { metrics.delegationRetries.inc() }
+    }
+  })
+  /** The tools a run gets beyond the host's own: `reach.delegate` one hop deeper, cancelled with the run. */
+  const toolsFor = (lineage: Lineage, signal: AbortSignal): Tool[] => [delegateTool(delegator, lineage, signal)]
+  const executor: RunExecutor = {
+    maxDepth: () => local.policy.max_delegation_depth,
+    run: async ({ pack, input, budget, signal, lineage }) => {
+      const r = await local.runPack({ pack, input, budget, signal, lineage, extraTools: toolsFor(lineageOf(lineage), signal) })
+      const last = r.outcome.events.at(-1)
+      return {
+        record: r.record,
+        status: r.outcome.status,
+        ...(r.outcome.output === undefined ? {} : { output: r.outcome.output }),
+        ...(r.outcome.error === undefined ? {} : { error: r.outcome.error }),
+        checkpoint: r.checkpoint,
+        checkpointText: r.checkpointText,
+        head: { seq: last?.seq ?? r.checkpoint.at_seq, hash: last?.hash ?? r.checkpoint.log_hash }
+      }
+    }
+  }
+  const server = new DelegationServer({
+    self,
+    registrar: host,
+    executor,
+    packs: async (cid, signal, timeoutMs) => await packs.get(cid, signal, Math.min(timeoutMs, 15_000)),
+    logger,
+    clock,
+    audit,
+    metrics: {
+      served: (outcome) => {
+        metrics.delegationsServed.inc({ outcome })
+        if (outcome === 'completed' || outcome === 'failed' || outcome === 'cancelled') metrics.runs.inc({ status: outcome })
+      }
+    }
+  }, {
+    ...(net.maxConcurrent === undefined ? {} : { maxConcurrent: net.maxConcurrent }),
+    ...(net.maxQueue === undefined ? {} : { maxQueue: net.maxQueue }),
+    ...(net.delegateIdleMs === undefined ? {} : { idleMs: net.delegateIdleMs })
+  })
+  const logs = new LogServer({ registrar: host, runs: local.runs, logger, audit })
+
+  const verify: NetworkServices['verify'] = async (peer, runId, claim = {}, signal) => {
+    const stream = await fetchLog(dialer, peer, runId, signal === undefined ? {} : { signal })
+    let verdict: RemoteVerdict
+    try {
+      const pack = await packs.get(claim.pack_cid ?? stream.pack_cid, signal)
+      verdict = await verifyRemoteRun(stream, pack, local.engine, { claim, maxBudget: local.policy.max_budget })
+    } catch (err) {
+      stream.close()
+      if (isReachError(err) && (err.code === 'RL-4014' || err.code.startsWith('RL-2'))) {
+        peers.recordVerificationFailure(peer)
+        audit.record({ type: 'verification.failed', peer, code: err.code, run_id: runId, detail: err.message })
+      }
+      throw err
+    }
+    if (!verdict.verified) {
+      peers.recordVerificationFailure(peer)
+      audit.record({ type: 'verification.failed', peer, code: verdict.divergence?.code ?? 'RL-3017', run_id: runId, detail: verdict.divergence?.reason ?? '' })
+    }
+    return verdict
+  }
+
+  const publishedPath = join(local.home.root, 'published.json')
+  const savePublished = async (): Promise<void> => { await writeFileAtomic(publishedPath, JSON.stringify({ version: 1, cids: exchange.published() }) + '\n', 0o600) }
+
+  let api: ApiServer | undefined
+  let endpoint: Endpoint | undefined
+  let pinger: ReturnType<typeof setInterval> | undefined
+  const onConnect = (e: CustomEvent): void => { peers.connected(String(e.detail), true); metrics.peersConnected.set(host.getPeers().length) }
+  const onDisconnect = (e: CustomEvent): void => { peers.connected(String(e.detail), false); metrics.peersConnected.set(host.getPeers().length) }
+
+  /** Undo, in reverse, each step `start` took; never throws. */
+  const stops: Array<{ what: string, stop: () => Promise<void> }> = []
+  const unwind = async (): Promise<void> => {
+    for (const s of stops.splice(0).reverse()) {
+      await s.stop().catch((err: unknown) => { log.warn(`stopping ${s.what}: ${(err as Error).message}`) })
+    }
+  }
+  const step = async (what: string, start: () => Promise<void>, stop: () => Promise<void>): Promise<void> => {
+    try {
+      await start()
+    } catch (err) {
+      throw startError(err, what)
+    }
+    stops.push({ what, stop })
+  }
+
+  let state: 'built' | 'starting' | 'running' | 'stopped' = 'built'
+  let starting: Promise<void> | undefined
+  let stopping: Promise<void> | undefined
+
+  const start = async (): Promise<void> => {
+    if (state === 'running') return
+    if (state === 'stopped') throw new ReachError('RL-5007', { message: 'this node was stopped; build a new one' })
+    starting ??= (async () => {
+      state = 'starting'
+      try {
+        if (net.apiPort !== false) await notRunning(local.home)
+        // The node holds the run database while it runs (a command that has it open is waited for).
+        await step('opening the run database', async () => { await local.runs.open({ waitMs: RUN_DB_WAIT_MS }) }, async () => {})
+        await step(`listening on ${(net.listen ?? ['/ip4/127.0.0.1/tcp/0']).join(' ')}`, async () => { await host.start() }, async () => { await host.stop() })
+        host.addEventListener('peer:connect', onConnect as never)
+        host.addEventListener('peer:disconnect', onDisconnect as never)
+        await step('the peer registry', async () => {}, async () => { await peers.stop() })
+        await step('the pack exchange', async () => { await exchange.start() }, async () => { await exchange.stop() })
+        await step('the delegator', async () => { await delegator.start() }, async () => { await delegator.stop() })
+        await step('the delegation server', async () => { await server.start() }, async () => { await server.stop() })
+        await step('the log server', async () => { await logs.start() }, async () => { await logs.stop() })
+        const { dialBootstrap } = await import('./host.ts')
+        const joined = await dialBootstrap(host, net.bootstrap ?? [])
+        for (const p of host.getPeers()) peers.connected(p.toString(), true)
+        if ((net.bootstrap ?? []).length > 0 && joined === 0) log.warn(`none of the ${(net.bootstrap ?? []).length} bootstrap peers answered; other nodes can still dial this one`)
+        log.info(`peer ${self} listening on ${host.getMultiaddrs().map(String).join(' ')}`)
+
+        // Runs a killed process left unfinished, with the tools a new run there gets.
+        const resumed = await local.resumeUnfinished({
+          toolsFor: (lineage) => lineage === undefined ? [] : toolsFor(lineageOf(lineage), new AbortController().signal),
+          signalFor: (lineage) => deadlineSignal(lineage, clock)
+        })
+        for (const r of resumed) log.info(`resumed unfinished run ${r.run_id}: ${r.status}`)
+
+        // What this node published before a restart stays published.
+        try {
+          const saved = JSON.parse(await readFile(publishedPath, 'utf8')) as { version?: unknown, cids?: unknown }
+          if (saved.version === 1 && Array.isArray(saved.cids)) void exchange.adopt(saved.cids.filter((c): c is string => typeof c === 'string'))
+        } catch (err) {
+          if (errno(err) !== 'ENOENT') log.warn(`published.json unreadable, starting with nothing published: ${(err as Error).message}`)
+        }
+
+        // Health: ping every connected peer now and then; the registry weighs failed pings.
+        const pingEvery = net.pingIntervalMs ?? 10_000
+        pinger = setInterval(() => {
+          for (const peer of host.getPeers()) {
+            host.services.ping.ping(peer, { signal: AbortSignal.timeout(2_000) })
+              .then((ms) => { peers.recordPing(peer.toString(), ms) }, () => { peers.recordPing(peer.toString(), null) })
+          }
+          peers.save().catch(() => {})
+        }, pingEvery)
+        pinger.unref()
+        stops.push({ what: 'the pinger', stop: async () => { clearInterval(pinger) } })
+
+        if (net.apiPort !== false) {
+          const routes = controlRoutes({ node: handle, savePublished })
+          const token = await ensureApiToken(join(local.home.root, TOKEN_FILE))
+          await step('the control API', async () => {
+            api = await startApi({ token, routes, metrics: async () => await metrics.text(), ...(typeof net.apiPort === 'number' ? { port: net.apiPort } : {}) })
+          }, async () => { await api?.close() })
+          endpoint = {
+            version: 1,
+            pid: process.pid,
+            api: (api as ApiServer).url,
+            peer_id: self,
+            addrs: host.getMultiaddrs().map(String),
+            federation,
+            started_at: new Date(clock.now()).toISOString()
+          }
+          await writeEndpoint(local.home.root, endpoint)
+          stops.push({ what: 'the endpoint file', stop: async () => { await removeEndpoint(local.home.root) } })
+          log.info(`control API on ${(api as ApiServer).url} (token in ${join(local.home.root, TOKEN_FILE)})`)
+        }
+        state = 'running'
+      } catch (err) {
+        await unwind()
+        await local.close()
+        state = 'stopped'
+        throw err
+      }
+    })()
+    await starting
+  }
+
+  const stop = async (): Promise<void> => {
+    stopping ??= (async () => {
+      if (state === 'starting') await starting?.catch(() => {})
+      host.removeEventListener('peer:connect', onConnect as never)
+      host.removeEventListener('peer:disconnect', onDisconnect as never)
+      await unwind()
+      if (state === 'built') await Promise.resolve(host.stop()).catch(() => {})
+      await local.close()
+      state = 'stopped'
+    })()
+    await stopping
+  }
+
+  const run: NetworkServices['run'] = async (request) => {
+    const signal = request.signal ?? new AbortController().signal
+    return await local.runPack({ ...request, signal, lineage: lineageJson(ROOT), extraTools: toolsFor(ROOT, signal) })
+  }
+
+  const network: NetworkServices = {
+    run,
+    host,
+    federation,
+    delegator,
+    server,
+    exchange,
+    peers,
+    logs,
+    packs,
+    metrics,
+    verify,
+    get api () { return api },
+    get endpoint () { return endpoint }
+  }
+  const handle: ReachNode & { network: NetworkServices } = { local, network, start, stop }
+  return handle
+}
+
+/** RL-6005 when a node runs on this data dir (its endpoint file names a live process). */
+async function notRunning (home: HomePaths): Promise<void> {
+  const existing = await readEndpoint(home.root).catch(() => undefined)
+  if (existing !== undefined) throw new ReachError('RL-6005', { message: `a node (pid ${existing.pid}) is already running on ${home.root}` })
+}
+
+/** A run's lineage deadline as a signal that aborts with RL-4008 then (resumed delegated runs). */
+function deadlineSignal (lineage: JsonObject | undefined, clock: Clock): AbortSignal | undefined {
+  const deadline = lineageOf(lineage).deadline
+  if (deadline === undefined) return undefined
+  const abort = new AbortController()
+  const ms = deadline - clock.now()
+  if (ms <= 0) abort.abort(new ReachError('RL-4008', { message: 'the delegation deadline passed while the node was down' }))
+  else setTimeout(() => { abort.abort(new ReachError('RL-4008', { message: 'the delegation deadline passed' })) }, Math.min(ms, 2 ** 31 - 1)).unref()
+  return abort.signal
+}
+
