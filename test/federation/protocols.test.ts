@@ -6,7 +6,7 @@
  * (The pack protocol's own abuse tests are in packs.test.ts.)
  */
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -19,7 +19,7 @@ import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createCheckpoint, encodeCheckpoint } from '../../protocol/checkpoint.ts'
 import { isReachError } from '../../protocol/errors.ts'
 import { hashCanonical } from '../../protocol/hash.ts'
@@ -29,8 +29,10 @@ import { startDaemon, type Daemon } from '../../node/daemon.ts'
 import { createHost, type ReachHost } from '../../node/host.ts'
 import { homePaths } from '../../node/home.ts'
 import { openPackStore } from '../../node/pack-store.ts'
+import type { RunResult } from '../../node/node.ts'
 import { fingerprintOf } from '../../node/runs.ts'
 import { buildBundle } from '../../packs/bundle.ts'
+import type { Tool } from '../../packs/tools/index.ts'
 import { signPack } from '../../packs/trust.ts'
 
 let daemon: Daemon
@@ -38,10 +40,18 @@ let attacker: ReachHost
 let attackerSeed: Uint8Array
 
 let slowCid: string
+/** Data dirs this file made, removed at the end. */
+const dirs: string[] = []
+
+async function tempHome (prefix: string): Promise<ReturnType<typeof homePaths>> {
+  const dir = await mkdtemp(join(os.tmpdir(), prefix))
+  dirs.push(dir)
+  return homePaths(dir)
+}
 
 beforeAll(async () => {
-  const home = homePaths(await mkdtemp(join(os.tmpdir(), 'reach-protocols-')))
-  // A trusted pack that runs for seconds, to hold the node's only run slot.
+  const home = await tempHome('reach-protocols-')
+  // A trusted pack that asks the clock once per step: the tests hold its runs in that call (holdRuns).
   const publisher = generateKeyPair()
   await mkdir(home.root, { recursive: true })
   await writeFile(home.trust, JSON.stringify({ version: 1, keys: [{ public_key: publisher.publicKey, name: 'test', added_at: '2026-01-01T00:00:00.000Z' }] }))
@@ -56,24 +66,95 @@ beforeAll(async () => {
 afterAll(async () => {
   await attacker?.stop()
   await daemon?.stop()
+  await Promise.all(dirs.map(async (dir) => { await rm(dir, { recursive: true, force: true }) }))
 })
+
+/** `promise`, or a loud failure naming `what` if it has not settled after `ms` (a hang, not a deadline under test). */
+async function within<T> (promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`timed out after ${ms} ms waiting for ${what}`)) }, ms) })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Runs on the daemon, held by the test: while installed, each run its node starts
+ * (`daemon.node.runPack`, spied on) gets a `clock.now` that says it was called and then waits
+ * until the run is cancelled, failing with the cancellation as a tool cut off does. A run is in
+ * flight, holding its slot, for exactly as long as the test wants, whatever the machine's speed.
+ */
+function holdRuns (): { called: Promise<void>, run: (i: number) => Promise<RunResult>, runs: () => number, handled: (i: number) => Promise<void>, restore: () => void } {
+  const node = daemon.node
+  const real = node.runPack.bind(node)
+  const called = Promise.withResolvers<void>()
+  const held: Tool = {
+    capability: 'clock.now',
+    run: async (_args, ctx) => {
+      called.resolve()
+      return await new Promise<never>((_resolve, reject) => {
+        const cut = (): void => { reject(ctx.signal.reason as Error) }
+        if (ctx.signal.aborted) cut()
+        else ctx.signal.addEventListener('abort', cut, { once: true })
+      })
+    }
+  }
+  const runPack = vi.spyOn(node, 'runPack').mockImplementation(async (req) => await real({ ...req, extraTools: [...(req.extraTools ?? []), held] }))
+  // Each inbound delegation stream's handler, to know when one has let go of everything (its run slot too).
+  const handle = vi.spyOn(daemon.network.server, 'handle')
+  const nth = <T>(mock: { mock: { results: Array<{ value: unknown }> } }, i: number, what: string): Promise<T> => {
+    const r = mock.mock.results[i]
+    if (r === undefined) throw new Error(`no ${what} #${i} (${mock.mock.results.length} so far)`)
+    return r.value as Promise<T>
+  }
+  return {
+    called: called.promise,
+    run: async (i) => await nth<RunResult>(runPack, i, 'run'),
+    runs: () => runPack.mock.calls.length,
+    handled: async (i) => { await nth<void>(handle, i, 'delegation stream') },
+    restore: () => { runPack.mockRestore(); handle.mockRestore() }
+  }
+}
 
 async function open (protocol: string): Promise<Stream> {
   return await attacker.dialProtocol(daemon.host.peerId, protocol)
 }
 
-/** Send raw frame bytes, then read what comes back: the error frame's code, or 'reset' if the stream was torn down. */
-async function exchange (protocol: string, frames: Uint8Array[], rawPrefix?: Uint8Array, timeoutMs = 5_000): Promise<string> {
+/**
+ * Send raw frame bytes, then read what comes back: the error frame's code, or 'reset' if the
+ * stream was torn down ('timeout' after `timeoutMs`, so a refusal that never comes fails loudly;
+ * null: no timeout of ours).
+ */
+async function exchange (protocol: string, frames: Uint8Array[], rawPrefix?: Uint8Array, timeoutMs: number | null = 5_000): Promise<string> {
   const stream = await open(protocol)
   const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateResult })
   try {
     if (rawPrefix !== undefined) stream.send(rawPrefix)
     for (const f of frames) await lp.write(f)
-    const reply = JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(timeoutMs) })).subarray()).toString('utf8'))
+    const reply = JSON.parse(Buffer.from((await lp.read(timeoutMs === null ? {} : { signal: AbortSignal.timeout(timeoutMs) })).subarray()).toString('utf8'))
     return reply.type === 'error' ? reply.code : reply.type
   } catch (err) {
     // A server that just hangs is not a server that refused: tell them apart.
     return (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError' ? 'timeout' : 'reset'
+  } finally {
+    stream.abort(new Error('done'))
+  }
+}
+
+/**
+ * Send raw bytes on a new stream and close our end, then say how the stream ends: 'frame' (the
+ * node answered), 'eof' (it closed its end), 'reset' (it tore the stream down), or the name of
+ * another error. No timeout of ours: our end is closed, so a node that neither answers nor lets
+ * go fails the test by its timeout.
+ */
+async function answerTo (protocol: string, bytes: Uint8Array): Promise<string> {
+  const stream = await open(protocol)
+  try {
+    stream.send(bytes)
+    void stream.close().catch(() => {})
+    return await lpStream(stream).read().then(() => 'frame', (err: Error) => err.name === 'UnexpectedEOFError' ? 'eof' : err.name === 'StreamResetError' ? 'reset' : err.name)
   } finally {
     stream.abort(new Error('done'))
   }
@@ -123,16 +204,27 @@ describe('delegate protocol under abuse', () => {
   })
 
   it('while a request holds the only slot: the same request again → RL-4009 (replay), another → RL-4007 (busy)', async () => {
-    const once = request({ deadline: Date.now() + 5_000, pack_cid: slowCid, input: { steps: 300, work: 3000 } })
-    const held = await open(PROTOCOLS.delegate)
-    await lpStream(held).write(json(once))
-    await new Promise((resolve) => setTimeout(resolve, 300))
-    expect(await exchange(PROTOCOLS.delegate, [json(once)])).toBe('RL-4009')
-    expect(await exchange(PROTOCOLS.delegate, [json(request())])).toBe('RL-4007')
-    // The client going away cancels its run, which frees the slot.
-    held.abort(new Error('gone'))
-    for (let i = 0; i < 100 && !(await daemon.node.runs.list()).some((r) => r.status === 'cancelled'); i++) await new Promise((resolve) => setTimeout(resolve, 50))
-    expect((await daemon.node.runs.list()).find((r) => r.artifact_hash === slowCid)).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
+    const hold = holdRuns()
+    try {
+      const once = request({ pack_cid: slowCid, input: { steps: 2, work: 1 } })
+      const held = await open(PROTOCOLS.delegate)
+      await lpStream(held).write(json(once))
+      // Its run is in its first tool call: its nonce is remembered and it holds the only slot.
+      await within(hold.called, 'the held run to call its tool')
+      expect(await exchange(PROTOCOLS.delegate, [json(once)])).toBe('RL-4009')
+      expect(await exchange(PROTOCOLS.delegate, [json(request())])).toBe('RL-4007')
+      // The client going away cancels its run...
+      held.abort(new Error('gone'))
+      const { record } = await within(hold.run(0), 'the held run to end')
+      expect(record).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
+      expect((await daemon.node.runs.list()).find((r) => r.run_id === record.run_id)).toMatchObject({ artifact_hash: slowCid, status: 'cancelled', error: { code: 'RL-4015' } })
+      // ...and once its stream's handler has returned, the slot is free: the next request runs.
+      await within(hold.handled(0), 'the held stream\'s handler to return')
+      expect(hold.runs()).toBe(1)
+    } finally {
+      hold.restore()
+    }
+    expect(await exchange(PROTOCOLS.delegate, [json(request({ pack_cid: slowCid, input: { steps: 1, work: 1 } }))])).toBe('result')
     await stillServing()
   })
 
@@ -164,19 +256,21 @@ describe('delegate protocol under abuse', () => {
     expect(await exchange(PROTOCOLS.delegate, [json({ ...request(), nonce: randomBytes(16).toString('hex') })])).toBe('RL-4006')
   })
 
-  it('a pack nobody provides fails with a code within the request\'s deadline, not a hang', async () => {
-    const started = Date.now()
-    const code = await exchange(PROTOCOLS.delegate, [json(request({ deadline: Date.now() + 3_000 }))])
+  it('a pack nobody provides fails with a code (not found, or the request\'s deadline passed), not a hang', async () => {
+    // Read with no timeout of ours: a server that hung on the fetch past the 3 s deadline fails the test by its timeout.
+    const code = await exchange(PROTOCOLS.delegate, [json(request({ deadline: Date.now() + 3_000 }))], undefined, null)
     expect(['RL-4001', 'RL-4008']).toContain(code)
-    expect(Date.now() - started).toBeLessThan(8_000)
   }, 15_000)
 })
 
 describe('a delegation stream carries one request after another', () => {
   const frameOf = async (lp: ReturnType<typeof lpStream>, ms = 10_000): Promise<Record<string, unknown>> => JSON.parse(Buffer.from((await lp.read({ signal: AbortSignal.timeout(ms) })).subarray()).toString('utf8')) as Record<string, unknown>
   const quick = (): DelegateRequest => request({ pack_cid: slowCid, input: { steps: 1, work: 1 } })
-  /** How the stream's next read ends: a frame, or the error's name (UnexpectedEOFError: the server closed it). */
-  const endOf = async (lp: ReturnType<typeof lpStream>): Promise<string> => await lp.read({ signal: AbortSignal.timeout(5_000) }).then(() => 'frame', (err: Error) => err.name)
+  /**
+   * How the stream's next read ends: a frame, or the error's name (UnexpectedEOFError: the server
+   * closed it). No timeout of ours: a server that never closes it fails the test by its timeout.
+   */
+  const endOf = async (lp: ReturnType<typeof lpStream>): Promise<string> => await lp.read().then(() => 'frame', (err: Error) => err.name)
   /** `body` on a new raw delegation stream, torn down after it. */
   const onStream = async (body: (lp: ReturnType<typeof lpStream>) => Promise<void>): Promise<void> => {
     const stream = await open(PROTOCOLS.delegate)
@@ -198,32 +292,46 @@ describe('a delegation stream carries one request after another', () => {
       expect(await endOf(lp)).toBe('UnexpectedEOFError')
     })
     await stillServing()
-  })
+  }, 20_000)
 
   it('a request before the last one\'s result cancels that run (RL-4010) and ends the stream', async () => {
-    await onStream(async (lp) => {
-      const first = request({ pack_cid: slowCid, input: { steps: 300, work: 3000 } })
-      await lp.write(json(first))
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      await lp.write(json(quick()))
-      expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: first.delegation_id, status: 'cancelled', error: { code: 'RL-4010' } })
-      expect(await endOf(lp)).toBe('UnexpectedEOFError')
-    })
+    const hold = holdRuns()
+    try {
+      await onStream(async (lp) => {
+        const first = request({ pack_cid: slowCid, input: { steps: 2, work: 1 } })
+        await lp.write(json(first))
+        await within(hold.called, 'the first run to call its tool')
+        await lp.write(json(quick()))
+        expect(await frameOf(lp)).toMatchObject({ type: 'result', delegation_id: first.delegation_id, status: 'cancelled', error: { code: 'RL-4010' } })
+        expect(await endOf(lp)).toBe('UnexpectedEOFError')
+      })
+      // The request out of turn was dropped, not run.
+      expect(hold.runs()).toBe(1)
+    } finally {
+      hold.restore()
+    }
     await stillServing()
-  })
+  }, 20_000)
 
   it('cancel frames do not keep an idle stream open past the limit; a malformed later frame still gets its code', async () => {
     await onStream(async (lp) => {
       const r = quick()
       await lp.write(json(r))
       expect(await frameOf(lp)).toMatchObject({ type: 'result', status: 'completed' })
-      // A cancel every 200 ms: if each one restarted the 1 s idle wait, the read below would time
-      // out (5 s) instead of ending.
-      const ticking = setInterval(() => { void lp.write(json({ v: 1, type: 'cancel', delegation_id: r.delegation_id })).catch(() => {}) }, 200)
+      // A cancel on every turn of the event loop until the stream ends: if each one restarted the
+      // 1 s idle wait, the stream would never end, and the test would fail by its timeout.
+      let ended = false
+      const ticking = (async () => {
+        while (!ended) {
+          await lp.write(json({ v: 1, type: 'cancel', delegation_id: r.delegation_id })).catch(() => { ended = true })
+          await new Promise((resolve) => setImmediate(resolve))
+        }
+      })()
       try {
         expect(await endOf(lp)).toBe('UnexpectedEOFError')
       } finally {
-        clearInterval(ticking)
+        ended = true
+        await ticking
       }
     })
     await onStream(async (lp) => {
@@ -233,7 +341,7 @@ describe('a delegation stream carries one request after another', () => {
       expect(await frameOf(lp)).toMatchObject({ type: 'error', code: 'RL-4010' })
     })
     await stillServing()
-  })
+  }, 20_000)
 
   it('a kept stream that fails after the peer got the request: the same request (same nonce) goes on a new stream, and a peer that already had it is not asked to run it twice', async () => {
     // The attacker plays a serving node: it answers the first request properly (the client keeps
@@ -243,7 +351,7 @@ describe('a delegation stream carries one request after another', () => {
       const head = { seq: 1, hash: 'e'.repeat(64) }
       const base = { engine_version: '1.0.0', policy_version: 'p'.repeat(64), input_hash: hashCanonical(req.input), artifact_hash: req.pack_cid, output_hash: hashCanonical(output), event_log_hash: head.hash }
       const record = { version: 1, run_id: 'run_' + '2'.repeat(20), pack_name: 'x', ...base, fingerprint: fingerprintOf(base), status: 'completed', error: null, events: 2, fuel_used: 1, checkpoint_id: null }
-      const cp = createCheckpoint({ log_id: 'a'.repeat(64), at_seq: head.seq, state_hash: hashCanonical({ status: 'completed', output_hash: base.output_hash, error: null }), log_hash: head.hash, merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(attackerSeed))
+      const cp = createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: head.seq, state_hash: hashCanonical({ status: 'completed', output_hash: base.output_hash, error: null }), log_hash: head.hash, merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(attackerSeed))
       return { v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output, record, checkpoint: encodeCheckpoint(cp), log_head: head }
     }
     const seen: string[] = []
@@ -288,17 +396,20 @@ describe('a delegation stream carries one request after another', () => {
   })
 
   it('a delegating node keeps the stream for its next request to that peer, and opens a new one once the peer closed it', async () => {
-    const client = await startDaemon({ home: homePaths(await mkdtemp(join(os.tmpdir(), 'reach-client-'))), log: () => {}, bootstrap: [daemon.endpoint.addrs[0] as string] })
+    const client = await startDaemon({ home: await tempHome('reach-client-'), log: () => {}, bootstrap: [daemon.endpoint.addrs[0] as string] })
     try {
       const peer = daemon.host.peerId.toString()
-      const openStreams = (): number => client.host.getConnections(daemon.host.peerId).flatMap((c) => c.streams).filter((s) => s.protocol === PROTOCOLS.delegate && s.status === 'open').length
+      const delegateStreams = (): Stream[] => client.host.getConnections(daemon.host.peerId).flatMap((c) => c.streams).filter((s) => s.protocol === PROTOCOLS.delegate && s.status === 'open')
+      const openStreams = (): number => delegateStreams().length
       for (let i = 0; i < 3; i++) {
         const d = await client.delegator.delegate({ pack_cid: slowCid, input: { steps: 1, work: i + 1 }, peer })
         expect(d.status).toBe('completed')
         expect(openStreams()).toBe(1)
       }
-      // The server closes it after 1 s idle: the next request goes on a new stream.
-      for (let i = 0; i < 50 && openStreams() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 100))
+      // The server closes it after 1 s idle (and the client its end): the next request goes on a new stream.
+      const kept = delegateStreams()[0] as Stream
+      await within(new Promise((resolve) => { kept.addEventListener('close', resolve, { once: true }) }), 'the kept stream to close')
+      expect(kept.status).toBe('closed')
       expect(openStreams()).toBe(0)
       expect((await client.delegator.delegate({ pack_cid: slowCid, input: { steps: 1, work: 9 }, peer })).status).toBe('completed')
       expect(openStreams()).toBe(1)
@@ -311,13 +422,15 @@ describe('a delegation stream carries one request after another', () => {
 describe('the DHT protocol (/reach/kad/1.0.0, libp2p\'s own) under abuse', () => {
   // The DHT's frames are libp2p's (protobuf), so it cannot answer with an RL- code: it resets the
   // stream or ignores what it cannot use. What matters is that it keeps answering real queries.
-  it('garbage and an oversized length prefix get no answer, and the DHT still answers real queries', async () => {
-    expect(['reset', 'timeout']).toContain(await exchange('/reach/kad/1.0.0', [Buffer.from('not a protobuf at all')], undefined, 1_000))
+  it('garbage and an oversized length prefix get no answer (the stream is reset), and the DHT still answers real queries', async () => {
+    // Text that is not a protobuf: its first byte reads as a length the rest does not fill; with
+    // our end closed, the DHT gives up on it.
+    expect(await answerTo('/reach/kad/1.0.0', Buffer.from('not a protobuf at all'))).toBe('reset')
     let n = 64 * 1024 * 1024
     const varint: number[] = []
     while (n > 0x7f) { varint.push((n & 0x7f) | 0x80); n >>>= 7 }
     varint.push(n)
-    expect(['reset', 'timeout']).toContain(await exchange('/reach/kad/1.0.0', [], Uint8Array.from([...varint, 1, 2, 3]), 1_000))
+    expect(await answerTo('/reach/kad/1.0.0', Uint8Array.from([...varint, 1, 2, 3]))).toBe('reset')
     // A real query afterwards: the node answers it.
     const closest = []
     for await (const event of attacker.services.dht.getClosestPeers(daemon.host.peerId.toMultihash().bytes, { signal: AbortSignal.timeout(5_000) })) closest.push(event.name)
@@ -328,8 +441,22 @@ describe('the DHT protocol (/reach/kad/1.0.0, libp2p\'s own) under abuse', () =>
 
 describe('peer health', () => {
   it('the node pings its peers and keeps the result', async () => {
-    for (let i = 0; i < 50 && daemon.peers.list().find((p) => p.peer === attacker.peerId.toString())?.last_ping == null; i++) await new Promise((resolve) => setTimeout(resolve, 50))
-    expect(daemon.peers.list().find((p) => p.peer === attacker.peerId.toString())?.last_ping?.rtt_ms).toBeGreaterThanOrEqual(0)
+    const peer = attacker.peerId.toString()
+    const peers = daemon.peers
+    const real = peers.recordPing.bind(peers)
+    const pinged = Promise.withResolvers<number | null>()
+    const spy = vi.spyOn(peers, 'recordPing').mockImplementation((p, ms) => {
+      real(p, ms)
+      if (p === peer) pinged.resolve(ms)
+    })
+    try {
+      // The next ping of the attacker (every 200 ms here); it answers, so it is a round trip in ms.
+      const rtt = await within(pinged.promise, 'the node to ping the attacker')
+      expect(Number.isFinite(rtt)).toBe(true)
+      expect(peers.list().find((p) => p.peer === peer)?.last_ping).toEqual({ at: expect.any(Number), rtt_ms: rtt })
+    } finally {
+      spy.mockRestore()
+    }
   })
 })
 
@@ -356,7 +483,7 @@ describe('the node as a libp2p peer', () => {
     try {
       const target = multiaddr(daemon.endpoint.addrs[0] as string)
       const rtt = await vanilla.services.ping.ping(target)
-      expect(rtt).toBeGreaterThanOrEqual(0)
+      expect(Number.isFinite(rtt)).toBe(true)
       const protocols = await vanilla.peerStore.get(daemon.host.peerId).then((p) => p.protocols, () => [] as string[])
       expect(protocols).toEqual(expect.arrayContaining(['/ipfs/id/1.0.0', '/ipfs/ping/1.0.0', '/reach/delegate/1.0.0', '/reach/pack/1.0.0', '/reach/log/1.0.0', '/reach/kad/1.0.0']))
     } finally {
@@ -405,7 +532,7 @@ describe('a peer that lies in its result', () => {
       const lp = lpStream(stream, { maxDataLength: MAX_FRAME.delegateRequest })
       const req = JSON.parse(Buffer.from((await lp.read()).subarray()).toString('utf8')) as DelegateRequest
       // A well-formed checkpoint, but by another key than the peer's own.
-      const cp = createCheckpoint({ log_id: 'a'.repeat(64), at_seq: 1, state_hash: 'b'.repeat(64), log_hash: 'c'.repeat(64), merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(stranger.seed))
+      const cp = createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: 1, state_hash: 'b'.repeat(64), log_hash: 'c'.repeat(64), merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(stranger.seed))
       const record = { run_id: 'run_' + '1'.repeat(20), artifact_hash: req.pack_cid, input_hash: hashCanonical(req.input), output_hash: hashCanonical({ forged: true }), event_log_hash: 'c'.repeat(64), status: 'completed', error: null }
       await lp.write(json({ v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output: { forged: true }, record, checkpoint: encodeCheckpoint(cp), log_head: { seq: 1, hash: 'c'.repeat(64) } }))
       await stream.close()

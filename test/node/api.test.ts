@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
+import { connect, createServer, type AddressInfo } from 'node:net'
 import { networkInterfaces, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -277,18 +277,39 @@ describe('control API: concurrency and lifecycle', () => {
     await expect(fetch(api.url + '/v1/wait')).rejects.toThrow()
   })
 
+  /** Whether a TCP connection to host:port is accepted. */
+  const reachable = async (host: string, port: number): Promise<boolean> => await new Promise(resolve => {
+    const socket = connect({ host, port })
+    socket.once('connect', () => { socket.destroy(); resolve(true) })
+    socket.once('error', () => { resolve(false) })
+  })
+
   it('listens on 127.0.0.1 only', async () => {
     const api = await serve(echo)
     expect(new URL(api.url).hostname).toBe('127.0.0.1')
-    const reachable = async (host: string): Promise<boolean> => await new Promise(resolve => {
-      const socket = connect({ host, port: api.port })
-      socket.once('connect', () => { socket.destroy(); resolve(true) })
-      socket.once('error', () => { resolve(false) })
-    })
-    expect(await reachable('127.0.0.1')).toBe(true)
-    expect(await reachable('::1')).toBe(false)
-    const external = Object.values(networkInterfaces()).flat().flatMap(i => i === undefined || i.internal ? [] : [i.address])
-    for (const address of external) expect(await reachable(address), address).toBe(false)
+    expect(await reachable('127.0.0.1', api.port)).toBe(true)
+    expect(await reachable('::1', api.port)).toBe(false)
+  })
+
+  // Linux routes all of 127.0.0.0/8 to the loopback interface: 127.0.0.2 reaches a socket bound to
+  // every address, but not one bound to 127.0.0.1 (a check that needs no external interface).
+  it.runIf(process.platform === 'linux')('is not bound to every address: 127.0.0.2 reaches a wildcard listener (negative control), not the API', async () => {
+    const wildcard = createServer()
+    await new Promise<void>(resolve => { wildcard.listen(0, '0.0.0.0', resolve) })
+    try {
+      expect(await reachable('127.0.0.2', (wildcard.address() as AddressInfo).port)).toBe(true)
+    } finally {
+      await new Promise(resolve => { wildcard.close(resolve) })
+    }
+    const api = await serve(echo)
+    expect(await reachable('127.0.0.2', api.port)).toBe(false)
+  })
+
+  // This machine's external addresses, if it has any (a sandbox may have none: then there is nothing to try).
+  const external = Object.values(networkInterfaces()).flat().flatMap(i => i === undefined || i.internal ? [] : [i.address])
+  it.skipIf(external.length === 0)('is not reachable on this machine\'s external addresses', async () => {
+    const api = await serve(echo)
+    for (const address of external) expect(await reachable(address, api.port), address).toBe(false)
   })
 })
 

@@ -87,7 +87,6 @@ describe('RFC 8785 examples', () => {
   it.each(RFC.documents)('$name', ({ input, output, utf8_hex: utf8, value_order: order }) => {
     expect(canonicalize(JSON.parse(input))).toBe(output)
     if (utf8 !== undefined) expect(Buffer.from(canonicalBytes(JSON.parse(input))).toString('hex')).toBe(utf8)
-    if (order !== undefined) expect(Object.values(JSON.parse(output) as Record<string, string>).sort((a, b) => order.indexOf(a) - order.indexOf(b))).toEqual(order)
     if (order !== undefined) expect([...output.matchAll(/":"([^"]*)"/g)].map((m) => m[1])).toEqual(order)
     expect(isCanonical(output)).toBe(true)
     expect(isCanonical(input)).toBe(false)
