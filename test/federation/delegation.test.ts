@@ -27,6 +27,7 @@ import { frames, type FrameStream } from '../../federation/frames.ts'
 import { signHop } from '../../federation/hops.ts'
 import type { PeerStore } from '../../federation/peer-file.ts'
 import { PeerRegistry } from '../../federation/peer-registry.ts'
+import { deferred, within } from '../await.ts'
 
 // ---------------------------------------------------------------------------
 // Given: identities, a pack, a clock and a seeded random source
@@ -75,22 +76,7 @@ async function packs (cid: string): Promise<StoredPack> {
   return pack
 }
 
-function deferred<T = void> (): { promise: Promise<T>, resolve: (value: T) => void } {
-  let resolve!: (value: T) => void
-  const promise = new Promise<T>((r) => { resolve = r })
-  return { promise, resolve }
-}
 
-/** Await `promise`, failing loudly (not by the test runner's timeout) if it never settles. */
-async function within<T> (promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`timed out waiting for ${what}`)) }, ms) })
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 async function codeOf (promise: Promise<unknown>): Promise<string> {
   try {

@@ -17,6 +17,8 @@ import {
   type CancelFrame, type DelegateRequest, type ErrorFrame, type FrameType, type Frames, type LogEvents, type ResultFrame
 } from '../../protocol/wire.ts'
 import { code } from '../codes.ts'
+// The unsigned LEB128 varint of a length, written by the tests, not by the library under test.
+import { varint } from './mesh-helpers.ts'
 
 const TYPES = ['error', 'pack.get', 'pack', 'delegate', 'cancel', 'result', 'log.get', 'log', 'log.events', 'log.end'] as const satisfies readonly FrameType[]
 
@@ -62,16 +64,6 @@ async function failure (promise: Promise<unknown>): Promise<ReachError> {
   throw new Error('expected a ReachError, the promise resolved')
 }
 
-/** The unsigned LEB128 varint of `n` (written here, not by the library under test). */
-function varint (n: number): Uint8Array {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80)
-    n = Math.floor(n / 0x80)
-  }
-  out.push(n)
-  return Uint8Array.from(out)
-}
 
 function concat (...parts: Uint8Array[]): Uint8Array {
   return Uint8Array.from(parts.flatMap((p) => [...p]))

@@ -34,6 +34,7 @@ import { fingerprintOf } from '../../node/runs.ts'
 import { buildBundle } from '../../packs/bundle.ts'
 import type { Tool } from '../../packs/tools/index.ts'
 import { signPack } from '../../packs/trust.ts'
+import { within } from '../await.ts'
 
 let daemon: Daemon
 let attacker: ReachHost
@@ -69,16 +70,6 @@ afterAll(async () => {
   await Promise.all(dirs.map(async (dir) => { await rm(dir, { recursive: true, force: true }) }))
 })
 
-/** `promise`, or a loud failure naming `what` if it has not settled after `ms` (a hang, not a deadline under test). */
-async function within<T> (promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`timed out after ${ms} ms waiting for ${what}`)) }, ms) })
-  try {
-    return await Promise.race([promise, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /**
  * Runs on the daemon, held by the test: while installed, each run its node starts

@@ -11,27 +11,12 @@ import { ensureApiToken, readApiToken, startApi, type ApiRequest, type ApiServer
 import { NodeMetrics } from '../../node/metrics.ts'
 import { isReachError, ReachError } from '../../protocol/errors.ts'
 import { code } from '../codes.ts'
+import { deferred, within } from '../await.ts'
 
 const posix = process.platform !== 'win32'
 const TOKEN = 'A'.repeat(43)
 
-/** A promise with its resolver, to let a test step a handler along without sleeping. */
-function deferred<T = void> (): { promise: Promise<T>, resolve: (value: T) => void } {
-  let resolve!: (value: T) => void
-  const promise = new Promise<T>(r => { resolve = r })
-  return { promise, resolve }
-}
 
-/** Fails loudly instead of hanging when an awaited event never comes. */
-async function within<T> (promise: Promise<T>, what: string, ms = 5000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`timed out waiting for ${what}`)) }, ms) })
-  try {
-    return await Promise.race([promise, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 interface Reply { status: number, headers: Headers, text: string, json: any }
 
