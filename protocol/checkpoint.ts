@@ -123,11 +123,15 @@ function checkpointProblem (value: unknown): string | undefined {
     return `unsupported checkpoint version ${JSON.stringify(cp.version) ?? 'undefined'} (this node understands versions ${CHECKPOINT_VERSIONS.join(' and ')})`
   }
   const expected = cp.version === 1 ? CHECKPOINT_KEYS_V1 : CHECKPOINT_KEYS_V2
-  const keys = Object.keys(cp).sort()
-  const missing = expected.filter(k => !Object.hasOwn(cp, k))
-  if (missing.length > 0) return `checkpoint is missing ${missing.join(', ')}`
-  const unknown = keys.filter(k => !expected.includes(k))
-  if (unknown.length > 0) return `checkpoint has unknown field(s) ${unknown.join(', ')}`
+  // The common case checked without sorting or filtering: exactly the expected members.
+  let known = 0
+  for (const k in cp) if (Object.hasOwn(cp, k) && expected.includes(k)) known++
+  if (known !== expected.length || Object.keys(cp).length !== expected.length) {
+    const missing = expected.filter(k => !Object.hasOwn(cp, k))
+    if (missing.length > 0) return `checkpoint is missing ${missing.join(', ')}`
+    const unknown = Object.keys(cp).sort().filter(k => !expected.includes(k))
+    if (unknown.length > 0) return `checkpoint has unknown field(s) ${unknown.join(', ')}`
+  }
   if (cp.version === 2 && !(CHECKPOINT_KINDS as readonly unknown[]).includes(cp.kind)) return `checkpoint kind ${JSON.stringify(cp.kind)} is not one of ${CHECKPOINT_KINDS.join(', ')}`
   const problem = inputProblem(cp)
   if (problem !== undefined) return problem
@@ -139,9 +143,12 @@ function checkpointProblem (value: unknown): string | undefined {
 
 /** The signed part of a checkpoint. */
 export function checkpointBody (cp: CheckpointBody): CheckpointBody {
+  if (cp.version === 1) {
+    return { version: 1, log_id: cp.log_id, at_seq: cp.at_seq, state_hash: cp.state_hash, log_hash: cp.log_hash, merkle_root: cp.merkle_root, signer: cp.signer, timestamp: cp.timestamp }
+  }
   return {
     version: cp.version,
-    ...(cp.version === 1 ? {} : { kind: cp.kind }),
+    kind: cp.kind,
     log_id: cp.log_id,
     at_seq: cp.at_seq,
     state_hash: cp.state_hash,

@@ -71,6 +71,7 @@ export const CODES = {
   'RL-3019': 'run not found',
   'RL-3020': 'pack ended without an output',
   'RL-3021': 'run recorded by another engine version or build',
+  'RL-3022': 'node policy changed before the run finished',
   'RL-3101': 'fuel exhausted',
   'RL-3102': 'memory limit exceeded',
   'RL-3103': 'stack limit exceeded',
