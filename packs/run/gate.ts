@@ -33,15 +33,18 @@ export function gate (tool: string, declared: readonly string[], granted: readon
 /**
  * What a replay accepts in place of a live decision, which it cannot repeat in full: whether
  * the capability was granted is the recording node's policy, known only by its hash. So a
- * recorded RL-3009 stands where the capability is declared (and the run never called that tool:
- * a policy does not change during a run); every other step is the replay's own.
+ * recorded RL-3009 stands where the capability is declared and the run has not shown the
+ * capability granted (called it, or been refused it for the budget: the gate checks the grant
+ * first); a policy does not change during a run, so once refused, a capability is refused
+ * RL-3009 every time. Every other step is the replay's own.
  *
- *   recorded denial → the denial the gate gives (RL-3015, the recorded RL-3009, RL-3016), or
- *                     undefined when the gate would have let the call through
+ *   recorded denial → the denial the gate gives (RL-3015, RL-3009, RL-3016), or undefined when
+ *                     the gate would have let the call through
  */
-export function replayedDenial (tool: string, recordedCode: unknown, declared: readonly string[], called: ReadonlySet<string>, callsMade: number, maxCalls: number): GateError | undefined {
+export function replayedDenial (tool: string, recordedCode: unknown, declared: readonly string[], granted: ReadonlySet<string>, refused: ReadonlySet<string>, callsMade: number, maxCalls: number): GateError | undefined {
   if (!declared.includes(tool)) return undeclared(tool)
-  if (recordedCode === 'RL-3009' && !called.has(tool)) return notGranted(tool)
+  if (refused.has(tool)) return notGranted(tool)
+  if (recordedCode === 'RL-3009' && !granted.has(tool)) return notGranted(tool)
   if (callsMade >= maxCalls) return budgetSpent(maxCalls)
   return undefined
 }

@@ -12,12 +12,12 @@
 import type { Event } from '../../protocol/event.ts'
 import type { Tool } from '../tools/index.ts'
 import { DivergenceError, Interpreter } from './interpreter.ts'
-import { ArrayCursor, type RecordCursor } from './record.ts'
+import { ArrayCursor, RecordReadError, type RecordCursor } from './record.ts'
 import { checkStarted, type StartedCheck } from './started.ts'
 import type { Engine, ReplayVerdict, RunOutcome, RunPack, RunSink, RunStart } from './types.ts'
 
 export * from './types.ts'
-export { ArrayCursor, StreamCursor, type RecordCursor } from './record.ts'
+export { ArrayCursor, RecordReadError, StreamCursor, type RecordCursor } from './record.ts'
 export { DivergenceError } from './interpreter.ts'
 
 const NEVER = new AbortController().signal
@@ -41,25 +41,34 @@ export function startOf (recorded: readonly Event[], pack: RunPack, engine: Pick
  * prefix is not what this pack does on this engine (a damaged or foreign log, another build).
  */
 export async function resumeRun (started: StartedCheck & { ok: true }, recorded: readonly Event[], engine: Engine, sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = NEVER): Promise<RunOutcome> {
-  return await new Interpreter(started.start, engine, { kind: 'resume', record: new ArrayCursor(recorded), sink, tools, signal }, started.build !== null).run()
+  return await new Interpreter(started.start, engine, { kind: 'resume', record: new ArrayCursor(recorded), sink, tools, signal }, { strict: started.build !== null, ...(started.lineage === undefined ? {} : { lineage: started.lineage }) }).run()
 }
 
 /**
  * Re-execute `pack` against a complete record: no tool runs and nothing is written. The record
  * comes from an array or a stream (record.ts: a peer's log is never held whole). The first
  * event is read first, so a stream needs no more than a batch to be refused for its start.
+ * `recorder`: the node whose log this is (its signer), when known: a run's lineage must end at
+ * it, and it cannot have answered its own delegations. Reading the record failing throws its
+ * own error (not a divergence); so does a replay cut by this node's wall clock (RL-3105:
+ * inconclusive, the wall clock is no deterministic limit).
  */
-export async function replayRun (pack: RunPack, engine: Engine, record: RecordCursor): Promise<ReplayVerdict> {
-  await record.fill(1)
-  const started = checkStarted(record.peek(), pack, engine, [])
-  if (!started.ok) return started
-  const interpreter = new Interpreter(started.start, engine, { kind: 'replay', record, signal: NEVER }, started.build !== null)
+export async function replayRun (pack: RunPack, engine: Engine, record: RecordCursor, options: { recorder?: string } = {}): Promise<ReplayVerdict> {
   try {
+    await record.fill(1)
+    const started = checkStarted(record.peek(), pack, engine, [], options.recorder)
+    if (!started.ok) return started
+    const interpreter = new Interpreter(started.start, engine, { kind: 'replay', record, signal: NEVER }, {
+      strict: started.build !== null,
+      ...(started.lineage === undefined ? {} : { lineage: started.lineage }),
+      ...(options.recorder === undefined ? {} : { recorder: options.recorder })
+    })
     const outcome = await interpreter.run()
     await record.fill(1)
     return { ok: true, outcome: interpreter.replayed(outcome) }
   } catch (err) {
     if (err instanceof DivergenceError) return { ok: false, divergence: err.divergence }
+    if (err instanceof RecordReadError) throw err.error
     throw err
   }
 }

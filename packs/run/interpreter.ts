@@ -22,12 +22,12 @@ import { ReachError, isReachError, type ErrorCode } from '../../protocol/errors.
 import { deriveId, type Event, type EventDraft } from '../../protocol/event.ts'
 import { hashCanonical } from '../../protocol/hash.ts'
 import type { Sandbox } from '../sandbox.ts'
-import { contractOf } from '../tools/contracts.ts'
+import { contractOf, type CallFacts } from '../tools/contracts.ts'
 import { delegateFuel } from '../tools/delegate-fuel.ts'
 import type { Tool } from '../tools/index.ts'
 import { gate, replayedCallProblem, replayedDenial } from './gate.ts'
-import type { RecordCursor } from './record.ts'
-import { startedPayload } from './started.ts'
+import { RecordReadError, type RecordCursor } from './record.ts'
+import { startedPayload, type LineageFacts } from './started.ts'
 import { RUN_AGGREGATE, type Divergence, type Engine, type ReplayOutcome, type RunOutcome, type RunSink, type RunStart } from './types.ts'
 
 export interface Mode {
@@ -70,6 +70,17 @@ function cancellationOf (reason: unknown): { code: ErrorCode, message: string } 
   return { code: 'RL-4015', message: reason instanceof Error ? reason.message : 'run cancelled' }
 }
 
+/** A replay that cannot say either way (RL-3105): thrown, never a verdict. */
+function inconclusive (why: string): ReachError {
+  return new ReachError('RL-3105', { message: `replay inconclusive: ${why}; a wall-clock limit is not deterministic, so the run cannot be verified by replay` })
+}
+
+/** What a recorded lineage tells the run loop (the record's form was checked in started.ts). */
+function lineageFactsOf (l: JsonObject): LineageFacts {
+  const hops = (Array.isArray(l.ancestry) ? l.ancestry : []) as JsonObject[]
+  return { depth: typeof l.depth === 'number' ? l.depth : hops.length, peers: new Set(hops.flatMap((h) => [String(h.from), String(h.to)])) }
+}
+
 function errorOf (err: unknown): { code: ErrorCode, message: string } {
   if (isReachError(err)) return { code: err.code, message: err.message }
   return { code: 'RL-3106', message: err instanceof Error ? err.message : String(err) }
@@ -102,6 +113,14 @@ function same (a: unknown, b: unknown): boolean {
   if (ka.length !== Object.keys(b).length) return false
   for (const k of ka) if (!Object.hasOwn(b, k) || !same((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false
   return true
+}
+
+/** A plain object with exactly `n` own members (the caller then checks which, by name). */
+function hasMembers (v: JsonObject | null | undefined, n: number): boolean {
+  if (v === null || v === undefined || typeof v !== 'object' || Array.isArray(v)) return false
+  let count = 0
+  for (const k in v) if (Object.hasOwn(v, k)) count++
+  return count === n
 }
 
 function isEmptyObject (v: unknown): boolean {
@@ -141,23 +160,29 @@ export class Interpreter {
   private count = 0
   private last: Event | undefined
   private toolCalls = 0
-  /** Tools the run called, and tools the record said the node's policy does not grant. */
+  /** Tools the run's policy is shown to grant (called, or denied for the budget), and tools the record said it does not. */
   private readonly called = new Set<string>()
   private readonly refused = new Set<string>()
   /** Fuel `reach.delegate` may still hand out (delegate-fuel.ts). */
   private delegateLeft: number
   private sandbox: Sandbox | undefined
+  /** Delegated results taken from the record (ReplayOutcome.delegated). */
+  private readonly delegated: ReplayOutcome['delegated'] = []
   private readonly start: RunStart
   private readonly engine: Engine
   private readonly mode: Mode
-  /** The record named its engine build (false: a run from before builds were recorded). */
+  /** The record named its engine build (false: a run from before builds were recorded, held to the rules of then). */
   private readonly recordedBuild: boolean
+  private readonly lineage: LineageFacts | undefined
+  private readonly recorder: string | undefined
 
-  constructor (start: RunStart, engine: Engine, mode: Mode, recordedBuild = true) {
+  constructor (start: RunStart, engine: Engine, mode: Mode, options: { strict?: boolean, lineage?: LineageFacts, recorder?: string } = {}) {
     this.start = start
     this.engine = engine
     this.mode = mode
-    this.recordedBuild = recordedBuild
+    this.recordedBuild = options.strict ?? true
+    this.lineage = options.lineage ?? (start.lineage === undefined ? undefined : lineageFactsOf(start.lineage))
+    this.recorder = options.recorder
     this.delegateLeft = start.budget.fuel
   }
 
@@ -172,11 +197,26 @@ export class Interpreter {
     return event
   }
 
-  private async ensure (): Promise<void> {
-    if (this.mode.record.needs(LOOKAHEAD)) await this.mode.record.fill(LOOKAHEAD)
+  /** Whether the record must be read further before the next effect or step (a stream only). */
+  private get low (): boolean {
+    return this.mode.record.needs(LOOKAHEAD)
+  }
+
+  /** Read the record further; its failure is the record's (RecordReadError), never the pack's. */
+  private async fill (): Promise<void> {
+    try {
+      await this.mode.record.fill(LOOKAHEAD)
+    } catch (err) {
+      throw new RecordReadError(err)
+    }
   }
 
   private diverge (seq: number, code: ErrorCode, reason: string, recorded: JsonValue, replayed: JsonValue): never {
+    const at = this.mode.record.peek()
+    if (at?.type === 'RunFailed' && ((at.payload as JsonObject | null)?.error as JsonObject | undefined)?.code === 'RL-3105') {
+      // The run was cut by its wall clock, a backstop no replay repeats: not verifiable, and no sign of forgery.
+      throw inconclusive(`the record ends at seq ${at.seq} with the run cut by its wall clock`)
+    }
     throw new DivergenceError({ seq, code, reason: `replay diverged at seq ${seq}: ${reason}`, recorded, replayed })
   }
 
@@ -186,21 +226,35 @@ export class Interpreter {
    * replayed pack failed here with this code (named when the record went on instead).
    */
   private take (recorded: Event, type: string, payload: JsonValue, failure?: ErrorCode): Event {
+    this.check(recorded, type, same(recorded.payload, payload), () => payload, failure)
+    return this.accept(recorded)
+  }
+
+  /**
+   * The same check with the payload compared by the caller (`equal`), and the expected payload
+   * made only to say how it differs: the replay's hot path allocates nothing per event.
+   */
+  private check (recorded: Event, type: string, equal: boolean, payload: () => JsonValue, failure?: ErrorCode): void {
     if (recorded.type !== type) {
       const code = failure !== undefined && failure.startsWith('RL-31') ? failure : 'RL-3017'
-      const why = failure !== undefined ? `the pack fails here (${failure}: ${String((payload as JsonObject)?.error !== undefined ? ((payload as JsonObject).error as JsonObject).message : '')})` : `the pack produced ${type}`
-      this.diverge(recorded.seq, code, `${why}, the record has ${recorded.type}`, { type: recorded.type, payload: recorded.payload }, { type, payload })
+      const p = payload()
+      const why = failure !== undefined ? `the pack fails here (${failure}: ${String((p as JsonObject)?.error !== undefined ? ((p as JsonObject).error as JsonObject).message : '')})` : `the pack produced ${type}`
+      this.diverge(recorded.seq, code, `${why}, the record has ${recorded.type}`, { type: recorded.type, payload: recorded.payload }, { type, payload: p })
     }
-    if (recorded.aggregate_id !== RUN_AGGREGATE || !isEmptyObject(recorded.metadata) || recorded.timestamp !== recorded.seq) {
+    if (recorded.aggregate_id !== RUN_AGGREGATE || recorded.timestamp !== recorded.seq || !isEmptyObject(recorded.metadata)) {
       this.diverge(recorded.seq, 'RL-3017', `${type} is not written as the run loop writes events (aggregate "run", no metadata, timestamp = seq)`,
         { aggregate_id: recorded.aggregate_id, metadata: recorded.metadata, timestamp: recorded.timestamp }, { aggregate_id: RUN_AGGREGATE, metadata: {}, timestamp: recorded.seq })
     }
-    if (!same(recorded.payload, payload)) {
-      const d = diffValues(payload, recorded.payload, 1)[0]
+    if (!equal) {
+      const p = payload()
+      const d = diffValues(p, recorded.payload, 1)[0]
       const at = d === undefined || d.path === '' ? 'its payload' : d.path
       const what = d === undefined ? '' : d.op === 'added' ? `: the record adds ${JSON.stringify(d.after)}` : d.op === 'removed' ? `: the record lacks ${JSON.stringify(d.before)}` : `: the run loop writes ${JSON.stringify(d.before)}, the record has ${JSON.stringify(d.after)}`
-      this.diverge(recorded.seq, failure !== undefined && failure.startsWith('RL-31') ? failure : 'RL-3017', `${type} differs at ${at}${what}`, { type, payload: recorded.payload }, { type, payload })
+      this.diverge(recorded.seq, failure !== undefined && failure.startsWith('RL-31') ? failure : 'RL-3017', `${type} differs at ${at}${what}`, { type, payload: recorded.payload }, { type, payload: p })
     }
+  }
+
+  private accept (recorded: Event): Event {
     this.mode.record.advance()
     return this.push(recorded)
   }
@@ -219,7 +273,7 @@ export class Interpreter {
     const started = startedPayload(this.start, this.engine)
     if (!this.recordedBuild) delete started.engine_build
     const hold = this.mode.kind === 'run' ? this.mode.sink?.hold : undefined
-    await this.ensure()
+    if (this.low) await this.fill()
     if (hold !== undefined) this.push(hold({ type: 'RunStarted', aggregate_id: RUN_AGGREGATE, payload: started }))
     else await this.emit('RunStarted', started)
     const { pack, budget } = this.start
@@ -228,12 +282,14 @@ export class Interpreter {
       sandbox = await this.engine.sandboxes.create(pack.files, pack.entry, { fuel: budget.fuel, memoryBytes: budget.memory_bytes, outputBytes: budget.output_bytes, wallMs: budget.wall_ms })
       return await this.loop(sandbox)
     } catch (err) {
-      if (err instanceof DivergenceError) throw err
+      if (err instanceof DivergenceError || err instanceof RecordReadError) throw err
       const fuel = sandbox?.fuelUsed ?? 0
       if (err instanceof Cancelled) return { status: 'cancelled', error: err.error, fuel_used: fuel, events: this.events }
-      // Deterministic (the same pack fails the same way), even when the run was also cancelled.
+      // Deterministic (the same pack fails the same way), even when the run was also cancelled;
+      // but not a replay cut by the wall clock here, which says nothing about the record.
       const error = errorOf(err)
-      await this.ensure()
+      if (this.mode.kind === 'replay' && error.code === 'RL-3105') throw inconclusive(`the replay ran past its wall clock (${this.start.budget.wall_ms} ms) here`)
+      if (this.low) await this.fill()
       await this.emit('RunFailed', { error, fuel_used: fuel }, error.code)
       return { status: 'failed', error, fuel_used: fuel, events: this.events }
     } finally {
@@ -249,8 +305,9 @@ export class Interpreter {
     // FIFO by index: shift() is linear on a long queue (a step may request thousands of effects).
     const queue: PackEvent[] = [START]
     for (let next = 0; next < queue.length; next++) {
-      await this.ensure()
-      await this.checkCancelled(sandbox)
+      // Replay stays synchronous on its hot path: an await only to read a stream further, or to end.
+      if (this.low) await this.fill()
+      if (this.cancelling()) await this.cancel(sandbox)
       const step = sandbox.step(queue[next] as PackEvent)
       queue[next] = ''
       if (step.output !== undefined) {
@@ -261,8 +318,8 @@ export class Interpreter {
       }
       const effects = Array.isArray(step.effects) ? step.effects : []
       for (const effect of effects) {
-        await this.ensure()
-        await this.checkCancelled(sandbox)
+        if (this.low) await this.fill()
+        if (this.cancelling()) await this.cancel(sandbox)
         const request = requestOf(effect, this.count)
         // Replay (and the recorded prefix of a resume) stays synchronous: no promise per effect.
         const recorded = this.fromRecord(request)
@@ -275,18 +332,23 @@ export class Interpreter {
   /**
    * Cancellation is checked before every step and every effect: live, when the signal has
    * aborted; in replay (and resume), where the record has RunCancelled, so a cancelled run
-   * replays to the same point. Ends the run with RunCancelled.
+   * replays to the same point.
    */
-  private async checkCancelled (sandbox: Sandbox): Promise<void> {
+  private cancelling (): boolean {
+    const recorded = this.mode.record.peek()
+    return recorded === undefined ? this.mode.signal.aborted : recorded.type === 'RunCancelled'
+  }
+
+  /** End the run with RunCancelled (recorded or live). */
+  private async cancel (sandbox: Sandbox): Promise<never> {
     const recorded = this.mode.record.peek()
     let error: { code: ErrorCode, message: string } | undefined
-    if (recorded?.type === 'RunCancelled') {
+    if (recorded !== undefined) {
       error = errorValue((recorded.payload as JsonObject | null)?.error)
       if (error === undefined) this.diverge(recorded.seq, 'RL-3017', 'RunCancelled error is not {code, message}', { type: recorded.type, payload: recorded.payload }, null)
-    } else if (recorded === undefined && this.mode.signal.aborted) {
+    } else {
       error = cancellationOf(this.mode.signal.reason)
     }
-    if (error === undefined) return
     await this.emit('RunCancelled', { error, fuel_used: sandbox.fuelUsed })
     throw new Cancelled(error)
   }
@@ -298,22 +360,30 @@ export class Interpreter {
    */
   private fromRecord (request: ToolRequest): PackEvent | Interrupted | undefined {
     const recorded = this.mode.record.peek()
-    if (recorded === undefined) return undefined
+    if (recorded === undefined) {
+      if (this.mode.kind === 'replay') this.diverge(this.count, 'RL-3017', `the record ends; the pack goes on asking for ${JSON.stringify(request.tool)}`, null, { type: 'ToolCalled or ToolDenied', payload: request })
+      return undefined
+    }
     const { tool, args, call_id: callId } = request
     const declared = this.start.pack.capabilities
     const max = this.start.budget.tool_calls
-    const seen = { type: recorded.type, payload: recorded.payload }
+    const seen = (): JsonValue => ({ type: recorded.type, payload: recorded.payload })
     if (recorded.type === 'ToolDenied') {
       const code = ((recorded.payload as JsonObject | null)?.error as JsonObject | undefined)?.code
-      const denial = replayedDenial(tool, code, declared, this.called, this.toolCalls, max)
-      if (denial === undefined) this.diverge(recorded.seq, 'RL-3017', `the record denies ${JSON.stringify(tool)}, which the gate lets through (declared, within the budget of ${max} calls)`, seen, { type: 'ToolCalled', payload: request })
+      const denial = replayedDenial(tool, code, declared, this.called, this.refused, this.toolCalls, max)
+      if (denial === undefined) this.diverge(recorded.seq, 'RL-3017', `the record denies ${JSON.stringify(tool)}, which the gate lets through (declared, within the budget of ${max} calls)`, seen(), { type: 'ToolCalled', payload: request })
       if (denial.code === 'RL-3009') this.refused.add(tool)
+      // Denied for the budget, so the policy granted it (the gate checks the grant first).
+      if (denial.code === 'RL-3016') this.called.add(tool)
       return this.packEvent(this.take(recorded, 'ToolDenied', { ...request, error: { ...denial } }), tool)
     }
-    if (recorded.type !== 'ToolCalled') this.diverge(recorded.seq, 'RL-3017', `the pack asks for ${JSON.stringify(tool)} (${callId}), the record has ${recorded.type}`, seen, { type: 'ToolCalled or ToolDenied', payload: request })
+    if (recorded.type !== 'ToolCalled') this.diverge(recorded.seq, 'RL-3017', `the pack asks for ${JSON.stringify(tool)} (${callId}), the record has ${recorded.type}`, seen(), { type: 'ToolCalled or ToolDenied', payload: request })
     const problem = replayedCallProblem(tool, declared, this.refused, this.toolCalls, max)
-    if (problem !== undefined) this.diverge(recorded.seq, problem.code, problem.message, seen, { type: 'ToolDenied', payload: request })
-    this.take(recorded, 'ToolCalled', { ...request, idempotent: idempotent(tool) })
+    if (problem !== undefined) this.diverge(recorded.seq, problem.code, problem.message, seen(), { type: 'ToolDenied', payload: request })
+    const idem = idempotent(tool)
+    const called = recorded.payload as JsonObject
+    this.check(recorded, 'ToolCalled', hasMembers(called, 4) && called.call_id === callId && called.tool === tool && called.idempotent === idem && same(called.args, args), () => ({ ...request, idempotent: idem }))
+    this.accept(recorded)
     this.toolCalls++
     this.called.add(tool)
     const grant = this.grant(tool, args)
@@ -323,27 +393,43 @@ export class Interpreter {
       return { called: true, ...(grant === undefined ? {} : { grant }) }
     }
     const p = (outcome.payload ?? {}) as JsonObject
-    const got = { type: outcome.type, payload: outcome.payload }
+    const got = (): JsonValue => ({ type: outcome.type, payload: outcome.payload })
     // The run loop refuses the call itself: that failure is the loop's, not the world's.
     if (grant !== undefined && !grant.ok) return this.packEvent(this.take(outcome, 'ToolFailed', { call_id: callId, error: grant.error }), tool)
     if (outcome.type === 'ToolResult') {
-      if (!Object.hasOwn(p, 'result')) this.diverge(outcome.seq, 'RL-3017', `ToolResult of ${callId} has no result`, got, null)
-      const problem = contractOf(tool)?.resultProblem(args, p.result as JsonValue, grant?.ok === true ? { fuelGranted: grant.fuel } : {})
-      if (problem !== undefined) this.diverge(outcome.seq, 'RL-3017', `the recorded result of ${callId} is not an answer ${tool} gives: ${problem}`, got, null)
-      return this.packEvent(this.take(outcome, 'ToolResult', { call_id: callId, result: p.result as JsonValue }), tool)
+      if (!Object.hasOwn(p, 'result')) this.diverge(outcome.seq, 'RL-3017', `ToolResult of ${callId} has no result`, got(), null)
+      const contract = contractOf(tool)
+      const problem = contract?.argsProblem(args) ?? contract?.resultProblem(args, p.result as JsonValue, this.facts(grant))
+      if (problem !== undefined) this.diverge(outcome.seq, 'RL-3017', `the recorded result of ${callId} is not an answer ${tool} gives: ${problem}`, got(), null)
+      this.check(outcome, 'ToolResult', hasMembers(p, 2) && p.call_id === callId, () => ({ call_id: callId, result: p.result as JsonValue }))
+      if (tool === 'reach.delegate') {
+        const r = p.result as JsonObject
+        this.delegated.push({ seq: outcome.seq, peer: String(r.peer), run_id: String(r.run_id), fingerprint: String(r.fingerprint) })
+      }
+      return this.packEvent(this.accept(outcome), tool)
     }
     if (outcome.type === 'ToolFailed') {
       const error = errorValue(p.error)
-      if (error === undefined) this.diverge(outcome.seq, 'RL-3017', `ToolFailed of ${callId} has no {code, message} error`, got, null)
+      if (error === undefined) this.diverge(outcome.seq, 'RL-3017', `ToolFailed of ${callId} has no {code, message} error`, got(), null)
       return this.packEvent(this.take(outcome, 'ToolFailed', { call_id: callId, error }), tool)
     }
-    return this.diverge(outcome.seq, 'RL-3017', `expected the outcome of ${callId}, the record has ${outcome.type}`, got, { type: 'ToolResult or ToolFailed', payload: { call_id: callId } })
+    return this.diverge(outcome.seq, 'RL-3017', `expected the outcome of ${callId}, the record has ${outcome.type}`, got(), { type: 'ToolResult or ToolFailed', payload: { call_id: callId } })
+  }
+
+  /** What a tool's contract is told about a call besides its arguments. */
+  private facts (grant: ReturnType<typeof delegateFuel> | undefined): CallFacts {
+    return {
+      ...(grant?.ok === true ? { fuelGranted: grant.fuel } : {}),
+      strict: this.recordedBuild,
+      ...(this.lineage === undefined ? {} : { lineage: this.lineage }),
+      ...(this.recorder === undefined ? {} : { recorder: this.recorder })
+    }
   }
 
   /** The fuel a reach.delegate call hands its sub-run, taken from what the run has left (delegate-fuel.ts). */
   private grant (tool: string, args: JsonObject): ReturnType<typeof delegateFuel> | undefined {
     if (tool !== 'reach.delegate') return undefined
-    const g = delegateFuel(args, this.delegateLeft, Math.max(0, this.start.budget.fuel - (this.sandbox?.fuelUsed ?? 0)))
+    const g = delegateFuel(args, this.delegateLeft, Math.max(0, this.start.budget.fuel - (this.sandbox?.fuelUsed ?? 0)), this.recordedBuild)
     if (g.ok) this.delegateLeft = g.left
     return g
   }
@@ -400,7 +486,8 @@ export class Interpreter {
       fuel_used: outcome.fuel_used,
       events: this.count,
       last: this.last as Event,
-      legacyEngine: !this.recordedBuild
+      legacyEngine: !this.recordedBuild,
+      delegated: this.delegated
     }
   }
 }

@@ -8,6 +8,18 @@
  */
 import type { Event } from '../../protocol/event.ts'
 
+/**
+ * Reading the record failed (the stream broke, a peer's error, a chain failure on arrival): not
+ * the pack's doing, so the run loop passes it on as it is instead of recording a RunFailed.
+ */
+export class RecordReadError extends Error {
+  readonly error: unknown
+  constructor (error: unknown) {
+    super((error as Error)?.message ?? String(error))
+    this.error = error
+  }
+}
+
 export interface RecordCursor {
   /** The next recorded event; undefined once the record has ended (after `fill`). */
   peek (): Event | undefined
@@ -66,7 +78,13 @@ export class StreamCursor implements RecordCursor {
 
   async fill (n: number): Promise<void> {
     while (this.needs(n)) {
-      const next = await this.source.next()
+      let next: IteratorResult<readonly Event[]>
+      try {
+        next = await this.source.next()
+      } catch (err) {
+        this.done = true
+        throw err
+      }
       if (next.done === true) {
         this.done = true
         return

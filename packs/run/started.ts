@@ -8,6 +8,7 @@ import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
 import type { ErrorCode } from '../../protocol/errors.ts'
 import type { Event } from '../../protocol/event.ts'
 import { hashCanonical, isHash } from '../../protocol/hash.ts'
+import { lineageHops } from '../../protocol/lineage.ts'
 import type { EngineBuild } from '../../protocol/run.ts'
 import { BUDGET_FIELDS } from '../manifest.ts'
 import type { Divergence, Engine, RunBudget, RunPack, RunStart } from './types.ts'
@@ -48,8 +49,15 @@ function budgetProblem (b: unknown): string | undefined {
   return undefined
 }
 
+/** What the run loop knows of a run's place in a delegation chain (its recorded lineage). */
+export interface LineageFacts {
+  depth: number
+  /** Every `from` and `to` of its hops: none of them can answer a delegation of this run. */
+  peers: ReadonlySet<string>
+}
+
 export type StartedCheck =
-  | { ok: true, start: RunStart, engineVersion: string, build: EngineBuild | null }
+  | { ok: true, start: RunStart, engineVersion: string, build: EngineBuild | null, lineage?: LineageFacts }
   | { ok: false, divergence: Divergence }
 
 function refuse (code: ErrorCode, reason: string, recorded: JsonValue, replayed: JsonValue): StartedCheck {
@@ -61,7 +69,7 @@ function refuse (code: ErrorCode, reason: string, recorded: JsonValue, replayed:
  * compared part by part (version, WebAssembly module, prelude) so that a replay on another build
  * says which part differs (RL-3021) instead of diverging later at a fuel count.
  */
-export function checkStarted (first: Event | undefined, pack: RunPack, engine: Pick<Engine, 'version' | 'build'>, granted: readonly string[]): StartedCheck {
+export function checkStarted (first: Event | undefined, pack: RunPack, engine: Pick<Engine, 'version' | 'build'>, granted: readonly string[], recorder?: string): StartedCheck {
   if (first === undefined || first.type !== 'RunStarted') {
     return refuse('RL-3017', 'a run log begins with RunStarted', first === undefined ? null : { type: first.type }, { type: 'RunStarted' })
   }
@@ -87,11 +95,21 @@ export function checkStarted (first: Event | undefined, pack: RunPack, engine: P
   if (budget !== undefined) return refuse('RL-3017', `RunStarted ${budget}`, p.budget ?? null, null)
   const inputHash = hashCanonical(p.input)
   if (p.input_hash !== inputHash) return refuse('RL-3017', 'RunStarted input_hash is not the hash of its input', p.input_hash, inputHash)
-  if (Object.hasOwn(p, 'lineage') && !isObject(p.lineage)) return refuse('RL-3017', 'RunStarted lineage is not an object', p.lineage ?? null, null)
+  let lineage: LineageFacts | undefined
+  if (Object.hasOwn(p, 'lineage')) {
+    // The recording node's claim of who asked it, held to the rule a delegation server holds a
+    // request to (SPEC §10.5): a chain of hops, each signed by its `from`, ending at that node.
+    const hops = lineageHops(p.lineage)
+    if (typeof hops === 'string') return refuse('RL-3017', `RunStarted ${hops}`, p.lineage ?? null, null)
+    const last = hops.at(-1)
+    if (last !== undefined && recorder !== undefined && last.to !== recorder) return refuse('RL-3017', `the run's last hop asked ${last.to}, not the node that signed its log (${recorder})`, last.to, recorder)
+    lineage = { depth: hops.length, peers: new Set(hops.flatMap((h) => [h.from, h.to])) }
+  }
   return {
     ok: true,
     engineVersion: engine.version,
     build,
+    ...(lineage === undefined ? {} : { lineage }),
     start: {
       pack,
       input: p.input as JsonValue,

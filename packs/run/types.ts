@@ -86,6 +86,12 @@ export interface ReplayOutcome {
   last: Event
   /** The record named no engine build (a run from before builds were recorded): only the version was compared. */
   legacyEngine: boolean
+  /**
+   * The delegated results the run used, each checked against its peer's signature and bound to
+   * its call, but not replayed here: the child runs are their peers' to show (verify them with
+   * their peer and run id).
+   */
+  delegated: Array<{ seq: number, peer: string, run_id: string, fingerprint: string }>
 }
 
 /** Where a replay parted from the record: the first seq, why, and what each side had. */

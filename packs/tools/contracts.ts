@@ -5,25 +5,63 @@
  * gives (a clock reading that is not a number, 3 random bytes for a request of 32, a delegated
  * result its peer did not sign). The contracts are part of the engine version.
  */
-import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
+import { canonicalize, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
 import { decodeCheckpoint, verifyCheckpoint } from '../../protocol/checkpoint.ts'
 import { isReachError, type ErrorCode } from '../../protocol/errors.ts'
 import { hashCanonical, isHash } from '../../protocol/hash.ts'
 import { publicKeyOfPeerId } from '../../protocol/peer-id.ts'
-import { runOutcomeHash } from '../../protocol/run.ts'
+import { MAX_LINEAGE_DEPTH } from '../../protocol/lineage.ts'
+import { fingerprintOf, runOutcomeHash, type RunRecord } from '../../protocol/run.ts'
 import type { Capability } from '../manifest.ts'
 
-/** What the run loop decided about a call before the tool ran (only reach.delegate has any). */
+/** What the run loop knows about a call besides its arguments. */
 export interface CallFacts {
-  /** reach.delegate: the fuel granted to the sub-run. */
+  /** reach.delegate: the fuel the run loop granted the sub-run. */
   fuelGranted?: number
+  /**
+   * The rules of runs that record their engine build (every run this version writes): a
+   * delegated result carries the child's record, bound to the call, and needs a lineage. Off for
+   * older runs, whose results were recorded without them.
+   */
+  strict?: boolean
+  /** The calling run's lineage: its depth and every peer in its chain (none may answer it). */
+  lineage?: { depth: number, peers: ReadonlySet<string> }
+  /** The node that recorded the run (its log's signer), when the verifier knows it. */
+  recorder?: string
 }
 
 export interface ToolContract {
   /** A call interrupted by a crash may be repeated on resume (SPEC §8). */
   idempotent: boolean
-  /** Why `result` cannot be this tool's answer to `args`, or undefined. */
+  /**
+   * Why the tool refuses these arguments (it then fails the call, RL-3018), or undefined. The host
+   * tool runs this same check, so a replay knows which calls can only have failed.
+   */
+  argsProblem (args: JsonObject): string | undefined
+  /** Why `result` cannot be this tool's answer to `args` (whose form is right), or undefined. */
   resultProblem (args: JsonObject, result: JsonValue, facts: CallFacts): string | undefined
+}
+
+/** Random bytes per call: enough for ids and nonces, too little to be a memory lever. */
+export const MAX_RANDOM_BYTES = 1024
+/** kv keys are short identifiers, not storage for blobs. */
+export const MAX_KV_KEY_LENGTH = 256
+
+function kvKeyProblem (args: JsonObject): string | undefined {
+  const key = args.key
+  return typeof key === 'string' && key.length > 0 && key.length <= MAX_KV_KEY_LENGTH ? undefined : `kv key must be a string of 1 to ${MAX_KV_KEY_LENGTH} characters`
+}
+
+/** The URL http.fetch would ask for, or why it refuses it (the host allowlist is the node's policy, checked by the tool). */
+export function httpUrl (args: JsonObject): URL | string {
+  let url: URL
+  try {
+    url = new URL(String(args.url))
+  } catch {
+    return `http.fetch url is not a URL: ${String(args.url)}`
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `http.fetch allows http and https only, not ${url.protocol}`
+  return url
 }
 
 function isObject (v: unknown): v is JsonObject {
@@ -41,14 +79,15 @@ function membersProblem (v: unknown, required: readonly string[], optional: read
 const CODE = /^RL-[1-6]\d{3}$/
 const RUN_ID = /^run_[0-9a-f]{20}$/
 
-/** The random.bytes size asked for: what the tool itself would read (an invalid n fails the call). */
-function randomBytesAsked (args: JsonObject): number {
-  return typeof args.n === 'number' ? args.n : 32
+/** The random.bytes size asked for (32 when not given), or why the tool refuses it. */
+export function randomBytesAsked (args: JsonObject): number | string {
+  const n = args.n ?? 32
+  return Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= MAX_RANDOM_BYTES ? n as number : `random.bytes n must be an integer from 1 to ${MAX_RANDOM_BYTES}`
 }
 
 /** A delegated run's result must be what its peer signed: the checkpoint, the outcome and the grant. */
 function delegateResultProblem (args: JsonObject, result: JsonValue, facts: CallFacts): string | undefined {
-  const shape = membersProblem(result, ['peer', 'status', 'run_id', 'fingerprint', 'checkpoint', 'fuel_granted'], ['output', 'error'])
+  const shape = membersProblem(result, ['peer', 'status', 'run_id', 'fingerprint', 'checkpoint', 'fuel_granted', ...(facts.strict === true ? ['record'] : [])], ['output', 'error'])
   if (shape !== undefined) return shape
   const r = result as JsonObject
   if (r.fuel_granted !== facts.fuelGranted) return `fuel_granted ${String(r.fuel_granted)} is not the ${String(facts.fuelGranted)} the run loop granted`
@@ -59,38 +98,79 @@ function delegateResultProblem (args: JsonObject, result: JsonValue, facts: Call
   if (error !== null && (membersProblem(error, ['code', 'message']) !== undefined || typeof (error as JsonObject).code !== 'string' || !CODE.test((error as JsonObject).code as string) || typeof (error as JsonObject).message !== 'string')) return 'error is not {code, message}'
   if (typeof r.peer !== 'string' || typeof r.checkpoint !== 'string') return 'peer or checkpoint is not a string'
   if (typeof args.peer === 'string' && args.peer !== r.peer) return `the call named peer ${args.peer}, the result is from ${r.peer}`
+  // Who could have answered: never the recording node itself, nor a peer already in its chain.
+  if (r.peer === facts.recorder) return `${r.peer} ran the calling run: a node never delegates to itself`
+  if (facts.lineage?.peers.has(r.peer) === true) return `${r.peer} is already in this run's delegation chain: it refuses such a request (RL-4005)`
+  if (facts.strict === true) {
+    if (facts.lineage === undefined) return 'a run started without a lineage has no reach.delegate: only a ToolFailed can be its outcome'
+    if (facts.lineage.depth >= MAX_LINEAGE_DEPTH) return `a run at depth ${facts.lineage.depth} cannot delegate deeper`
+  }
+  const outputHash = r.status === 'completed' ? hashCanonical(r.output) : null
+  let checkpoint
   try {
-    const checkpoint = decodeCheckpoint(r.checkpoint)
+    checkpoint = decodeCheckpoint(r.checkpoint)
     verifyCheckpoint(checkpoint, { expectedSigner: publicKeyOfPeerId(r.peer) })
-    const outcome = runOutcomeHash({ status: r.status, output_hash: r.status === 'completed' ? hashCanonical(r.output) : null, error: error as { code: ErrorCode, message: string } | null })
-    if (checkpoint.state_hash !== outcome) return `the checkpoint of ${r.peer} does not sign this outcome`
   } catch (err) {
     return `the checkpoint is not ${r.peer}'s (${isReachError(err) ? `${err.code} ` : ''}${(err as Error).message})`
   }
+  if (checkpoint.kind !== undefined && checkpoint.kind !== 'run') return `the checkpoint of ${r.peer} is of a ${checkpoint.kind} log, not of a run`
+  // A finished run has at least RunStarted and its end.
+  if (checkpoint.at_seq < 1) return `the checkpoint of ${r.peer} covers one event: no finished run is that short`
+  if (checkpoint.state_hash !== runOutcomeHash({ status: r.status, output_hash: outputHash, error: error as { code: ErrorCode, message: string } | null })) return `the checkpoint of ${r.peer} does not sign this outcome`
+  if (facts.strict === true) return childRecordProblem(args, r, outputHash, checkpoint.log_hash)
+  return undefined
+}
+
+/**
+ * The child's record, which the result carries, must be the run the call asked for, whose log
+ * the signed checkpoint ends: its pack, its input, its outcome and its fingerprint.
+ */
+function childRecordProblem (args: JsonObject, r: JsonObject, outputHash: string | null, logHash: string): string | undefined {
+  const rec = r.record
+  if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) return 'record is not an object'
+  const c = rec as JsonObject
+  if (c.artifact_hash !== args.pack) return `the child run is of pack ${String(c.artifact_hash)}, not the ${String(args.pack)} asked for`
+  if (c.input_hash !== hashCanonical(args.input ?? null)) return 'the child run was given another input than the one asked for'
+  if (c.run_id !== r.run_id || c.status !== r.status || c.output_hash !== outputHash || canonicalize(c.error ?? null) !== canonicalize(r.error ?? null)) return 'the child record does not say what the result says (run id, status, output or error)'
+  if (c.event_log_hash !== logHash) return 'the child record is not of the log its checkpoint ends'
+  let fingerprint: string
+  try {
+    fingerprint = fingerprintOf(c as unknown as RunRecord)
+  } catch {
+    return 'the child record cannot be fingerprinted'
+  }
+  if (c.fingerprint !== fingerprint || r.fingerprint !== fingerprint) return 'the fingerprint is not the child record\'s'
   return undefined
 }
 
 export const TOOL_CONTRACTS: Readonly<Record<Capability, ToolContract>> = {
   'clock.now': {
     idempotent: true,
+    argsProblem: () => undefined,
     resultProblem: (_args, result) => membersProblem(result, ['now_ms']) ?? (Number.isSafeInteger((result as JsonObject).now_ms) && ((result as JsonObject).now_ms as number) >= 0 ? undefined : 'now_ms is not a non-negative integer')
   },
   'random.bytes': {
     idempotent: true,
+    argsProblem: (args) => { const n = randomBytesAsked(args); return typeof n === 'string' ? n : undefined },
     resultProblem: (args, result) => {
       const shape = membersProblem(result, ['hex'])
       if (shape !== undefined) return shape
       const hex = (result as JsonObject).hex
-      const n = randomBytesAsked(args)
+      const n = randomBytesAsked(args) as number
       return typeof hex === 'string' && hex.length === 2 * n && /^[0-9a-f]*$/.test(hex) ? undefined : `hex is not ${n} random bytes`
     }
   },
-  'kv.get': { idempotent: true, resultProblem: (_args, result) => membersProblem(result, ['value']) },
+  'kv.get': { idempotent: true, argsProblem: kvKeyProblem, resultProblem: (_args, result) => membersProblem(result, ['value']) },
   // Writing the same value under the same key twice leaves the same state.
-  'kv.put': { idempotent: true, resultProblem: (_args, result) => membersProblem(result, ['ok']) ?? ((result as JsonObject).ok === true ? undefined : 'ok is not true') },
+  'kv.put': {
+    idempotent: true,
+    argsProblem: (args) => kvKeyProblem(args) ?? (Object.hasOwn(args, 'value') ? undefined : 'kv.put needs a value'),
+    resultProblem: (_args, result) => membersProblem(result, ['ok']) ?? ((result as JsonObject).ok === true ? undefined : 'ok is not true')
+  },
   // GET only, so a repeat after a crash asks the same question again.
   'http.fetch': {
     idempotent: true,
+    argsProblem: (args) => { const url = httpUrl(args); return typeof url === 'string' ? url : undefined },
     resultProblem: (_args, result) => {
       const shape = membersProblem(result, ['status', 'body'])
       if (shape !== undefined) return shape
@@ -98,8 +178,9 @@ export const TOOL_CONTRACTS: Readonly<Record<Capability, ToolContract>> = {
       return Number.isSafeInteger(status) && (status as number) >= 100 && (status as number) <= 599 && typeof body === 'string' ? undefined : 'status is not an HTTP status or body is not text'
     }
   },
-  // Spends another node's resources: a repeat would run the sub-run twice.
-  'reach.delegate': { idempotent: false, resultProblem: delegateResultProblem }
+  // Spends another node's resources: a repeat would run the sub-run twice. Its arguments are the
+  // run loop's to check (delegate-fuel.ts), before the tool is called.
+  'reach.delegate': { idempotent: false, argsProblem: () => undefined, resultProblem: delegateResultProblem }
 }
 
 /** The contract of a capability, if the engine knows it. */

@@ -10,6 +10,10 @@
 import { randomBytes } from 'node:crypto'
 import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
 import { ReachError } from '../../protocol/errors.ts'
+import type { Capability } from '../manifest.ts'
+import { MAX_KV_KEY_LENGTH, MAX_RANDOM_BYTES, TOOL_CONTRACTS, httpUrl, randomBytesAsked } from './contracts.ts'
+
+export { MAX_KV_KEY_LENGTH, MAX_RANDOM_BYTES }
 
 export interface ToolContext {
   /** The pack's namespace (its manifest name): kv keys never cross packs. */
@@ -39,21 +43,18 @@ export interface ToolsInit {
   httpMaxBytes?: number
 }
 
-/** Random bytes per call: enough for ids and nonces, too little to be a memory lever. */
-export const MAX_RANDOM_BYTES = 1024
 /** Response bodies handed to a pack are capped: they are recorded in the log. */
 export const DEFAULT_HTTP_MAX_BYTES = 64 * 1024
-/** kv keys are short identifiers, not storage for blobs. */
-export const MAX_KV_KEY_LENGTH = 256
 
 function fail (message: string): never {
   throw new ReachError('RL-3018', { message })
 }
 
-function kvKey (args: JsonObject): string {
-  const key = args.key
-  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KV_KEY_LENGTH) fail(`kv key must be a string of 1 to ${MAX_KV_KEY_LENGTH} characters`)
-  return key
+/** The tool's arguments as its contract requires them (contracts.ts: the replay checks the same). */
+function checked (tool: Capability, args: JsonObject): JsonObject {
+  const problem = TOOL_CONTRACTS[tool].argsProblem(args)
+  if (problem !== undefined) fail(problem)
+  return args
 }
 
 export function hostTools (init: ToolsInit): Map<string, Tool> {
@@ -66,34 +67,23 @@ export function hostTools (init: ToolsInit): Map<string, Tool> {
     },
     {
       capability: 'random.bytes',
-      run: async (args) => {
-        const n = args.n ?? 32
-        if (!Number.isSafeInteger(n) || (n as number) < 1 || (n as number) > MAX_RANDOM_BYTES) fail(`random.bytes n must be an integer from 1 to ${MAX_RANDOM_BYTES}`)
-        return { hex: randomBytes(n as number).toString('hex') }
-      }
+      run: async (args) => ({ hex: randomBytes(randomBytesAsked(checked('random.bytes', args)) as number).toString('hex') })
     },
     {
       capability: 'kv.get',
-      run: async (args, ctx) => ({ value: (await init.kv.get(ctx.pack, kvKey(args))) ?? null })
+      run: async (args, ctx) => ({ value: (await init.kv.get(ctx.pack, checked('kv.get', args).key as string)) ?? null })
     },
     {
       capability: 'kv.put',
       run: async (args, ctx) => {
-        if (!('value' in args)) fail('kv.put needs a value')
-        await init.kv.put(ctx.pack, kvKey(args), args.value as JsonValue)
+        await init.kv.put(ctx.pack, checked('kv.put', args).key as string, args.value as JsonValue)
         return { ok: true }
       }
     },
     {
       capability: 'http.fetch',
       run: async (args, ctx) => {
-        let url: URL
-        try {
-          url = new URL(String(args.url))
-        } catch {
-          fail(`http.fetch url is not a URL: ${String(args.url)}`)
-        }
-        if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(`http.fetch allows http and https only, not ${url.protocol}`)
+        const url = httpUrl(checked('http.fetch', args)) as URL
         if (!allow.has(url.host)) fail(`http.fetch: host ${url.host} is not on this node's allowlist`)
         const res = await fetch(url, { method: 'GET', redirect: 'error', signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(10_000)]) })
           .catch((err: Error) => fail(`http.fetch ${url.host}: ${err.message}`))
