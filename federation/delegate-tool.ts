@@ -38,7 +38,9 @@ export function delegateTool (delegator: Delegator, lineage: Lineage, runSignal:
         run_id: d.run_id,
         fingerprint: d.record.fingerprint,
         checkpoint: d.checkpoint,
-        fuel_granted: fuel
+        fuel_granted: fuel,
+        // The child's record, checked by the delegator: a replay binds the result to this call with it.
+        record: d.record as unknown as JsonValue
       } as JsonValue
     }
   }

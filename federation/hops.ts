@@ -4,8 +4,8 @@
  * previous hop's signature); a server checks the whole chain before it remembers the nonce.
  */
 import { ReachError } from '../protocol/errors.ts'
-import { signDomain, verifyDomain, type Signer } from '../protocol/keys.ts'
-import { publicKeyOfPeerId } from '../protocol/peer-id.ts'
+import { signDomain, type Signer } from '../protocol/keys.ts'
+import { hopChainProblem } from '../protocol/lineage.ts'
 import { HOP_SIGNATURE_KIND, hopBody, requestDigest, type DelegateRequest, type Hop } from '../protocol/wire.ts'
 
 export type HopRequest = Pick<DelegateRequest, 'delegation_id' | 'pack_cid' | 'input' | 'budget' | 'nonce' | 'deadline'>
@@ -28,20 +28,6 @@ export function checkAncestry (request: DelegateRequest, caller: string, self: s
   const last = hops.at(-1) as Hop
   if (last.from !== caller || last.to !== self) throw new ReachError('RL-4006', { message: `the last hop is ${last.from} → ${last.to}, but ${caller} is asking ${self}` })
   if (last.request !== requestDigest(request)) throw new ReachError('RL-4006', { message: 'the last hop was signed for another request' })
-  let previous: string | null = null
-  hops.forEach((hop, i) => {
-    if (i > 0 && hop.from !== hops[i - 1]?.to) throw new ReachError('RL-4006', { message: `hop ${i + 1} starts at ${hop.from}, not where hop ${i} ended` })
-    let key: string
-    try {
-      key = publicKeyOfPeerId(hop.from)
-    } catch {
-      throw new ReachError('RL-4006', { message: `hop ${i + 1}: ${hop.from} is not an Ed25519 peer id` })
-    }
-    const signature = Buffer.from(hop.signature, 'base64url')
-    // One spelling per signature: base64url's spare bits must be zero.
-    if (signature.toString('base64url') !== hop.signature || !verifyDomain(key, HOP_SIGNATURE_KIND, hopBody(i, hop, previous), signature)) {
-      throw new ReachError('RL-4006', { message: `hop ${i + 1} (${hop.from} → ${hop.to}) is not signed by ${hop.from}` })
-    }
-    previous = hop.signature
-  })
+  const problem = hopChainProblem(hops)
+  if (problem !== undefined) throw new ReachError('RL-4006', { message: problem })
 }

@@ -34,6 +34,8 @@ export interface RemoteVerdict {
   divergence?: Pick<Divergence, 'seq' | 'code' | 'reason'>
   /** The run named no engine build (recorded before builds were): only its engine version was compared. */
   legacy_engine?: boolean
+  /** Delegated results the run used, checked against their peers' signatures but not replayed here (ReplayOutcome.delegated). */
+  delegated?: Array<{ seq: number, peer: string, run_id: string, fingerprint: string }>
 }
 
 export interface VerifyOptions {
@@ -84,7 +86,7 @@ export async function verifyRemoteRun (log: LogStream, pack: StoredPack, engine:
     if ((started.payload as JsonObject | null)?.pack_cid !== pack.cid) invalid('the log was recorded with another pack')
     if (options.maxBudget !== undefined) overBudget(started, options.maxBudget)
 
-    const verdict = await replayRun(runPackOf(pack), engine, cursor)
+    const verdict = await replayRun(runPackOf(pack), engine, cursor, { recorder: log.peer })
     // Read and check the rest (after a divergence, or events past the run's end) without replaying it.
     await cursor.drain()
 
@@ -107,7 +109,12 @@ export async function verifyRemoteRun (log: LogStream, pack: StoredPack, engine:
       const { seq, code, reason } = verdict.divergence
       return { verified: false, record, divergence: { seq, code, reason } }
     }
-    return { verified: true, record, ...(verdict.outcome.legacyEngine ? { legacy_engine: true } : {}) }
+    return {
+      verified: true,
+      record,
+      ...(verdict.outcome.legacyEngine ? { legacy_engine: true } : {}),
+      ...(verdict.outcome.delegated.length === 0 ? {} : { delegated: verdict.outcome.delegated })
+    }
   } finally {
     log.close()
   }

@@ -186,7 +186,7 @@ export class LocalNode {
           for (const tool of options.toolsFor?.(lineage) ?? []) all.set(tool.capability, tool)
           return all
         }
-        done.push((await this.runs.resume(r.run_id, runPackOf(pack), this.engine, this.policy.granted_capabilities, tools, options.signalFor)).record)
+        done.push((await this.runs.resume(r.run_id, runPackOf(pack), this.engine, { version: policyVersion(this.policy), granted: this.policy.granted_capabilities }, tools, options.signalFor)).record)
       }
     })
     return done

@@ -143,7 +143,8 @@ return [
         })
         if (body.verify !== true) return { delegation: d }
         const verdict = await verify(d.peer, d.run_id, { pack_cid: d.pack_cid, head: d.log_head, record: d.record }, req.signal)
-        return { delegation: d, verification: { verified: verdict.verified, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }), ...(verdict.legacy_engine === true ? { legacy_engine: true } : {}) } }
+        const { record: _record, ...verification } = verdict
+        return { delegation: d, verification }
       }
     },
     {
@@ -153,7 +154,7 @@ return [
         const peer = requireString(req.body, 'peer')
         const runId = requireString(req.body, 'run_id')
         const verdict = await verify(peer, runId, {}, req.signal)
-        return { peer, run_id: runId, verified: verdict.verified, record: verdict.record, ...(verdict.divergence === undefined ? {} : { divergence: verdict.divergence }), ...(verdict.legacy_engine === true ? { legacy_engine: true } : {}) }
+        return { peer, run_id: runId, ...verdict }
       }
     },
     { method: 'GET', path: '/v1/delegations', handler: async () => ({ outgoing: delegator.list(), serving: server.list() }) },

@@ -242,13 +242,15 @@ export class RunStore implements RunReader {
    * Continue a run a dead process left unfinished (no tool whose result was recorded runs again).
    * `tools`: given the run's recorded lineage, the tools a new run there would get. A run that
    * another engine build started cannot be finished here (its fuel count would mix two builds):
-   * it ends with RunFailed RL-3021. A recorded prefix this pack does not reproduce is RL-3017.
+   * it ends with RunFailed RL-3021. One whose policy has changed since ends RunCancelled RL-3022
+   * where its record ends (that still replays). A recorded prefix this pack does not reproduce is
+   * RL-3017.
    */
-  async resume (runId: string, pack: RunPack, engine: Engine, granted: readonly string[], tools: (lineage: JsonObject | undefined) => Map<string, Tool>, signalFor?: (lineage: JsonObject | undefined) => AbortSignal | undefined): Promise<RunSeal & { outcome: RunOutcome }> {
+  async resume (runId: string, pack: RunPack, engine: Engine, policy: RunPolicy, tools: (lineage: JsonObject | undefined) => Map<string, Tool>, signalFor?: (lineage: JsonObject | undefined) => AbortSignal | undefined): Promise<RunSeal & { outcome: RunOutcome }> {
     const store = await this.log(this.check(runId), { repair: true })
     try {
       const recorded = await store.readAll()
-      const started = startOf(recorded, pack, engine, granted)
+      const started = startOf(recorded, pack, engine, policy.granted)
       const sink = runSink(new EventLog(store))
       let outcome: RunOutcome
       if (!started.ok) {
@@ -260,7 +262,14 @@ export class RunStore implements RunReader {
       } else {
         try {
           const lineage = started.start.lineage
-          outcome = await resumeRun(started, recorded, engine, sink, tools(lineage), signalFor?.(lineage))
+          // A run goes on only under the policy it started with (a replay holds its gate decisions
+          // to one policy): under another, it ends where its record ends, cancelled (RL-3022).
+          const changed = started.start.policy.version !== policy.version
+            ? AbortSignal.abort(new ReachError('RL-3022', { message: `the node's policy changed while ${runId} was unfinished (recorded ${started.start.policy.version.slice(0, 12)}…, now ${policy.version.slice(0, 12)}…): not continued under another policy` }))
+            : undefined
+          const deadline = signalFor?.(lineage)
+          const signal = changed ?? deadline
+          outcome = await resumeRun(started, recorded, engine, sink, tools(lineage), signal)
         } catch (err) {
           const d = (err as { divergence?: { seq: number, reason: string } }).divergence
           if (d === undefined) throw err

@@ -17,6 +17,14 @@ import { ensureHome, homePaths } from '../../home.ts'
 import type { Report } from '../io.ts'
 import { parseJsonOption, parseObjectOption, short } from '../io.ts'
 
+type Delegated = { seq: number, peer: string, run_id: string }
+
+/** A verified run's delegated results rest on their peers' signatures: say so, and how to check them. */
+function delegatedNote (delegated: Delegated[] | undefined): string {
+  if (delegated === undefined || delegated.length === 0) return ''
+  return `; ${delegated.length} delegated result(s) checked against their peers' signatures, not replayed here: ${delegated.map((d) => `reach verify-remote ${d.peer} ${d.run_id}`).join('; ')}`
+}
+
 /** How long a delegation runs before `reach delegate` says how to cancel it. */
 const CANCEL_HINT_MS = 300
 
@@ -126,7 +134,7 @@ export async function delegate (opts: Record<string, unknown>, io: { json: boole
   const onSigint = (): void => { abort.abort(new ReachError('RL-4015', { message: 'cancelled (Ctrl-C)' })) }
   process.once('SIGINT', onSigint)
   try {
-    const r = await api<{ delegation: Record<string, unknown> & { record: JsonObject }, verification?: { verified: boolean, divergence?: { seq: number, reason: string } } }>('POST', '/v1/delegate', {
+    const r = await api<{ delegation: Record<string, unknown> & { record: JsonObject }, verification?: { verified: boolean, divergence?: { seq: number, code: string, reason: string }, delegated?: Delegated[] } }>('POST', '/v1/delegate', {
       pack: args[0],
       input,
       delegation_id: delegationId,
@@ -145,7 +153,7 @@ export async function delegate (opts: Record<string, unknown>, io: { json: boole
     const attempts = d.attempts as Array<{ peer: string, code: string }>
     for (const a of attempts) human.push(`  retried after ${a.peer}: ${a.code}`)
     if (r.verification !== undefined) {
-      human.push(r.verification.verified ? 'REPLAY_VERIFIED (log fetched from the peer and replayed here)' : `REPLAY_DIVERGED at seq ${r.verification.divergence?.seq ?? '?'} (RL-4018): ${r.verification.divergence?.reason ?? ''}`)
+      human.push(r.verification.verified ? `REPLAY_VERIFIED (log fetched from the peer and replayed here)${delegatedNote(r.verification.delegated)}` : `REPLAY_DIVERGED at seq ${r.verification.divergence?.seq ?? '?'} (RL-4018, ${r.verification.divergence?.code ?? 'RL-3017'}): ${r.verification.divergence?.reason ?? ''}`)
     }
     const failed = d.status !== 'completed' || r.verification?.verified === false
     const diverged = r.verification?.verified === false ? { error: { code: 'RL-4018', message: `the fetched log does not replay: ${r.verification.divergence?.reason ?? ''}`, seq: r.verification.divergence?.seq } } : {}
@@ -165,9 +173,9 @@ export async function cancel (_opts: Record<string, unknown>, _io: unknown, args
 }
 
 export async function verifyRemote (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
-  const r = await api<{ verified: boolean, divergence?: { seq: number, reason: string }, record: JsonObject }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
+  const r = await api<{ verified: boolean, divergence?: { seq: number, code: string, reason: string }, delegated?: Delegated[], record: JsonObject }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
   return {
-    human: [r.verified ? 'REPLAY_VERIFIED' : `REPLAY_DIVERGED at seq ${r.divergence?.seq ?? '?'} (RL-4018): ${r.divergence?.reason ?? ''}`, `Fingerprint: ${String(r.record.fingerprint)}`],
+    human: [r.verified ? `REPLAY_VERIFIED${delegatedNote(r.delegated)}` : `REPLAY_DIVERGED at seq ${r.divergence?.seq ?? '?'} (RL-4018, ${r.divergence?.code ?? 'RL-3017'}): ${r.divergence?.reason ?? ''}`, `Fingerprint: ${String(r.record.fingerprint)}`],
     json: { ...r, ...(r.verified ? {} : { error: { code: 'RL-4018', message: `the fetched log does not replay: ${r.divergence?.reason ?? ''}`, seq: r.divergence?.seq } }) },
     ...(r.verified ? {} : { exitCode: 1 })
   }
