@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ReachError, isReachError } from '../../protocol/errors.ts'
 import type { Event } from '../../protocol/event.ts'
 import { generateKeyPair } from '../../protocol/keys.ts'
+import { ArrayCursor, replayRun } from '../../packs/run/index.ts'
+import { hostTools } from '../../packs/tools/index.ts'
 import { ensureHome, homePaths } from '../../node/home.ts'
 import { RunStore } from '../../node/runs.ts'
 import type { EventStore } from '../../node/store/types.ts'
@@ -18,6 +20,10 @@ import { testEngine } from '../packs/helpers.ts'
 const BUDGET = { fuel: 100_000, memory_bytes: 16 << 20, output_bytes: 65536, tool_calls: 1, wall_ms: 5000 }
 const PACK = { cid: 'bafyimportpackaaaa', name: 'importable', entry: 'index.js', capabilities: [], files: { 'index.js': 'export function init (n) { return n }\nexport function reduce (s) { return { state: s, output: { n: s } } }' } }
 const dirs: string[] = []
+const POLICY_A = { version: 'a'.repeat(64), granted: ['clock.now'] }
+const BUDGET_2 = { ...BUDGET, tool_calls: 2 }
+/** Two clock readings, then the output. */
+const CLOCKED = { cid: 'bafyclockedpackaaa', name: 'clocked', entry: 'index.js', capabilities: ['clock.now'], files: { 'index.js': "export function init (n) { return { n, seen: 0 } }\nexport function reduce (s, e) {\n  if (e.type === 'Start') return { state: s, effects: [{ tool: 'clock.now', args: {} }] }\n  if (s.seen === 0) return { state: { ...s, seen: 1 }, effects: [{ tool: 'clock.now', args: {} }] }\n  return { state: s, output: { n: s.n } }\n}" } }
 let engine: Awaited<ReturnType<typeof testEngine>>
 
 async function store (options: ConstructorParameters<typeof RunStore>[2] = {}): Promise<RunStore> {
@@ -76,6 +82,42 @@ describe('importing a run', () => {
     fail = false
     await here.importRun(run.runId, run.events, run.record, run.checkpoint)
     expect(await here.checkpointText(run.runId)).toBe(run.checkpoint)
+    await here.close()
+  })
+})
+
+describe('resuming a run under a policy it did not start with', () => {
+  /** A run's first `k` events written as a killed node leaves them: a log with no end. */
+  async function unfinished (k: number): Promise<{ store: RunStore, runId: string, events: Event[] }> {
+    const origin = await store()
+    const { record } = await origin.start({ pack: CLOCKED, input: 3, budget: BUDGET_2, policy: POLICY_A, engine, tools: hostTools({ kv: { get: async () => undefined, put: async () => {} } }) })
+    const events = await origin.events(record.run_id)
+    await origin.close()
+    const here = await store()
+    const db = await here['database']()
+    const { LevelEventStore } = await import('../../node/store/level.ts')
+    const log = LevelEventStore.within(db, record.run_id)
+    await log.open({ create: true })
+    await log.appendBatch(events.slice(0, k))
+    await log.close()
+    return { store: here, runId: record.run_id, events: events.slice(0, k) }
+  }
+
+  it('ends RunCancelled RL-3022 where its record ends, and the whole log still replays', async () => {
+    const { store: here, runId } = await unfinished(3)
+    const r = await here.resume(runId, CLOCKED, engine, { version: 'b'.repeat(64), granted: ['clock.now'] }, () => hostTools({ kv: { get: async () => undefined, put: async () => {} } }))
+    expect(r.outcome).toMatchObject({ status: 'cancelled', error: { code: 'RL-3022' } })
+    const events = await here.events(runId)
+    expect(events.map((e) => e.type)).toEqual(['RunStarted', 'ToolCalled', 'ToolResult', 'RunCancelled'])
+    expect((await replayRun(CLOCKED, engine, new ArrayCursor(events))).ok).toBe(true)
+    await here.close()
+  })
+
+  it('under the policy it started with, it goes on to the end (the control)', async () => {
+    const { store: here, runId } = await unfinished(3)
+    const r = await here.resume(runId, CLOCKED, engine, POLICY_A, () => hostTools({ kv: { get: async () => undefined, put: async () => {} } }))
+    expect(r.outcome.status).toBe('completed')
+    expect((await here.events(runId)).at(-1)?.type).toBe('RunCompleted')
     await here.close()
   })
 })

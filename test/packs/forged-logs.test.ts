@@ -436,14 +436,48 @@ describe('the forged-log corpus: each forgery is a whole chain, fools the naive 
 })
 
 describe('a delegated result the run loop accepts', () => {
-  it('is one its peer signed, for the outcome it reports, with the fuel the loop granted', async () => {
+  it('is the child run its peer signed, of the pack and input asked for, with the fuel the loop granted', async () => {
+    // A real child run on another node (its own key), of the pack and input the parent asks for.
     const key = generateKeyPair()
-    const peer = peerIdOfPublicKey(key.publicKey)
-    const output = 7
-    const checkpoint = encodeCheckpoint(createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: 3, state_hash: runOutcomeHash({ status: 'completed', output_hash: hashCanonical(output), error: null }), log_hash: 'b'.repeat(64), merkle_root: 'c'.repeat(64), timestamp: 3 }, createSigner(key.seed)))
-    // The grant: half of what the parent has left when it calls (its budget minus the fuel it used).
-    const events = await forge(delegating, { input: null, decide: (_r, _i, used) => ({ result: { peer, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint, fuel_granted: Math.floor((BUDGET.fuel - used) / 2) } }) })
+    const peerStore = new RunStore(await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-forged-peer-')))), key.seed)
+    const child = pack('child', 'export function init (n) { return n }\nexport function reduce (s) { return { state: s, output: s * 7 } }', [], 'bafyexamplechild')
+    const run = await peerStore.start({ pack: child, input: 1, budget: BUDGET, policy: POLICY, engine, tools: new Map() })
+    await peerStore.close()
+    const result = (used: number): Decision => ({
+      result: {
+        peer: peerIdOfPublicKey(key.publicKey),
+        status: run.record.status,
+        output: run.outcome.output as JsonValue,
+        run_id: run.record.run_id,
+        fingerprint: run.record.fingerprint,
+        checkpoint: run.checkpointText,
+        // The grant: half of what the parent has left when it calls (its budget minus the fuel it used).
+        fuel_granted: Math.floor((BUDGET.fuel - used) / 2),
+        record: run.record as unknown as JsonValue
+      }
+    })
+    const root = (p: JsonObject): JsonObject => ({ ...p, lineage: { depth: 0, ancestry: [] } })
+    const events = await forge(delegating, { input: null, started: root, decide: (_r, _i, used) => result(used) })
     const verdict = await replayRun(delegating, engine, new ArrayCursor(events))
     expect(verdict).toMatchObject({ ok: true, outcome: { output: { child: 7, status: 'completed' } } })
+    // The same answer to a call for another input is refused: the record binds it to its call.
+    const other = pack('parent', DELEGATING.replace('input: 1', 'input: 2'), ['reach.delegate'], delegating.cid)
+    const moved = await forge(other, { input: null, started: root, decide: (_r, _i, used) => result(used) })
+    const refused = await replayRun(other, engine, new ArrayCursor(moved))
+    expect(refused).toMatchObject({ ok: false, divergence: { seq: 2, code: 'RL-3017' } })
+  })
+})
+
+describe('a run cut by its wall clock', () => {
+  it('is neither verified nor diverged: the replay is inconclusive (RL-3105 thrown), whatever the fuel it claims', async () => {
+    // A node cut the run at its third effect by its wall clock (a backstop, not a deterministic limit).
+    const cut = await forge(ledger, { input: 1, decide: honest })
+    const at = cut.findIndex((e) => e.type === 'ToolDenied')
+    const drafts = cut.slice(0, at).map((e) => ({ type: e.type, aggregate_id: e.aggregate_id, payload: e.payload }))
+    drafts.push({ type: 'RunFailed', aggregate_id: 'run', payload: { error: { code: 'RL-3105', message: 'wall clock' }, fuel_used: 12 } })
+    const events: Event[] = []
+    for (const d of drafts) events.push(nextEvent(events.at(-1) ?? null, d))
+    const outcome = await replayRun(ledger, engine, new ArrayCursor(events)).then((v) => v.ok ? 'verified' : `diverged ${v.divergence.code}`, (err: unknown) => (err as { code?: string }).code ?? String(err))
+    expect(outcome).toBe('RL-3105')
   })
 })
