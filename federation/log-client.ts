@@ -9,6 +9,7 @@ import { decodeCheckpoint, verifyCheckpoint, type Checkpoint } from '../protocol
 import { ReachError } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
 import { publicKeyOfPeerId } from '../protocol/peer-id.ts'
+import { isRunId } from '../protocol/run.ts'
 import { MAX_FRAME, PROTOCOLS } from '../protocol/wire.ts'
 import type { Dialer } from './components.ts'
 import { frames, isErrorFrame, peerError } from './frames.ts'
@@ -39,6 +40,8 @@ export interface LogStream {
 /** Fetch the header of `runId`'s log from `peer`; its checkpoint must be signed by the peer's key. */
 export async function fetchLog (dialer: Dialer, peer: string, runId: string, options: { signal?: AbortSignal } = {}): Promise<LogStream> {
   const signer = publicKeyOfPeerId(peer)
+  // A frame the peer would refuse as malformed is not sent: the caller's mistake is said here.
+  if (!isRunId(runId)) throw new ReachError('RL-3019', { message: `${runId} is not a run id` })
   let stream
   try {
     stream = await dialer.dial(peer, PROTOCOLS.log, { signal: options.signal ?? AbortSignal.timeout(LOG_TIMEOUT_MS) })

@@ -6,11 +6,10 @@ import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ReachError } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
+import { isRunId } from '../protocol/run.ts'
 import type { RunDatabase } from './run-db.ts'
 import { parseRecord, type Sealed } from './run-seal.ts'
 import { openStore } from './store/index.ts'
-
-const RUN_ID = /^run_[0-9a-f]{20}$/
 
 /** A run directory the move left where it was, and why. */
 export interface LegacyLeft {
@@ -30,7 +29,7 @@ export interface LegacyLeft {
  * next time the database is opened.
  */
 export async function moveLegacyRuns (db: RunDatabase, runsDir: string): Promise<LegacyLeft[]> {
-  const names = (await readdir(runsDir).catch(() => [] as string[])).filter((n) => RUN_ID.test(n))
+  const names = (await readdir(runsDir).catch(() => [] as string[])).filter(isRunId)
   const left: LegacyLeft[] = []
   if (names.length === 0) return left
   const { LevelEventStore } = await import('./store/level.ts')

@@ -12,7 +12,7 @@ import { chainError, verifyChain } from '../protocol/chain.ts'
 import { ReachError } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
 import { createSigner, type Signer } from '../protocol/keys.ts'
-import { TERMINAL_EVENTS, recordOf, type RunRecord } from '../protocol/run.ts'
+import { TERMINAL_EVENTS, isRunId, recordOf, type RunRecord } from '../protocol/run.ts'
 import { ArrayCursor, executeRun, replayRun, resumeRun, startOf, RUN_AGGREGATE, type Engine, type ReplayVerdict, type RunBudget, type RunOutcome, type RunPack, type RunPolicy } from '../packs/run/index.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import type { HomePaths } from './home.ts'
@@ -28,7 +28,6 @@ export { fingerprintOf, recordOf, type RunRecord } from '../protocol/run.ts'
 export type { RunSeal } from './run-seal.ts'
 
 const TERMINAL = TERMINAL_EVENTS
-const RUN_ID = /^run_[0-9a-f]{20}$/
 
 /** What reading a node's runs needs: the RunStore here, or a running node's (its control API). */
 export interface RunReader {
@@ -189,7 +188,7 @@ export class RunStore implements RunReader {
   }
 
   private check (runId: string): string {
-    if (!RUN_ID.test(runId)) throw new ReachError('RL-3019', { message: `${runId} is not a run id` })
+    if (!isRunId(runId)) throw new ReachError('RL-3019', { message: `${runId} is not a run id` })
     return runId
   }
 

@@ -12,6 +12,14 @@ import type { Event } from './event.ts'
 import { hashCanonical } from './hash.ts'
 
 /** The events that end a run. */
+/** A run id: `run_` and 20 hex digits (SPEC §8). */
+export const RUN_ID_PATTERN = '^run_[0-9a-f]{20}$'
+const RUN_ID = new RegExp(RUN_ID_PATTERN)
+
+export function isRunId (value: unknown): value is string {
+  return typeof value === 'string' && RUN_ID.test(value)
+}
+
 export const TERMINAL_EVENTS: ReadonlySet<string> = new Set(['RunCompleted', 'RunFailed', 'RunCancelled'])
 
 /** The build of the engine that ran a run: the hashes of what decides its fuel count (SPEC §8). */

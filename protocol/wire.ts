@@ -13,6 +13,7 @@
 import { Ajv, type ValidateFunction } from 'ajv'
 import { ReachError } from './errors.ts'
 import { hashCanonical } from './hash.ts'
+import { RUN_ID_PATTERN } from './run.ts'
 
 export const WIRE_VERSION = 1
 
@@ -64,7 +65,7 @@ export const LOG_BATCH_BYTES = 1024 * 1024
 const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' }
 const CID_TEXT = { type: 'string', minLength: 8, maxLength: 128, pattern: '^[a-z0-9]+$' }
 const PEER = { type: 'string', minLength: 16, maxLength: 128, pattern: '^[1-9A-HJ-NP-Za-km-z]+$' }
-const RUN_ID = { type: 'string', pattern: '^run_[0-9a-f]{20}$' }
+const RUN_ID = { type: 'string', pattern: RUN_ID_PATTERN }
 const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' }
 const SIG = { type: 'string', pattern: '^[A-Za-z0-9_-]{86}$' }
 const CODE = { type: 'string', pattern: '^RL-[1-6][0-9]{3}$' }

@@ -135,6 +135,20 @@ describe('its mutated twins fail with their codes', () => {
     expect(verdict).toMatchObject({ verified: false, divergence: { seq: 4, code: 'RL-3017' } })
   })
 
+  it('a run id that is not one: RL-3019 before anything is sent (the peer would call the frame malformed)', async () => {
+    const p = await peer(golden(), decodeCheckpoint(GOLDEN_CHECKPOINT).signer)
+    let dials = 0
+    const counting: Dialer = { ...p.dialer, dial: async (...args) => { dials++; return await p.dialer.dial(...args) } }
+    for (const bad of ['run_doesnotexist', '../../etc/passwd', expected.run_id + '0']) {
+      await expect(fetchLog(counting, p.peer, bad)).rejects.toMatchObject({ code: 'RL-3019' })
+    }
+    expect(dials).toBe(0)
+    // Control: the same dialer with the real id does dial and gets the log.
+    const log = await fetchLog(counting, p.peer, expected.run_id)
+    log.close()
+    expect(dials).toBe(1)
+  })
+
   it('the log cut short: RL-4014 (the header already says it is not the signed one)', async () => {
     expect(await verify({ ...golden(), events: GOLDEN.slice(0, -1), announced: GOLDEN.length - 1 })).toBe('RL-4014')
   })
