@@ -1,19 +1,21 @@
 /**
- * Security review of the replay verifier: forged logs that come back REPLAY_VERIFIED today, and
- * verdicts that name the wrong cause. Every test in the "holes" blocks asserts what the verifier
- * SHOULD do and fails until the hole is fixed; the "controls" show the set-up is honest (an
- * honest log of the same shape verifies), so each failure is the forgery's, not the fixture's.
+ * A security review of the replay verifier, after the first corpus (forged-logs.test.ts) was
+ * refused: twenty more forged logs that the replay of then called REPLAY_VERIFIED, and verdicts
+ * that named the wrong cause. Each block is one hole, graded by the review; each test shows the
+ * forgery fools the naive replay (the negative control) and is refused here with code and seq.
+ * The "controls" show the set-up is honest (a log of the same shape verifies), so each refusal
+ * is the forgery's, not the fixture's.
  *
  * The attacker is the node that ran the pack: it holds its own key (and can mint others), so its
- * logs are whole chains with valid signatures. `forge` and `naive` are copied from
- * forged-logs.test.ts (the forger's run loop, and the negative-control replay).
+ * logs are whole chains with valid signatures. The forger's run loop and the naive replay are in
+ * forgery.ts.
  */
 import { mkdtemp } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
 import { streamPair } from '@libp2p/utils'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { canonicalize, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
+import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
 import { createCheckpoint, encodeCheckpoint } from '../../protocol/checkpoint.ts'
 import { verifyChain } from '../../protocol/chain.ts'
 import { isReachError, ReachError } from '../../protocol/errors.ts'
@@ -27,9 +29,7 @@ import { MAX_FRAME } from '../../protocol/wire.ts'
 import { buildBundle } from '../../packs/bundle.ts'
 import type { StoredPack } from '../../packs/trust.ts'
 import { ArrayCursor, replayRun, runPackOf, type RunPack } from '../../packs/run/index.ts'
-import { startedPayload } from '../../packs/run/started.ts'
-import { hostTools, type KvBackend } from '../../packs/tools/index.ts'
-import { contractOf } from '../../packs/tools/contracts.ts'
+import { hostTools } from '../../packs/tools/index.ts'
 import type { Dialer } from '../../federation/components.ts'
 import { frames } from '../../federation/frames.ts'
 import { fetchLog } from '../../federation/log-client.ts'
@@ -37,38 +37,10 @@ import { verifyRemoteRun } from '../../federation/verify.ts'
 import { ensureHome, homePaths } from '../../node/home.ts'
 import { RunStore } from '../../node/runs.ts'
 import { manifest, testEngine, writePack } from './helpers.ts'
+import { BUDGET, DELEGATING, LEDGER, forge as forgeLog, memoryKv, naive as naiveReplay, pack, type ForgeOptions } from './forgery.ts'
+import type { Budget } from '../../packs/manifest.ts'
 
-const BUDGET = { fuel: 100_000, memory_bytes: 16 << 20, output_bytes: 65536, tool_calls: 4, wall_ms: 5000 }
 const POLICY = { version: 'c'.repeat(64), granted: ['clock.now', 'random.bytes', 'kv.get', 'kv.put', 'http.fetch'] }
-
-/** Same as forged-logs.test.ts: six effects, the output lists what the pack saw. */
-const LEDGER = `
-export function init (input) {
-  let x = 0
-  for (let i = 0; i < 300000; i++) x = (x + i) % 7
-  return { input, seen: [], x }
-}
-export function reduce (s, e) {
-  if (e.type === 'Start') return { state: s, effects: [
-    { tool: 'clock.now', args: {} },
-    { tool: 'random.bytes', args: { n: 8 } },
-    { tool: 'http.fetch', args: { url: 'http://example.test/' } },
-    { tool: 'kv.put', args: { key: 'k', value: s.input } },
-    { tool: 'kv.get', args: { key: 'k' } },
-    { tool: 'clock.now', args: {} }
-  ] }
-  const seen = [...s.seen, { type: e.type, tool: e.tool, result: e.result === undefined ? null : e.result, code: e.error ? e.error.code : null }]
-  if (seen.length === 6) return { state: s, output: seen }
-  return { state: { ...s, seen } }
-}`
-
-/** One delegation; its answer is the output. */
-const DELEGATING = `
-export function init () { return {} }
-export function reduce (s, e) {
-  if (e.type === 'Start') return { state: s, effects: [{ tool: 'reach.delegate', args: { pack: 'bafyexamplechild', input: 1 } }] }
-  return { state: s, output: { child: e.result === undefined ? null : e.result.output, status: e.result === undefined ? e.error.code : e.result.status } }
-}`
 
 /** Some other pack an honest peer ran for the forger earlier: a big balance. */
 const OTHER_CHILD = `
@@ -93,9 +65,6 @@ export function reduce (s, e) {
   return { state: s, output: { type: e.type, result: e.result === undefined ? null : e.result, code: e.error ? e.error.code : null } }
 }`
 
-const pack = (name: string, source: string, capabilities: string[], cid: string): RunPack =>
-  ({ cid, name, entry: 'index.js', capabilities, files: Object.freeze({ 'index.js': source }) })
-
 const ledger = pack('ledger', LEDGER, ['clock.now', 'random.bytes', 'kv.put', 'kv.get'], 'bafyledgerpackaaaa')
 const delegating = pack('parent', DELEGATING, ['reach.delegate'], 'bafyparentpackcccc')
 const otherChild = pack('other', OTHER_CHILD, [], 'bafyotherchildpackdd')
@@ -111,11 +80,6 @@ let honestPeerStore: RunStore
 /** The ledger pack as a real bundle (remote verification needs a CID it can check). */
 let ledgerBundle: StoredPack
 
-function memoryKv (): KvBackend {
-  const m = new Map<string, JsonValue>()
-  return { get: async (ns, k) => m.get(`${ns}/${k}`), put: async (ns, k, v) => { m.set(`${ns}/${k}`, v) } }
-}
-
 beforeAll(async () => {
   engine = await testEngine()
   store = new RunStore(await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-review-')))), storeKey.seed)
@@ -129,117 +93,14 @@ afterAll(async () => {
   await engine.sandboxes.close()
 })
 
-// ---------------------------------------------------------------------------------------------
-// forge / naive (copied from forged-logs.test.ts)
-
-function packEvent (type: string, callId: string, tool: string, body: { result?: JsonValue, error?: JsonValue }): string {
-  return canonicalize({ type, call_id: callId, tool, ...body } as JsonObject)
-}
-
-type Decision =
-  | { deny: { code: string, message: string } }
-  | { result: JsonValue }
-  | { error: { code: string, message: string } }
-
-interface ForgeOptions {
-  input: JsonValue
-  budget?: typeof BUDGET
-  started?: (p: JsonObject) => JsonObject
-  decide: (request: { call_id: string, tool: string, args: JsonObject }, index: number, fuelUsed: number) => Decision
-  end?: (p: JsonObject) => JsonObject
-  edit?: (draft: { type: string, aggregate_id: string, payload: JsonValue, metadata?: JsonObject }, seq: number) => void
-}
-
-async function forge (p: RunPack, o: ForgeOptions): Promise<Event[]> {
-  const budget = o.budget ?? BUDGET
-  const drafts: Array<{ type: string, aggregate_id: string, payload: JsonValue, metadata?: JsonObject }> = []
-  const add = (type: string, payload: JsonValue): void => { drafts.push({ type, aggregate_id: 'run', payload }) }
-  let started = startedPayload({ pack: p, input: o.input, budget, policy: POLICY, nonce: 'f'.repeat(32) }, engine)
-  if (o.started !== undefined) started = o.started(started)
-  add('RunStarted', started)
-  const sandbox = await engine.sandboxes.create(p.files, p.entry, { fuel: budget.fuel, memoryBytes: budget.memory_bytes, outputBytes: budget.output_bytes, wallMs: budget.wall_ms })
-  try {
-    sandbox.begin(o.input)
-    const queue = ['{"type":"Start"}']
-    let effectIndex = 0
-    for (let next = 0; next < queue.length; next++) {
-      const step = sandbox.step(queue[next] as string)
-      if (step.output !== undefined) {
-        let payload: JsonObject = { output: step.output, output_hash: hashCanonical(step.output), fuel_used: sandbox.fuelUsed }
-        if (o.end !== undefined) payload = o.end(payload)
-        add('RunCompleted', payload)
-        break
-      }
-      for (const effect of (step.effects ?? []) as JsonObject[]) {
-        const request = { call_id: `call-${drafts.length}`, tool: effect.tool as string, args: (effect.args ?? {}) as JsonObject }
-        const d = o.decide(request, effectIndex++, sandbox.fuelUsed)
-        if ('deny' in d) {
-          add('ToolDenied', { ...request, error: d.deny })
-          queue.push(packEvent('ToolDenied', request.call_id, request.tool, { error: d.deny }))
-          continue
-        }
-        add('ToolCalled', { ...request, idempotent: contractOf(request.tool)?.idempotent ?? false })
-        if ('result' in d) {
-          add('ToolResult', { call_id: request.call_id, result: d.result })
-          queue.push(packEvent('ToolResult', request.call_id, request.tool, { result: d.result }))
-        } else {
-          add('ToolFailed', { call_id: request.call_id, error: d.error })
-          queue.push(packEvent('ToolFailed', request.call_id, request.tool, { error: d.error }))
-        }
-      }
-    }
-  } finally {
-    sandbox.dispose()
-  }
-  drafts.forEach((d, seq) => o.edit?.(d, seq))
-  const events: Event[] = []
-  for (const d of drafts) events.push(nextEvent(events.at(-1) ?? null, d))
-  return events
-}
-
-async function naive (events: Event[], packsByName: Map<string, RunPack>): Promise<boolean> {
-  const started = events[0]?.payload as JsonObject
-  const p = packsByName.get(started.pack_name as string)
-  if (p === undefined) return false
-  const sandbox = await engine.sandboxes.create(p.files, p.entry)
-  try {
-    sandbox.begin(started.input as JsonValue)
-    const queue = ['{"type":"Start"}']
-    let at = 1
-    for (let next = 0; next < queue.length; next++) {
-      const step = sandbox.step(queue[next] as string)
-      if (step.output !== undefined) {
-        const end = events[at]
-        return end?.type === 'RunCompleted' && (end.payload as JsonObject).output_hash === hashCanonical(step.output) && at === events.length - 1
-      }
-      for (const effect of (step.effects ?? []) as JsonObject[]) {
-        const recorded = events[at]
-        if (recorded === undefined) return false
-        const p = recorded.payload as JsonObject
-        if (p.tool !== effect.tool) return false
-        if (recorded.type === 'ToolDenied') {
-          queue.push(packEvent('ToolDenied', p.call_id as string, p.tool as string, { error: p.error as JsonValue }))
-          at++
-          continue
-        }
-        const outcome = events[at + 1]
-        if (outcome === undefined) return false
-        const o = outcome.payload as JsonObject
-        queue.push(packEvent(outcome.type, o.call_id as string, p.tool as string, outcome.type === 'ToolResult' ? { result: o.result as JsonValue } : { error: o.error as JsonValue }))
-        at += 2
-      }
-    }
-    return false
-  } catch {
-    return false
-  } finally {
-    sandbox.dispose()
-  }
-}
+/** The forger's run loop and the naive replay (forgery.ts), with this file's budget and policy. */
+const forge = async (p: RunPack, o: Omit<ForgeOptions, 'budget' | 'policy'> & { budget?: Budget }): Promise<Event[]> =>
+  await forgeLog(engine, p, { budget: BUDGET, policy: POLICY, ...o })
+const naive = async (events: Event[], packs: Map<string, RunPack>): Promise<boolean> => await naiveReplay(engine, events, packs)
 
 const byName = new Map([['ledger', ledger], ['parent', delegating], ['gated', gated], ['one', one]])
 
-/** Whole chain, fools the naive replay, and (the assertion that fails today) is refused here with code@seq. */
+/** A whole chain that fools the naive replay, and is refused here with code@seq. */
 async function expectRefused (events: Event[], p: RunPack, code: string, seq: number): Promise<void> {
   expect(verifyChain(events).ok).toBe(true)
   expect(await naive(events, byName)).toBe(true)
@@ -267,7 +128,7 @@ function lineage (fromSeed: Uint8Array, to: string): JsonObject {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('controls (pass today)', () => {
+describe('controls', () => {
   it('an honest GATED run (clock.now granted, past the budget: RL-3016 twice) verifies', async () => {
     const spent = { code: 'RL-3016', message: "the run's budget of 1 tool calls is spent" }
     const events = await forge(gated, { input: null, budget: { ...BUDGET, tool_calls: 1 }, decide: (r) => r.tool === 'kv.get' ? { result: { value: null } } : { deny: spent } })
@@ -284,8 +145,8 @@ describe('controls (pass today)', () => {
   })
 })
 
-describe('CRITICAL: a delegated result is not bound to the child run it claims to be', () => {
-  it('a genuine result an honest peer signed for ANOTHER pack, input and fuel budget is accepted as its answer to this call', async () => {
+describe('CRITICAL: a delegated result must be the child run it claims to be', () => {
+  it('a genuine result an honest peer signed for ANOTHER pack, input and fuel budget, given as the answer to this call', async () => {
     // P really ran `other` (not bafyexamplechild) on input 999 (not 1) with 1,000,000 fuel (ten
     // times the parent's whole budget), and signed it. The forger replays that answer here.
     const child = await honestPeerStore.start({ pack: otherChild, input: 999, budget: { ...BUDGET, fuel: 1_000_000 }, policy: POLICY, engine, tools: new Map() })
@@ -296,52 +157,44 @@ describe('CRITICAL: a delegated result is not bound to the child run it claims t
       input: null,
       decide: (_r, _i, used) => ({ result: { peer, status: 'completed', output: child.outcome.output as JsonValue, run_id: child.record.run_id, fingerprint: child.record.fingerprint, checkpoint: child.checkpointText, fuel_granted: grantOf(used) } })
     })
-    // Today: { verified: true, output: { child: { balance: 999000 }, status: 'completed' } }.
-    // Should be: RL-3017 at the ToolResult (seq 2): the signed child run is not of args.pack / args.input.
+    // The replay of then said { verified: true, output: { child: { balance: 999000 } } }. Now
+    // RL-3017 at the ToolResult (seq 2): the signed child run is not of args.pack / args.input.
     await expectRefused(events, delegating, 'RL-3017', 2)
   })
 
-  it("fingerprint and run_id are free: a minted key's checkpoint with a fingerprint of nothing verifies", async () => {
+  it("fingerprint and run_id taken as free: a minted key's checkpoint with a fingerprint of nothing", async () => {
     const minted = generateKeyPair()
     const output = { balance: 1_000_000 }
     const events = await forge(delegating, {
       input: null,
       decide: (_r, _i, used) => ({ result: { peer: peerIdOfPublicKey(minted.publicKey), status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: hashCanonical('nothing'), checkpoint: mintedCheckpoint(minted.seed, output), fuel_granted: grantOf(used) } })
     })
-    // Should be: RL-3017 at seq 2 (fingerprint not the fingerprint of a record whose
+    // RL-3017 at seq 2 (the fingerprint is not that of a record whose
     // event_log_hash is the checkpoint's log_hash, artifact_hash args.pack, input_hash hash(args.input)).
     await expectRefused(events, delegating, 'RL-3017', 2)
   })
 })
 
-describe('HIGH: delegated results no engine could have recorded', () => {
-  it("a checkpoint of kind 'log' (not a run's) is accepted as the child run's", async () => {
-    const minted = generateKeyPair()
-    const output = 7
-    const events = await forge(delegating, {
-      input: null,
-      decide: (_r, _i, used) => ({ result: { peer: peerIdOfPublicKey(minted.publicKey), status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(minted.seed, output, { kind: 'log' }), fuel_granted: grantOf(used) } })
-    })
+/** A reach.delegate answer signed by `signer` (a key the forger minted) for a child run that never existed. */
+function mintedAnswer (signer = generateKeyPair(), checkpoint: { kind?: 'run' | 'log', at_seq?: number } = {}): ForgeOptions['decide'] {
+  const output = 7
+  const peer = peerIdOfPublicKey(signer.publicKey)
+  return (_r, _i, used) => ({ result: { peer, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(signer.seed, output, checkpoint), fuel_granted: grantOf(used) } })
+}
+
+describe('HIGH: delegated results no engine could have recorded are refused', () => {
+  it("a checkpoint of kind 'log' (not a run's) as the child run's", async () => {
+    const events = await forge(delegating, { input: null, decide: mintedAnswer(undefined, { kind: 'log' }) })
     await expectRefused(events, delegating, 'RL-3017', 2)
   })
 
-  it('a checkpoint at seq 0 (a log of one event cannot be a finished run) is accepted', async () => {
-    const minted = generateKeyPair()
-    const output = 7
-    const events = await forge(delegating, {
-      input: null,
-      decide: (_r, _i, used) => ({ result: { peer: peerIdOfPublicKey(minted.publicKey), status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(minted.seed, output, { at_seq: 0 }), fuel_granted: grantOf(used) } })
-    })
+  it('a checkpoint at seq 0 (a log of one event cannot be a finished run)', async () => {
+    const events = await forge(delegating, { input: null, decide: mintedAnswer(undefined, { at_seq: 0 }) })
     await expectRefused(events, delegating, 'RL-3017', 2)
   })
 
   it('a delegation answered in a run with no lineage (this implementation gives such a run no reach.delegate provider)', async () => {
-    const minted = generateKeyPair()
-    const output = 7
-    const events = await forge(delegating, {
-      input: null,
-      decide: (_r, _i, used) => ({ result: { peer: peerIdOfPublicKey(minted.publicKey), status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(minted.seed, output), fuel_granted: grantOf(used) } })
-    })
+    const events = await forge(delegating, { input: null, decide: mintedAnswer() })
     expect(Object.hasOwn(events[0]?.payload as JsonObject, 'lineage')).toBe(false)
     // The only outcome a real engine records here is ToolFailed RL-3018 "no host tool provides reach.delegate".
     await expectRefused(events, delegating, 'RL-3017', 2)
@@ -349,25 +202,23 @@ describe('HIGH: delegated results no engine could have recorded', () => {
 
   it('a delegation "answered" by the node that ran the parent (the last hop\'s `to`), which the delegator never picks', async () => {
     const self = generateKeyPair()
-    const selfId = peerIdOfPublicKey(self.publicKey)
     const caller = generateKeyPair()
-    const output = 7
     const events = await forge(delegating, {
       input: null,
-      started: (p) => ({ ...p, lineage: lineage(caller.seed, selfId) }),
-      decide: (_r, _i, used) => ({ result: { peer: selfId, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(self.seed, output), fuel_granted: grantOf(used) } })
+      started: (p) => ({ ...p, lineage: lineage(caller.seed, peerIdOfPublicKey(self.publicKey)) }),
+      decide: mintedAnswer(self)
     })
     await expectRefused(events, delegating, 'RL-3017', 2)
   })
 })
 
-describe('HIGH: gate decisions no engine makes (RL-3009 and RL-3016 mixed for one tool)', () => {
+describe('HIGH: gate decisions no engine makes are refused (RL-3009 and RL-3016 mixed for one tool)', () => {
   const spent = { code: 'RL-3016', message: "the run's budget of 1 tool calls is spent" }
   const ungranted = { code: 'RL-3009', message: "this node's policy does not grant clock.now" }
 
   it('RL-3016 for clock.now (so the policy granted it), then RL-3009 for clock.now (not granted)', async () => {
     const events = await forge(gated, { input: null, budget: { ...BUDGET, tool_calls: 1 }, decide: (r, i) => r.tool === 'kv.get' ? { result: { value: null } } : { deny: i === 1 ? spent : ungranted } })
-    // Today verifies with output ['ok', 'RL-3016', 'RL-3009']. The gate checks `granted` before the
+    // The replay of then verified it, output ['ok', 'RL-3016', 'RL-3009']. The gate checks `granted` before the
     // budget, so a tool once denied RL-3016 is granted: a later RL-3009 for it is RL-3017 at seq 4.
     await expectRefused(events, gated, 'RL-3017', 4)
   })
@@ -378,7 +229,7 @@ describe('HIGH: gate decisions no engine makes (RL-3009 and RL-3016 mixed for on
   })
 })
 
-describe('HIGH: tool contracts accept results for arguments the tool always refuses', () => {
+describe('HIGH: no result is accepted for arguments the tool always refuses', () => {
   const tools = hostTools({ kv: memoryKv(), httpAllowlist: ['example.test'] })
   const cases: Array<{ name: string, effect: { tool: string, args: JsonObject }, result: JsonValue }> = [
     { name: 'random.bytes n: 0 answered with no bytes', effect: { tool: 'random.bytes', args: { n: 0 } }, result: { hex: '' } },
@@ -397,7 +248,7 @@ describe('HIGH: tool contracts accept results for arguments the tool always refu
       const refused = await (tools.get(c.effect.tool)?.run(c.effect.args, { pack: 'one', signal: new AbortController().signal }) as Promise<JsonValue>).then(() => 'answered', (err: unknown) => isReachError(err) ? err.code : String(err))
       expect(refused).toBe('RL-3018')
       const events = await forge(one, { input: c.effect as unknown as JsonValue, decide: () => ({ result: c.result }) })
-      // Should be RL-3017 at the ToolResult (seq 2): not an answer the tool gives for those args.
+      // RL-3017 at the ToolResult (seq 2): not an answer the tool gives for those args.
       await expectRefused(events, one, 'RL-3017', 2)
     })
   }
@@ -457,9 +308,9 @@ async function served (ending: 'end' | 'close' | 'extra' | 'error'): Promise<unk
   }
 }
 
-describe('MEDIUM: a stream failure during replay is reported as a divergence of the signed log', () => {
+describe('MEDIUM: a stream failure during replay is the stream\'s error, not a divergence of the signed log', () => {
   it('the stream closed after the last batch instead of log.end: RL-4002, not REPLAY_DIVERGED', async () => {
-    // Today: { verified: false, divergence: { code: 'RL-3017', reason: "... the pack fails here (RL-4002: the peer closed the stream ...)" } }
+    // The replay of then: { verified: false, divergence: { code: 'RL-3017', reason: "... the pack fails here (RL-4002: ...)" } }
     expect(await served('close')).toBe('RL-4002')
   })
 
@@ -468,7 +319,7 @@ describe('MEDIUM: a stream failure during replay is reported as a divergence of 
   })
 
   it("a peer's error frame with a pack code (RL-3101) is the peer's error, not a divergence blaming the pack", async () => {
-    // Today the verdict is REPLAY_DIVERGED with divergence code RL-3101 ("the pack fails here").
+    // The replay of then said REPLAY_DIVERGED with divergence code RL-3101 ("the pack fails here").
     expect(await served('error')).toBe('RL-3101')
   })
 })
