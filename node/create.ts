@@ -174,7 +174,11 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     breaker: { resetTimeoutMs: net.breakerResetMs ?? 10_000, ...(net.breakerVolume === undefined ? {} : { volumeThreshold: net.breakerVolume }) },
     onChange: (peer, stats) => {
       metrics.breakerState.set({ peer }, stats.breaker === 'open' ? 2 : stats.breaker === 'half-open' ? 1 : 0)
-      if ((breakers.get(peer) ?? 'closed') !== stats.breaker) metrics.breakerTransitions.inc({ state: stats.breaker })
+      if ((breakers.get(peer) ?? 'closed') !== stats.breaker) {
+        metrics.breakerTransitions.inc({ state: stats.breaker })
+        // An operator's view of a peer going away and coming back (also what tests wait on).
+        log.info(`breaker for peer ${peer}: ${stats.breaker}`)
+      }
       breakers.set(peer, stats.breaker)
     },
     // A peer the registry forgot leaves no series behind (the table is capped; so is this).

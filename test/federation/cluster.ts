@@ -1,9 +1,8 @@
 /**
  * Real Reach nodes as child processes on 127.0.0.1, each with its own data
  * dir, driven through the `reach` executable: what an operator would type.
- * Waits are on what a node prints (`untilOutput`) or, where nothing is printed,
- * a poll of its control API (`until`); both fail at once, with the node's
- * output, if a node they watch exits.
+ * Waits are on what a node prints (`untilOutput`) or on a promise (`within`);
+ * both fail at once, with the node's output, if a node they watch exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
@@ -68,36 +67,6 @@ async function watched<T> (what: string, work: Promise<T>, ms: number, nodes: re
     throw new Error(`waiting for ${what}: ${(err as Error).message}`, { cause: err })
   } finally {
     clearTimeout(timer)
-  }
-}
-
-/**
- * Poll `probe` until it returns a value (every `everyMs`), for what no node prints and no event
- * says: fails after `timeoutMs` with the probe's last error, or at once if one of `nodes` exits.
- */
-async function until<T> (what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000, options: { nodes?: readonly Watched[], everyMs?: number } = {}): Promise<T> {
-  let last: unknown
-  let stop = false
-  const polling = (async () => {
-    while (!stop) {
-      try {
-        const v = await probe()
-        if (v !== undefined) return v
-        last = undefined
-      } catch (err) {
-        last = err
-      }
-      await new Promise((resolve) => setTimeout(resolve, options.everyMs ?? 50))
-    }
-    throw new Error('stopped')
-  })()
-  polling.catch(() => {})
-  try {
-    return await watched(what, polling, timeoutMs, options.nodes ?? [])
-  } catch (err) {
-    throw last === undefined ? err : new Error(`${(err as Error).message} (last probe failed: ${(last as Error).message})`, { cause: err })
-  } finally {
-    stop = true
   }
 }
 
@@ -169,4 +138,3 @@ export async function cli (node: { home: string, env?: NodeJS.ProcessEnv }, args
   return await reach([...args, '--json'], { env: { ...node.env, REACH_HOME: node.home } })
 }
 
-export { until }
