@@ -119,12 +119,18 @@ function auditSink (logger: ComponentLogger, metrics: NodeMetrics): AuditSink {
 /** A failure to start, in the words of the part that failed (not "peer unavailable"). */
 function startError (err: unknown, what: string): ReachError {
   if (isReachError(err)) return err
-  const code = errno(err) ?? errno((err as { cause?: unknown })?.cause)
   const message = (err as Error)?.message ?? String(err)
-  if (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || /EADDRINUSE|EADDRNOTAVAIL/.test(message)) {
-    return new ReachError('RL-1013', { message: `${what}: ${message}`, cause: err })
-  }
-  return new ReachError('RL-6006', { message: `${what} failed: ${message}`, cause: err })
+  // libp2p names the socket's errno only inside a multi-line message; the operator gets one line.
+  const code = errno(err) ?? errno((err as { cause?: unknown })?.cause) ?? /\b(EADDRINUSE|EADDRNOTAVAIL|EACCES)\b/.exec(message)?.[1]
+  const reason = code === undefined ? undefined : LISTEN_ERRORS[code]
+  if (reason !== undefined) return new ReachError('RL-1013', { message: `${what}: ${reason} (${code as string})`, cause: err })
+  return new ReachError('RL-6006', { message: `${what} failed: ${message.split('\n', 1)[0] as string}`, cause: err })
+}
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use',
+  EADDRNOTAVAIL: 'the address is not one of this machine\'s',
+  EACCES: 'not permitted to listen there'
 }
 
 /** Build a node: its local half now, its network half (host and services, not started) when asked. */

@@ -35,7 +35,8 @@ function renderError (io: Io, err: unknown): number {
     io.write(JSON.stringify({ ok: false, error: e.toJSON() }) + '\n')
   } else {
     const at = e.seq === undefined ? '' : ` (seq ${e.seq})`
-    process.stderr.write(`error ${e.code}: ${e.message}${at}\n`)
+    // One line whatever a library put in the message; --json keeps all of it.
+    process.stderr.write(`error ${e.code}: ${e.message.split('\n', 1)[0] as string}${at}\n`)
   }
   return e.code.startsWith('RL-1') ? 2 : 1
 }

@@ -118,8 +118,9 @@ describe('a node that cannot start says why', () => {
     const port = (busy.address() as { port: number }).port
     const h = await home('port')
     const n = await createNode({ home: h, logger: silentLogger, network: { apiPort: false, listen: [`/ip4/127.0.0.1/tcp/${port}`] } })
-    const code = await n.start().then(() => 'started', (err: unknown) => isReachError(err) ? err.code : `not a ReachError: ${String(err)}`)
-    expect(code).toBe('RL-1013')
+    const failure = await n.start().then(() => 'started', (err: unknown) => isReachError(err) ? `${err.code} ${err.message}` : `not a ReachError: ${String(err)}`)
+    // One line, in the operator's words, naming the address (libp2p's own text is several lines).
+    expect(failure).toBe(`RL-1013 listening on /ip4/127.0.0.1/tcp/${port}: the address is already in use (EADDRINUSE)`)
     // The failed start let go of the stores: another node opens the same data dir at once.
     const next = await whole(h)
     await next.start()
@@ -143,6 +144,7 @@ describe('a node that cannot start says why', () => {
     const port = (busy.address() as { port: number }).port
     const r = await reach(['node', 'start', '--listen', `/ip4/127.0.0.1/tcp/${port}`, '--json'], { env: { REACH_HOME: root } })
     expect(r.code).toBe(2)
-    expect(r.json.error).toMatchObject({ code: 'RL-1013' })
+    expect(r.json.error).toMatchObject({ code: 'RL-1013', message: `listening on /ip4/127.0.0.1/tcp/${port}: the address is already in use (EADDRINUSE)` })
+    expect(r.stderr + r.stdout).not.toMatch(/\n\s+at /) // no stack trace for the operator
   })
 })
