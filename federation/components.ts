@@ -56,6 +56,8 @@ export interface ExecutedRun {
   error?: { code: ErrorCode, message: string }
   checkpoint: Checkpoint
   checkpointText: string
+  /** The run log's first event, its RunStarted (the checkpoint signs its hash as the log's id). */
+  started: Event
   /** The run log's last event. */
   head: { seq: number, hash: string }
 }

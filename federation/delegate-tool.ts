@@ -39,8 +39,10 @@ export function delegateTool (delegator: Delegator, lineage: Lineage, runSignal:
         fingerprint: d.record.fingerprint,
         checkpoint: d.checkpoint,
         fuel_granted: fuel,
-        // The child's record, checked by the delegator: a replay binds the result to this call with it.
-        record: d.record as unknown as JsonValue
+        // The child's record and first event, checked by the delegator: a replay binds the
+        // result to this call with them (protocol/delegated.ts).
+        record: d.record as unknown as JsonValue,
+        started: d.started as unknown as JsonValue
       } as JsonValue
     }
   }

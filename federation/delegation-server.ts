@@ -281,6 +281,7 @@ export class DelegationServer {
         ...(run.output === undefined ? {} : { output: run.output }),
         ...(run.error === undefined ? {} : { error: run.error }),
         record: run.record as unknown as Record<string, unknown>,
+        started: run.started as unknown as Record<string, unknown>,
         checkpoint: run.checkpointText,
         log_head: run.head
       }

@@ -3,6 +3,7 @@
  * and the lineage a run delegates from (its depth, the signed hops that led to it, its deadline).
  */
 import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
+import type { Event } from '../protocol/event.ts'
 import type { RunRecord } from '../protocol/run.ts'
 import type { Hop } from '../protocol/wire.ts'
 
@@ -16,6 +17,8 @@ export interface Delegation {
   error?: { code: string, message: string }
   run_id: string
   record: RunRecord
+  /** The child's first event, whose hash its checkpoint signs as the log's id. */
+  started: Event
   checkpoint: string
   log_head: { seq: number, hash: string }
   attempts: Array<{ peer: string, code: string, message: string }>

@@ -7,13 +7,13 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Stream } from '@libp2p/interface'
-import { canonicalize, type JsonValue } from '../protocol/canonical.ts'
-import { decodeCheckpoint, verifyCheckpoint, type Checkpoint } from '../protocol/checkpoint.ts'
+import type { JsonValue } from '../protocol/canonical.ts'
+import { checkDelegatedRun } from '../protocol/delegated.ts'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
-import { hashCanonical } from '../protocol/hash.ts'
-import type { Signer } from '../protocol/keys.ts'
+import type { Event } from '../protocol/event.ts'
 import { publicKeyOfPeerId } from '../protocol/peer-id.ts'
-import { fingerprintOf, runOutcomeHash, type RunRecord } from '../protocol/run.ts'
+import type { Signer } from '../protocol/keys.ts'
+import type { RunRecord } from '../protocol/run.ts'
 import { MAX_FRAME, PROTOCOLS, type DelegateRequest, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
 import { systemClock, type AuditSink, type Clock, type ComponentLogger, type Dialer, type Logger, type Random } from './components.ts'
 import { CANCEL_GRACE_MS, DEFAULT_ATTEMPTS, DEFAULT_DEADLINE_MS, DIAL_TIMEOUT_MS, FINAL_CODES, RESULT_GRACE_MS } from './delegation-constants.ts'
@@ -322,13 +322,7 @@ export class Delegator {
 
   /** The result, once it passed every check; RL-4014 (a verification failure of `peer`) otherwise. */
   private check (peer: string, options: Asked, frame: ResultFrame): Answer {
-    let problem: string | undefined
-    try {
-      problem = resultProblem(peer, options, frame)
-    } catch (err) {
-      // A value no honest node sends (one canonical JSON cannot hash): as wrong as a bad hash.
-      problem = `it cannot be hashed (${(err as Error).message})`
-    }
+    const problem = resultProblem(peer, options, frame)
     if (problem !== undefined) {
       this.components.peers.recordVerificationFailure(peer)
       this.components.audit?.record({ type: 'verification.failed', peer, code: 'RL-4014', run_id: frame.run_id, detail: problem })
@@ -343,6 +337,7 @@ export class Delegator {
       ...(frame.error === undefined ? {} : { error: frame.error }),
       run_id: frame.run_id,
       record: frame.record as unknown as RunRecord,
+      started: frame.started as unknown as Event,
       checkpoint: frame.checkpoint,
       log_head: frame.log_head
     }
@@ -351,27 +346,15 @@ export class Delegator {
 
 /**
  * Why a result is not this delegation's, signed by the peer that ran it and consistent with
- * itself, in the order of SPEC §10.5's checks 1-10; undefined when it passes.
+ * itself (SPEC §10.5); undefined when it passes. The run itself is held to the same check a
+ * replay holds a recorded `reach.delegate` result to, so nothing is accepted live that the
+ * caller's replay would refuse.
  */
 function resultProblem (peer: string, asked: Asked, frame: ResultFrame): string | undefined {
   if (frame.delegation_id !== asked.delegation_id) return 'it answers another delegation'
-  const record = frame.record as unknown as RunRecord
-  let checkpoint: Checkpoint
-  try {
-    checkpoint = decodeCheckpoint(frame.checkpoint)
-    verifyCheckpoint(checkpoint, { expectedSigner: publicKeyOfPeerId(peer) })
-  } catch (err) {
-    return `its checkpoint does not verify as the peer's (${(err as Error).message})`
-  }
-  if (record.artifact_hash !== asked.pack_cid) return 'it ran another pack'
-  if (record.input_hash !== hashCanonical(asked.input)) return 'it ran another input'
-  if (record.fingerprint !== fingerprintOf(record)) return 'its record does not hash to its fingerprint'
-  if (record.event_log_hash !== frame.log_head.hash || checkpoint.log_hash !== frame.log_head.hash || checkpoint.at_seq !== frame.log_head.seq) return 'its checkpoint, record and log head disagree'
-  const outputHash = frame.output === undefined ? null : hashCanonical(frame.output)
-  if (record.output_hash !== outputHash) return 'its output does not match the record'
-  if (checkpoint.state_hash !== runOutcomeHash(record)) return 'its checkpoint does not sign this outcome'
-  if (record.status !== frame.status) return 'its status does not match the record'
-  if (record.run_id !== frame.run_id) return 'its run id does not match the record'
-  if (canonicalize(frame.error ?? null) !== canonicalize(record.error ?? null)) return 'its error does not match the record'
+  const fuel = asked.budget?.fuel
+  const checked = checkDelegatedRun({ ...frame, peer }, { pack: asked.pack_cid, input: asked.input, ...(fuel === undefined ? {} : { fuel }) })
+  if (!checked.ok) return checked.problem
+  if (checked.checkpoint.log_hash !== frame.log_head.hash || checked.checkpoint.at_seq !== frame.log_head.seq) return 'its checkpoint and log head disagree'
   return undefined
 }

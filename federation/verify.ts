@@ -11,7 +11,7 @@
  * checked (not replayed).
  */
 import type { JsonObject } from '../protocol/canonical.ts'
-import { ReachError } from '../protocol/errors.ts'
+import { ReachError, isReachError } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
 import { MerkleAccumulator } from '../protocol/merkle.ts'
 import { RunRecordFold, TERMINAL_EVENTS, runOutcomeHash, type RunRecord } from '../protocol/run.ts'
@@ -32,8 +32,6 @@ export interface RemoteVerdict {
   record: RunRecord
   /** The first divergence, when the replay did not verify. */
   divergence?: Pick<Divergence, 'seq' | 'code' | 'reason'>
-  /** The run named no engine build (recorded before builds were): only its engine version was compared. */
-  legacy_engine?: boolean
   /** Delegated results the run used, checked against their peers' signatures but not replayed here (ReplayOutcome.delegated). */
   delegated?: Array<{ seq: number, peer: string, run_id: string, fingerprint: string }>
 }
@@ -83,10 +81,21 @@ export async function verifyRemoteRun (log: LogStream, pack: StoredPack, engine:
     await cursor.fill(1)
     const started = cursor.peek()
     if (started === undefined) invalid('the peer sent an empty log')
+    if (started.type !== 'RunStarted') invalid(`the log begins with ${started.type}, not RunStarted`)
     if ((started.payload as JsonObject | null)?.pack_cid !== pack.cid) invalid('the log was recorded with another pack')
     if (options.maxBudget !== undefined) overBudget(started, options.maxBudget)
 
-    const verdict = await replayRun(runPackOf(pack), engine, cursor, { recorder: log.peer })
+    // Never legacy: a remote log that names no engine build diverges at seq 0 (RL-3021).
+    let verdict: Awaited<ReturnType<typeof replayRun>> | undefined
+    let inconclusive: unknown
+    try {
+      verdict = await replayRun(runPackOf(pack), engine, cursor, { recorder: log.peer })
+    } catch (err) {
+      // This node's wall clock cut the replay: no verdict, but the log is still held to its
+      // checkpoint below, so a forged one is refused as such rather than called inconclusive.
+      if (!isReachError(err, 'RL-3105')) throw err
+      inconclusive = err
+    }
     // Read and check the rest (after a divergence, or events past the run's end) without replaying it.
     await cursor.drain()
 
@@ -105,6 +114,7 @@ export async function verifyRemoteRun (log: LogStream, pack: StoredPack, engine:
       invalid(`the signed record's fingerprint ${claim.record.fingerprint} is not the log's ${record.fingerprint}`)
     }
     record.checkpoint_id = checkpoint.checkpoint_id
+    if (verdict === undefined) throw inconclusive
     if (!verdict.ok) {
       const { seq, code, reason } = verdict.divergence
       return { verified: false, record, divergence: { seq, code, reason } }
@@ -112,7 +122,6 @@ export async function verifyRemoteRun (log: LogStream, pack: StoredPack, engine:
     return {
       verified: true,
       record,
-      ...(verdict.outcome.legacyEngine ? { legacy_engine: true } : {}),
       ...(verdict.outcome.delegated.length === 0 ? {} : { delegated: verdict.outcome.delegated })
     }
   } finally {

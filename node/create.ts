@@ -230,7 +230,9 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     maxDepth: () => local.policy.max_delegation_depth,
     run: async ({ pack, input, budget, signal, lineage }) => {
       const r = await local.runPack({ pack, input, budget, signal, lineage, extraTools: toolsFor(lineageOf(lineage), signal) })
+      const first = r.outcome.events[0]
       const last = r.outcome.events.at(-1)
+      if (first === undefined) throw new ReachError('RL-4020', { message: `run ${r.record.run_id} has no events` })
       return {
         record: r.record,
         status: r.outcome.status,
@@ -238,6 +240,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
         ...(r.outcome.error === undefined ? {} : { error: r.outcome.error }),
         checkpoint: r.checkpoint,
         checkpointText: r.checkpointText,
+        started: first,
         head: { seq: last?.seq ?? r.checkpoint.at_seq, hash: last?.hash ?? r.checkpoint.log_hash }
       }
     }

@@ -105,5 +105,7 @@ export async function readRunArchive (bytes: Uint8Array): Promise<RunArchive> {
     if (implied[field] !== root.record[field]) bad(`the record's ${field} does not match its log`)
   }
   if (implied.artifact_hash !== pack.cid) bad('the record names another pack')
-  return { record: root.record, pack, signatures, events, checkpointText }
+  // The version is this node's to say: an archive calling its record version 1 must not make
+  // its run replay under the rules of runs from before engine builds (only our own old runs do).
+  return { record: { ...root.record, version: implied.version }, pack, signatures, events, checkpointText }
 }

@@ -459,9 +459,14 @@ export class RunStore implements RunReader {
     return (await this.list()).filter((r) => r.status === 'running')
   }
 
-  /** Replay a recorded run with `pack`; the verdict and the fingerprint the replay computes. */
+  /**
+   * Replay a recorded run with `pack`; the verdict and the fingerprint the replay computes. A
+   * run this node recorded before runs named their engine build (a version-1 record: imports are
+   * stored as version 2, readRunArchive) replays under the rules of then.
+   */
   async replay (runId: string, pack: RunPack, engine: Engine): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
-    return await replayEvents(runId, await this.events(runId), pack, engine)
+    const legacy = (await this.record(runId)).version === 1
+    return await replayEvents(runId, await this.events(runId), pack, engine, { legacy })
   }
 
   /** Whether a run `runId` is here (its first write is durable). */
@@ -474,11 +479,11 @@ export class RunStore implements RunReader {
  * Replay a recorded run's events with `pack`; the verdict and, when it verified, the fingerprint
  * (the replay matched every event, so the record the log implies is the replay's own).
  */
-export async function replayEvents (runId: string, events: readonly Event[], pack: RunPack, engine: Engine): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
+export async function replayEvents (runId: string, events: readonly Event[], pack: RunPack, engine: Engine, options: { legacy?: boolean } = {}): Promise<{ verdict: ReplayVerdict, record: RunRecord, fingerprint?: string }> {
   // The record is evidence only if its chain holds: verify before replaying.
   const chain = verifyChain(events)
   if (!chain.ok) throw chainError(chain)
   const record = recordOf(runId, events)
-  const verdict = await replayRun(pack, engine, new ArrayCursor(events))
+  const verdict = await replayRun(pack, engine, new ArrayCursor(events), options)
   return verdict.ok ? { verdict, record, fingerprint: record.fingerprint } : { verdict, record }
 }

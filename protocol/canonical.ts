@@ -155,3 +155,17 @@ export function isCanonical (text: string): boolean {
     return false
   }
 }
+
+/**
+ * A value from outside, quoted for a message: JSON, cut to `max` characters. Never throws (a
+ * record's `{"toString": 1}` would make `String()` throw).
+ */
+export function preview (value: unknown, max = 80): string {
+  let text: string
+  try {
+    text = JSON.stringify(value) ?? typeof value
+  } catch {
+    text = typeof value
+  }
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`
+}

@@ -165,3 +165,8 @@ export class ReachError extends Error {
 export function isReachError (err: unknown, code?: ErrorCode): err is ReachError {
   return err instanceof ReachError && (code === undefined || err.code === code)
 }
+
+/** A code in this registry (a `{code, message}` from elsewhere is held to it). */
+export function isErrorCode (value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(CODES, value)
+}

@@ -126,9 +126,10 @@ const SCHEMAS = {
     output: ANY,
     error: { type: 'object', additionalProperties: false, required: ['code', 'message'], properties: { code: CODE, message: MESSAGE } },
     record: OBJECT,
+    started: OBJECT,
     checkpoint: { type: 'string', maxLength: 8192 },
     log_head: { type: 'object', additionalProperties: false, required: ['seq', 'hash'], properties: { seq: { type: 'integer', minimum: 0 }, hash: HASH } }
-  }, ['delegation_id', 'run_id', 'status', 'record', 'checkpoint', 'log_head']),
+  }, ['delegation_id', 'run_id', 'status', 'record', 'started', 'checkpoint', 'log_head']),
   'log.get': frame('log.get', { run_id: RUN_ID }, ['run_id']),
   'log': frame('log', { run_id: RUN_ID, events: { type: 'integer', minimum: 0 }, pack_cid: CID_TEXT, checkpoint: { type: 'string', maxLength: 8192 } }, ['run_id', 'events', 'pack_cid', 'checkpoint']),
   'log.next': frame('log.next', {}, []),
@@ -165,6 +166,8 @@ export interface ResultFrame {
   output?: unknown
   error?: { code: string, message: string }
   record: Record<string, unknown>
+  /** The child run's first event (its RunStarted), whose hash the checkpoint signs as `log_id`. */
+  started: Record<string, unknown>
   checkpoint: string
   log_head: { seq: number, hash: string }
 }

@@ -13,7 +13,7 @@ import type { Event } from '../../protocol/event.ts'
 import type { Tool } from '../tools/index.ts'
 import { DivergenceError, Interpreter } from './interpreter.ts'
 import { ArrayCursor, RecordReadError, type RecordCursor } from './record.ts'
-import { checkStarted, type StartedCheck } from './started.ts'
+import { checkStarted, type StartedCheck, type StartedOptions } from './started.ts'
 import type { Engine, ReplayVerdict, RunOutcome, RunPack, RunSink, RunStart } from './types.ts'
 
 export * from './types.ts'
@@ -28,12 +28,13 @@ export async function executeRun (start: RunStart, engine: Engine, sink: RunSink
 }
 
 /**
- * What a recorded run was started with, checked against `pack` and `engine` (startedCheck in
+ * What a recorded run was started with, checked against `pack` and `engine` (checkStarted in
  * started.ts): a divergence at seq 0 when the record is not a run of this pack on this engine.
  * `granted`: the node's current policy, which gates only effects past the end of the record.
  */
 export function startOf (recorded: readonly Event[], pack: RunPack, engine: Pick<Engine, 'version' | 'build'>, granted: readonly string[] = []): StartedCheck {
-  return checkStarted(recorded[0], pack, engine, granted)
+  // Only this node's own unfinished runs resume: one from before engine builds may.
+  return checkStarted(recorded[0], pack, engine, granted, { legacy: true })
 }
 
 /**
@@ -51,12 +52,14 @@ export async function resumeRun (started: StartedCheck & { ok: true }, recorded:
  * `recorder`: the node whose log this is (its signer), when known: a run's lineage must end at
  * it, and it cannot have answered its own delegations. Reading the record failing throws its
  * own error (not a divergence); so does a replay cut by this node's wall clock (RL-3105:
- * inconclusive, the wall clock is no deterministic limit).
+ * inconclusive, the wall clock is no deterministic limit). `legacy`: the record is this node's
+ * own, so one from before runs named their engine build replays under the rules of then; any
+ * other record without an engine build diverges at seq 0 (RL-3021).
  */
-export async function replayRun (pack: RunPack, engine: Engine, record: RecordCursor, options: { recorder?: string } = {}): Promise<ReplayVerdict> {
+export async function replayRun (pack: RunPack, engine: Engine, record: RecordCursor, options: StartedOptions = {}): Promise<ReplayVerdict> {
   try {
     await record.fill(1)
-    const started = checkStarted(record.peek(), pack, engine, [], options.recorder)
+    const started = checkStarted(record.peek(), pack, engine, [], options)
     if (!started.ok) return started
     const interpreter = new Interpreter(started.start, engine, { kind: 'replay', record, signal: NEVER }, {
       strict: started.build !== null,

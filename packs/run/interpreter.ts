@@ -18,7 +18,7 @@
  */
 import { canonicalize, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
 import { diffValues } from '../../protocol/diff.ts'
-import { ReachError, isReachError, type ErrorCode } from '../../protocol/errors.ts'
+import { ReachError, isErrorCode, isReachError, type ErrorCode } from '../../protocol/errors.ts'
 import { deriveId, type Event, type EventDraft } from '../../protocol/event.ts'
 import { hashCanonical } from '../../protocol/hash.ts'
 import type { Sandbox } from '../sandbox.ts'
@@ -86,14 +86,13 @@ function errorOf (err: unknown): { code: ErrorCode, message: string } {
   return { code: 'RL-3106', message: err instanceof Error ? err.message : String(err) }
 }
 
-const CODE = /^RL-[1-6]\d{3}$/
 
 /** A recorded `{code, message}` (an oracle's error: a tool's failure, a cancellation's reason), if that is its form. */
 function errorValue (v: unknown): { code: ErrorCode, message: string } | undefined {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return undefined
   const e = v as JsonObject
-  if (Object.keys(e).length !== 2 || typeof e.code !== 'string' || !CODE.test(e.code) || typeof e.message !== 'string') return undefined
-  return { code: e.code as ErrorCode, message: e.message }
+  if (Object.keys(e).length !== 2 || !isErrorCode(e.code) || typeof e.message !== 'string') return undefined
+  return { code: e.code, message: e.message }
 }
 
 /**
@@ -396,15 +395,19 @@ export class Interpreter {
     const got = (): JsonValue => ({ type: outcome.type, payload: outcome.payload })
     // The run loop refuses the call itself: that failure is the loop's, not the world's.
     if (grant !== undefined && !grant.ok) return this.packEvent(this.take(outcome, 'ToolFailed', { call_id: callId, error: grant.error }), tool)
+    const contract = contractOf(tool)
+    // Arguments the tool refuses: it can only have failed, with exactly its own refusal.
+    const refused = contract === undefined ? undefined : this.contractSays(outcome.seq, () => contract.argsProblem(args))
+    if (refused !== undefined) return this.packEvent(this.take(outcome, 'ToolFailed', { call_id: callId, error: { code: 'RL-3018', message: refused } }), tool)
     if (outcome.type === 'ToolResult') {
       if (!Object.hasOwn(p, 'result')) this.diverge(outcome.seq, 'RL-3017', `ToolResult of ${callId} has no result`, got(), null)
-      const contract = contractOf(tool)
-      const problem = contract?.argsProblem(args) ?? contract?.resultProblem(args, p.result as JsonValue, this.facts(grant))
+      const problem = contract === undefined ? undefined : this.contractSays(outcome.seq, () => contract.resultProblem(args, p.result as JsonValue, this.facts(grant)))
       if (problem !== undefined) this.diverge(outcome.seq, 'RL-3017', `the recorded result of ${callId} is not an answer ${tool} gives: ${problem}`, got(), null)
       this.check(outcome, 'ToolResult', hasMembers(p, 2) && p.call_id === callId, () => ({ call_id: callId, result: p.result as JsonValue }))
       if (tool === 'reach.delegate') {
-        const r = p.result as JsonObject
-        this.delegated.push({ seq: outcome.seq, peer: String(r.peer), run_id: String(r.run_id), fingerprint: String(r.fingerprint) })
+        // Its contract held these to a peer id, a run id and a fingerprint.
+        const r = p.result as { peer: string, run_id: string, fingerprint: string }
+        this.delegated.push({ seq: outcome.seq, peer: r.peer, run_id: r.run_id, fingerprint: r.fingerprint })
       }
       return this.packEvent(this.accept(outcome), tool)
     }
@@ -414,6 +417,18 @@ export class Interpreter {
       return this.packEvent(this.take(outcome, 'ToolFailed', { call_id: callId, error }), tool)
     }
     return this.diverge(outcome.seq, 'RL-3017', `expected the outcome of ${callId}, the record has ${outcome.type}`, got(), { type: 'ToolResult or ToolFailed', payload: { call_id: callId } })
+  }
+
+  /**
+   * A contract's verdict on recorded values. A value that breaks the check itself (one that
+   * throws when read) is a record no engine wrote: a divergence, never the pack's failure.
+   */
+  private contractSays (seq: number, verdict: () => string | undefined): string | undefined {
+    try {
+      return verdict()
+    } catch (err) {
+      return this.diverge(seq, 'RL-3017', `the record holds a value no tool gives (${err instanceof Error ? err.message : 'unreadable'})`, null, null)
+    }
   }
 
   /** What a tool's contract is told about a call besides its arguments. */

@@ -4,7 +4,7 @@
  * anything runs. What a replay cannot recompute (the input, budget, nonce, policy version and
  * lineage) is taken from the record once its form is right; everything else must be its own.
  */
-import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
+import { preview, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
 import type { ErrorCode } from '../../protocol/errors.ts'
 import type { Event } from '../../protocol/event.ts'
 import { hashCanonical, isHash } from '../../protocol/hash.ts'
@@ -64,12 +64,24 @@ function refuse (code: ErrorCode, reason: string, recorded: JsonValue, replayed:
   return { ok: false, divergence: { seq: 0, code, reason, recorded, replayed } }
 }
 
+export interface StartedOptions {
+  /** The node that signed the log, when known: the run's lineage must end at it. */
+  recorder?: string
+  /**
+   * Accept a run recorded before runs named their engine build (checked by engine version
+   * only, under the rules of then). Only for this node's own records: a log that merely omits
+   * `engine_build` would otherwise choose the laxer rules for itself.
+   */
+  legacy?: boolean
+}
+
 /**
  * Check the record's first event against the pack replaying it and this engine. The engine is
  * compared part by part (version, WebAssembly module, prelude) so that a replay on another build
  * says which part differs (RL-3021) instead of diverging later at a fuel count.
  */
-export function checkStarted (first: Event | undefined, pack: RunPack, engine: Pick<Engine, 'version' | 'build'>, granted: readonly string[], recorder?: string): StartedCheck {
+export function checkStarted (first: Event | undefined, pack: RunPack, engine: Pick<Engine, 'version' | 'build'>, granted: readonly string[], options: StartedOptions = {}): StartedCheck {
+  const { recorder } = options
   if (first === undefined || first.type !== 'RunStarted') {
     return refuse('RL-3017', 'a run log begins with RunStarted', first === undefined ? null : { type: first.type }, { type: 'RunStarted' })
   }
@@ -78,9 +90,9 @@ export function checkStarted (first: Event | undefined, pack: RunPack, engine: P
   const missing = REQUIRED.find((k) => !Object.hasOwn(p, k))
   const extra = Object.keys(p).find((k) => !REQUIRED.includes(k) && !OPTIONAL.includes(k))
   if (missing !== undefined || extra !== undefined) return refuse('RL-3017', `RunStarted ${missing !== undefined ? `lacks ${missing}` : `has an unknown member ${extra as string}`}`, Object.keys(p).sort(), [...REQUIRED, ...OPTIONAL])
-  if (p.pack_cid !== pack.cid) return refuse('RL-3017', `the run was recorded with pack ${String(p.pack_cid)}, not ${pack.cid}`, p.pack_cid, pack.cid)
-  if (p.pack_name !== pack.name) return refuse('RL-3017', `the record names the pack ${JSON.stringify(p.pack_name)}; pack ${pack.cid} is ${JSON.stringify(pack.name)}`, p.pack_name, pack.name)
-  if (p.engine_version !== engine.version) return refuse('RL-3021', `the run was recorded by engine ${String(p.engine_version)}; this is engine ${engine.version}`, p.engine_version, engine.version)
+  if (p.pack_cid !== pack.cid) return refuse('RL-3017', `the run was recorded with pack ${preview(p.pack_cid)}, not ${pack.cid}`, p.pack_cid, pack.cid)
+  if (p.pack_name !== pack.name) return refuse('RL-3017', `the record names the pack ${preview(p.pack_name)}; pack ${pack.cid} is ${JSON.stringify(pack.name)}`, p.pack_name, pack.name)
+  if (p.engine_version !== engine.version) return refuse('RL-3021', `the run was recorded by engine ${preview(p.engine_version)}; this is engine ${engine.version}`, p.engine_version, engine.version)
   let build: EngineBuild | null = null
   if (Object.hasOwn(p, 'engine_build')) {
     const b = p.engine_build
@@ -88,6 +100,8 @@ export function checkStarted (first: Event | undefined, pack: RunPack, engine: P
     if (b.wasm !== engine.build.wasm) return refuse('RL-3021', `the run was recorded by another build of engine ${engine.version}: its WebAssembly module differs (recorded ${b.wasm.slice(0, 12)}…, here ${engine.build.wasm.slice(0, 12)}…)`, b, { ...engine.build })
     if (b.prelude !== engine.build.prelude) return refuse('RL-3021', `the run was recorded by another build of engine ${engine.version}: its prelude differs (recorded ${b.prelude.slice(0, 12)}…, here ${engine.build.prelude.slice(0, 12)}…)`, b, { ...engine.build })
     build = { wasm: b.wasm, prelude: b.prelude }
+  } else if (options.legacy !== true) {
+    return refuse('RL-3021', `the run names no engine build: it was recorded before engine ${engine.version}'s rules, or its engine_build was removed, and only this node's own older runs replay without one`, null, { ...engine.build })
   }
   if (!isHash(p.policy_version)) return refuse('RL-3017', 'RunStarted policy_version is not a SHA-256 hex', p.policy_version, null)
   if (typeof p.nonce !== 'string' || !NONCE.test(p.nonce)) return refuse('RL-3017', 'RunStarted nonce is not 32 hex digits', p.nonce, null)

@@ -5,13 +5,10 @@
  * gives (a clock reading that is not a number, 3 random bytes for a request of 32, a delegated
  * result its peer did not sign). The contracts are part of the engine version.
  */
-import { canonicalize, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
-import { decodeCheckpoint, verifyCheckpoint } from '../../protocol/checkpoint.ts'
-import { isReachError, type ErrorCode } from '../../protocol/errors.ts'
-import { hashCanonical, isHash } from '../../protocol/hash.ts'
-import { publicKeyOfPeerId } from '../../protocol/peer-id.ts'
+import { preview, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
+import { checkDelegatedRun } from '../../protocol/delegated.ts'
+import { isHash } from '../../protocol/hash.ts'
 import { MAX_LINEAGE_DEPTH } from '../../protocol/lineage.ts'
-import { fingerprintOf, runOutcomeHash, type RunRecord } from '../../protocol/run.ts'
 import type { Capability } from '../manifest.ts'
 
 /** What the run loop knows about a call besides its arguments. */
@@ -58,7 +55,7 @@ export function httpUrl (args: JsonObject): URL | string {
   try {
     url = new URL(String(args.url))
   } catch {
-    return `http.fetch url is not a URL: ${String(args.url)}`
+    return `http.fetch url is not a URL: ${preview(args.url ?? null)}`
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return `http.fetch allows http and https only, not ${url.protocol}`
   return url
@@ -76,70 +73,39 @@ function membersProblem (v: unknown, required: readonly string[], optional: read
   return undefined
 }
 
-const CODE = /^RL-[1-6]\d{3}$/
-const RUN_ID = /^run_[0-9a-f]{20}$/
-
 /** The random.bytes size asked for (32 when not given), or why the tool refuses it. */
 export function randomBytesAsked (args: JsonObject): number | string {
   const n = args.n ?? 32
   return Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= MAX_RANDOM_BYTES ? n as number : `random.bytes n must be an integer from 1 to ${MAX_RANDOM_BYTES}`
 }
 
-/** A delegated run's result must be what its peer signed: the checkpoint, the outcome and the grant. */
+/**
+ * A delegated run's result must be the run this call asked for, signed by the peer that ran it
+ * (protocol/delegated.ts, the check the delegator made before the result was recorded), with the
+ * fuel the run loop granted, from a peer that could have answered this run.
+ */
 function delegateResultProblem (args: JsonObject, result: JsonValue, facts: CallFacts): string | undefined {
-  const shape = membersProblem(result, ['peer', 'status', 'run_id', 'fingerprint', 'checkpoint', 'fuel_granted', ...(facts.strict === true ? ['record'] : [])], ['output', 'error'])
+  const strict = facts.strict === true
+  const shape = membersProblem(result, ['peer', 'status', 'run_id', 'fingerprint', 'checkpoint', 'fuel_granted', ...(strict ? ['record', 'started'] : [])], ['output', 'error'])
   if (shape !== undefined) return shape
   const r = result as JsonObject
-  if (r.fuel_granted !== facts.fuelGranted) return `fuel_granted ${String(r.fuel_granted)} is not the ${String(facts.fuelGranted)} the run loop granted`
-  if (r.status !== 'completed' && r.status !== 'failed' && r.status !== 'cancelled') return 'status is not completed, failed or cancelled'
-  if (typeof r.run_id !== 'string' || !RUN_ID.test(r.run_id) || !isHash(r.fingerprint)) return 'run_id or fingerprint malformed'
-  if ((r.status === 'completed') !== Object.hasOwn(r, 'output') || (r.status === 'completed') === Object.hasOwn(r, 'error')) return 'a completed run has an output and no error; any other has an error and no output'
-  const error = r.error ?? null
-  if (error !== null && (membersProblem(error, ['code', 'message']) !== undefined || typeof (error as JsonObject).code !== 'string' || !CODE.test((error as JsonObject).code as string) || typeof (error as JsonObject).message !== 'string')) return 'error is not {code, message}'
-  if (typeof r.peer !== 'string' || typeof r.checkpoint !== 'string') return 'peer or checkpoint is not a string'
+  if (r.fuel_granted !== facts.fuelGranted) return `fuel_granted ${preview(r.fuel_granted)} is not the ${preview(facts.fuelGranted ?? null)} the run loop granted`
+  if (typeof r.peer !== 'string') return 'peer is not a string'
   if (typeof args.peer === 'string' && args.peer !== r.peer) return `the call named peer ${args.peer}, the result is from ${r.peer}`
   // Who could have answered: never the recording node itself, nor a peer already in its chain.
   if (r.peer === facts.recorder) return `${r.peer} ran the calling run: a node never delegates to itself`
   if (facts.lineage?.peers.has(r.peer) === true) return `${r.peer} is already in this run's delegation chain: it refuses such a request (RL-4005)`
-  if (facts.strict === true) {
+  if (strict) {
     if (facts.lineage === undefined) return 'a run started without a lineage has no reach.delegate: only a ToolFailed can be its outcome'
     if (facts.lineage.depth >= MAX_LINEAGE_DEPTH) return `a run at depth ${facts.lineage.depth} cannot delegate deeper`
   }
-  const outputHash = r.status === 'completed' ? hashCanonical(r.output) : null
-  let checkpoint
-  try {
-    checkpoint = decodeCheckpoint(r.checkpoint)
-    verifyCheckpoint(checkpoint, { expectedSigner: publicKeyOfPeerId(r.peer) })
-  } catch (err) {
-    return `the checkpoint is not ${r.peer}'s (${isReachError(err) ? `${err.code} ` : ''}${(err as Error).message})`
-  }
-  if (checkpoint.kind !== undefined && checkpoint.kind !== 'run') return `the checkpoint of ${r.peer} is of a ${checkpoint.kind} log, not of a run`
-  // A finished run has at least RunStarted and its end.
-  if (checkpoint.at_seq < 1) return `the checkpoint of ${r.peer} covers one event: no finished run is that short`
-  if (checkpoint.state_hash !== runOutcomeHash({ status: r.status, output_hash: outputHash, error: error as { code: ErrorCode, message: string } | null })) return `the checkpoint of ${r.peer} does not sign this outcome`
-  if (facts.strict === true) return childRecordProblem(args, r, outputHash, checkpoint.log_hash)
-  return undefined
-}
-
-/**
- * The child's record, which the result carries, must be the run the call asked for, whose log
- * the signed checkpoint ends: its pack, its input, its outcome and its fingerprint.
- */
-function childRecordProblem (args: JsonObject, r: JsonObject, outputHash: string | null, logHash: string): string | undefined {
-  const rec = r.record
-  if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) return 'record is not an object'
-  const c = rec as JsonObject
-  if (c.artifact_hash !== args.pack) return `the child run is of pack ${String(c.artifact_hash)}, not the ${String(args.pack)} asked for`
-  if (c.input_hash !== hashCanonical(args.input ?? null)) return 'the child run was given another input than the one asked for'
-  if (c.run_id !== r.run_id || c.status !== r.status || c.output_hash !== outputHash || canonicalize(c.error ?? null) !== canonicalize(r.error ?? null)) return 'the child record does not say what the result says (run id, status, output or error)'
-  if (c.event_log_hash !== logHash) return 'the child record is not of the log its checkpoint ends'
-  let fingerprint: string
-  try {
-    fingerprint = fingerprintOf(c as unknown as RunRecord)
-  } catch {
-    return 'the child record cannot be fingerprinted'
-  }
-  if (c.fingerprint !== fingerprint || r.fingerprint !== fingerprint) return 'the fingerprint is not the child record\'s'
+  const checked = checkDelegatedRun(
+    { peer: r.peer, status: r.status, output: r.output, error: r.error, run_id: r.run_id, checkpoint: r.checkpoint, record: r.record, started: r.started },
+    { pack: typeof args.pack === 'string' ? args.pack : '', input: args.input ?? null, ...(strict && facts.fuelGranted !== undefined ? { fuel: facts.fuelGranted } : {}) },
+    { legacy: !strict }
+  )
+  if (!checked.ok) return checked.problem
+  if (checked.record === undefined ? !isHash(r.fingerprint) : r.fingerprint !== checked.record.fingerprint) return 'the fingerprint is not the child record\'s'
   return undefined
 }
 

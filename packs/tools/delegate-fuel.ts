@@ -9,6 +9,7 @@
  */
 import type { JsonObject } from '../../protocol/canonical.ts'
 import type { ErrorCode } from '../../protocol/errors.ts'
+import { BUDGET_FIELDS } from '../manifest.ts'
 
 export type FuelGrant = { ok: true, fuel: number, left: number } | { ok: false, error: { code: ErrorCode, message: string } }
 
@@ -21,11 +22,25 @@ export function delegateFuel (args: JsonObject, left: number, unburnt: number, s
   if (typeof args.pack !== 'string') return { ok: false, error: { code: 'RL-3018', message: 'reach.delegate needs { pack: <cid>, input }' } }
   const budget = args.budget !== null && typeof args.budget === 'object' && !Array.isArray(args.budget) ? args.budget : {}
   const asked = budget.fuel
-  if (strict && asked !== undefined && !(Number.isSafeInteger(asked) && (asked as number) >= 1)) {
-    return { ok: false, error: { code: 'RL-3018', message: 'reach.delegate budget.fuel must be a positive integer' } }
+  if (strict) {
+    // What a peer would refuse (the wire's budget form, SPEC §10.5) fails here, before any
+    // request is sent: the caller's mistake never counts against a peer.
+    const wrong = budgetProblem(args.budget)
+    if (wrong !== undefined) return { ok: false, error: { code: 'RL-3018', message: `reach.delegate ${wrong}` } }
   }
   const now = Math.min(left, unburnt)
   const fuel = Math.min((asked as number | undefined) ?? Math.floor(now / 2), now)
   if (fuel < 1) return { ok: false, error: { code: 'RL-3016', message: 'no fuel left in this run for a delegation' } }
   return { ok: true, fuel, left: now - fuel }
+}
+
+/** Why a call's `budget` is not {fuel?, memory_bytes?, output_bytes?, tool_calls?, wall_ms?} of integers (each ≥ 1, tool_calls ≥ 0), or undefined. */
+function budgetProblem (budget: unknown): string | undefined {
+  if (budget === undefined) return undefined
+  if (budget === null || typeof budget !== 'object' || Array.isArray(budget)) return 'budget must be an object'
+  for (const [k, v] of Object.entries(budget)) {
+    if (!(BUDGET_FIELDS as readonly string[]).includes(k)) return `budget has an unknown member ${JSON.stringify(k)} (it takes ${BUDGET_FIELDS.join(', ')})`
+    if (!Number.isSafeInteger(v) || (v as number) < (k === 'tool_calls' ? 0 : 1)) return `budget.${k} must be a ${k === 'tool_calls' ? 'non-negative' : 'positive'} integer`
+  }
+  return undefined
 }

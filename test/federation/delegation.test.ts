@@ -91,7 +91,7 @@ async function codeOf (promise: Promise<unknown>): Promise<string> {
 // ---------------------------------------------------------------------------
 // Given: a run, as a node that ran a pack would hand it back (real log, record, checkpoint)
 
-function executedRun (signer: Signer, input: JsonValue, end: { output: JsonValue } | { status: 'failed' | 'cancelled', error: { code: ErrorCode, message: string } }): ExecutedRun {
+function executedRun (signer: Signer, input: JsonValue, end: { output: JsonValue } | { status: 'failed' | 'cancelled', error: { code: ErrorCode, message: string } }, budget: JsonObject = {}): ExecutedRun {
   const events: Event[] = []
   let head: ChainHead | null = null
   const append = (type: string, payload: JsonObject): void => {
@@ -99,7 +99,7 @@ function executedRun (signer: Signer, input: JsonValue, end: { output: JsonValue
     events.push(e)
     head = headOf(e)
   }
-  append('RunStarted', { pack_cid: pack.cid, pack_name: 'echo', engine_version: '1.0.0', policy_version: hashCanonical({ policy: 1 }), input, input_hash: hashCanonical(input), budget: {}, nonce: sha256Hex(JSON.stringify(input)) })
+  append('RunStarted', { pack_cid: pack.cid, pack_name: 'echo', engine_version: '1.0.0', policy_version: hashCanonical({ policy: 1 }), input, input_hash: hashCanonical(input), budget, nonce: sha256Hex(JSON.stringify(input)) })
   if ('output' in end) append('RunCompleted', { output: end.output, output_hash: hashCanonical(end.output), fuel_used: 7 })
   else append(end.status === 'failed' ? 'RunFailed' : 'RunCancelled', { error: end.error, fuel_used: 7 })
   const runId = 'run_' + sha256Hex(`${events[0]?.hash}`).slice(0, 20)
@@ -107,10 +107,11 @@ function executedRun (signer: Signer, input: JsonValue, end: { output: JsonValue
   const last = events.at(-1) as Event
   const merkle = new MerkleAccumulator()
   for (const e of events) merkle.pushEventHash(e.hash)
-  const checkpoint = createCheckpoint({ kind: 'run', log_id: sha256Hex(runId), at_seq: last.seq, state_hash: runOutcomeHash(record), log_hash: last.hash, merkle_root: merkle.rootHex(), timestamp: last.timestamp }, signer)
+  const checkpoint = createCheckpoint({ kind: 'run', log_id: (events[0] as Event).hash, at_seq: last.seq, state_hash: runOutcomeHash(record), log_hash: last.hash, merkle_root: merkle.rootHex(), timestamp: last.timestamp }, signer)
   record.checkpoint_id = checkpoint.checkpoint_id
   return {
     record,
+    started: events[0] as Event,
     status: record.status as ExecutedRun['status'],
     ...('output' in end ? { output: end.output } : { error: end.error }),
     checkpoint,
@@ -143,7 +144,7 @@ function executor (run: (call: Call) => Promise<ExecutedRun>, maxDepth = 4): Run
 }
 
 /** Answers `{echo: input}`. */
-const echo = (signer: Signer) => async (call: Call): Promise<ExecutedRun> => executedRun(signer, call.input, { output: { echo: call.input } })
+const echo = (signer: Signer) => async (call: Call): Promise<ExecutedRun> => executedRun(signer, call.input, { output: { echo: call.input } }, call.budget as JsonObject)
 
 /** Runs until its signal aborts, then ends cancelled with the abort's code (as the run loop records RunCancelled). */
 const untilAborted = (signer: Signer, after?: () => Promise<void>) => async (call: Call): Promise<ExecutedRun> => {
@@ -153,7 +154,7 @@ const untilAborted = (signer: Signer, after?: () => Promise<void>) => async (cal
   })
   await after?.()
   const reason = call.signal.reason as ReachError
-  return executedRun(signer, call.input, { status: 'cancelled', error: { code: reason.code, message: reason.message } })
+  return executedRun(signer, call.input, { status: 'cancelled', error: { code: reason.code, message: reason.message } }, call.budget as JsonObject)
 }
 
 // ---------------------------------------------------------------------------

@@ -90,7 +90,7 @@ function delegateOfSize (bytes: number): DelegateRequest {
 const CANCEL: CancelFrame = { v: 1, type: 'cancel', delegation_id: 'a'.repeat(32) }
 const RESULT: ResultFrame = {
   v: 1, type: 'result', delegation_id: 'a'.repeat(32), run_id: `run_${'1'.repeat(20)}`, status: 'completed', output: { echo: 'ok ✓' },
-  record: { status: 'completed' }, checkpoint: '{"v":1}\n', log_head: { seq: 3, hash: 'd'.repeat(64) }
+  record: { status: 'completed' }, started: { type: 'RunStarted' }, checkpoint: '{"v":1}\n', log_head: { seq: 3, hash: 'd'.repeat(64) }
 }
 const REFUSAL: ErrorFrame = { v: 1, type: 'error', code: 'RL-4007', message: 'busy' }
 

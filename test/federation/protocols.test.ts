@@ -20,8 +20,10 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
 import { createCheckpoint, encodeCheckpoint } from '../../protocol/checkpoint.ts'
 import { isReachError } from '../../protocol/errors.ts'
+import { nextEvent } from '../../protocol/event.ts'
 import { hashCanonical } from '../../protocol/hash.ts'
 import { createSigner, generateKeyPair, signDomain } from '../../protocol/keys.ts'
 import { HOP_SIGNATURE_KIND, MAX_FRAME, PROTOCOLS, hopBody, requestDigest, type DelegateRequest } from '../../protocol/wire.ts'
@@ -342,8 +344,10 @@ describe('a delegation stream carries one request after another', () => {
       const head = { seq: 1, hash: 'e'.repeat(64) }
       const base = { engine_version: '1.0.0', policy_version: 'p'.repeat(64), input_hash: hashCanonical(req.input), artifact_hash: req.pack_cid, output_hash: hashCanonical(output), event_log_hash: head.hash }
       const record = { version: 1, run_id: 'run_' + '2'.repeat(20), pack_name: 'x', ...base, fingerprint: fingerprintOf(base), status: 'completed', error: null, events: 2, fuel_used: 1, checkpoint_id: null }
-      const cp = createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: head.seq, state_hash: hashCanonical({ status: 'completed', output_hash: base.output_hash, error: null }), log_hash: head.hash, merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(attackerSeed))
-      return { v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output, record, checkpoint: encodeCheckpoint(cp), log_head: head }
+      // The run's first event, whose hash the checkpoint signs as the log's id.
+      const started = nextEvent(null, { type: 'RunStarted', aggregate_id: 'run', payload: { pack_cid: req.pack_cid, pack_name: 'x', engine_version: base.engine_version, policy_version: base.policy_version, input: req.input as JsonValue, input_hash: base.input_hash, budget: req.budget as JsonObject, nonce: 'f'.repeat(32) } })
+      const cp = createCheckpoint({ kind: 'run', log_id: started.hash, at_seq: head.seq, state_hash: hashCanonical({ status: 'completed', output_hash: base.output_hash, error: null }), log_hash: head.hash, merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(attackerSeed))
+      return { v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output, record, started, checkpoint: encodeCheckpoint(cp), log_head: head }
     }
     const seen: string[] = []
     await attacker.handle(PROTOCOLS.delegate, async (stream) => {
@@ -525,7 +529,7 @@ describe('a peer that lies in its result', () => {
       // A well-formed checkpoint, but by another key than the peer's own.
       const cp = createCheckpoint({ kind: 'run', log_id: 'a'.repeat(64), at_seq: 1, state_hash: 'b'.repeat(64), log_hash: 'c'.repeat(64), merkle_root: 'd'.repeat(64), timestamp: 1 }, createSigner(stranger.seed))
       const record = { run_id: 'run_' + '1'.repeat(20), artifact_hash: req.pack_cid, input_hash: hashCanonical(req.input), output_hash: hashCanonical({ forged: true }), event_log_hash: 'c'.repeat(64), status: 'completed', error: null }
-      await lp.write(json({ v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output: { forged: true }, record, checkpoint: encodeCheckpoint(cp), log_head: { seq: 1, hash: 'c'.repeat(64) } }))
+      await lp.write(json({ v: 1, type: 'result', delegation_id: req.delegation_id, run_id: record.run_id, status: 'completed', output: { forged: true }, record, started: {}, checkpoint: encodeCheckpoint(cp), log_head: { seq: 1, hash: 'c'.repeat(64) } }))
       await stream.close()
     })
     try {

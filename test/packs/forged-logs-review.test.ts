@@ -24,7 +24,7 @@ import { hashCanonical } from '../../protocol/hash.ts'
 import { createSigner, generateKeyPair, signDomain } from '../../protocol/keys.ts'
 import { HOP_SIGNATURE_KIND, hopBody } from '../../protocol/wire.ts'
 import { peerIdOfPublicKey } from '../../protocol/peer-id.ts'
-import { runOutcomeHash } from '../../protocol/run.ts'
+import { fingerprintOf, runOutcomeHash } from '../../protocol/run.ts'
 import { MAX_FRAME } from '../../protocol/wire.ts'
 import { buildBundle } from '../../packs/bundle.ts'
 import type { StoredPack } from '../../packs/trust.ts'
@@ -101,12 +101,16 @@ const naive = async (events: Event[], packs: Map<string, RunPack>): Promise<bool
 const byName = new Map([['ledger', ledger], ['parent', delegating], ['gated', gated], ['one', one]])
 
 /** A whole chain that fools the naive replay, and is refused here with code@seq. */
-async function expectRefused (events: Event[], p: RunPack, code: string, seq: number): Promise<void> {
+async function expectRefused (events: Event[], p: RunPack, code: string, seq: number, because?: RegExp): Promise<void> {
   expect(verifyChain(events).ok).toBe(true)
   expect(await naive(events, byName)).toBe(true)
   const verdict = await replayRun(p, engine, new ArrayCursor(events))
   expect(verdict.ok ? { verified: true, output: verdict.outcome.output ?? null } : { code: verdict.divergence.code, seq: verdict.divergence.seq }).toEqual({ code, seq })
+  if (because !== undefined && !verdict.ok) expect(verdict.divergence.reason).toMatch(because)
 }
+
+/** A run started as a node starts one of its own (a root lineage: it may delegate). */
+const root = (p: JsonObject): JsonObject => ({ ...p, lineage: { depth: 0, ancestry: [] } })
 
 /** The grant the run loop computes for DELEGATING's one call (half of what is left). */
 const grantOf = (used: number): number => Math.floor((BUDGET.fuel - used) / 2)
@@ -179,25 +183,26 @@ describe('CRITICAL: a delegated result must be the child run it claims to be', (
 function mintedAnswer (signer = generateKeyPair(), checkpoint: { kind?: 'run' | 'log', at_seq?: number } = {}): ForgeOptions['decide'] {
   const output = 7
   const peer = peerIdOfPublicKey(signer.publicKey)
-  return (_r, _i, used) => ({ result: { peer, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(signer.seed, output, checkpoint), fuel_granted: grantOf(used) } })
+  // `record` and `started` are there (junk), so the refusal is the check under test, not a missing member.
+  return (_r, _i, used) => ({ result: { peer, status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(signer.seed, output, checkpoint), fuel_granted: grantOf(used), record: {}, started: {} } })
 }
 
 describe('HIGH: delegated results no engine could have recorded are refused', () => {
   it("a checkpoint of kind 'log' (not a run's) as the child run's", async () => {
-    const events = await forge(delegating, { input: null, decide: mintedAnswer(undefined, { kind: 'log' }) })
-    await expectRefused(events, delegating, 'RL-3017', 2)
+    const events = await forge(delegating, { input: null, started: root, decide: mintedAnswer(undefined, { kind: 'log' }) })
+    await expectRefused(events, delegating, 'RL-3017', 2, /is not of a run \(kind "log"\)/)
   })
 
   it('a checkpoint at seq 0 (a log of one event cannot be a finished run)', async () => {
-    const events = await forge(delegating, { input: null, decide: mintedAnswer(undefined, { at_seq: 0 }) })
-    await expectRefused(events, delegating, 'RL-3017', 2)
+    const events = await forge(delegating, { input: null, started: root, decide: mintedAnswer(undefined, { at_seq: 0 }) })
+    await expectRefused(events, delegating, 'RL-3017', 2, /covers one event/)
   })
 
   it('a delegation answered in a run with no lineage (this implementation gives such a run no reach.delegate provider)', async () => {
     const events = await forge(delegating, { input: null, decide: mintedAnswer() })
     expect(Object.hasOwn(events[0]?.payload as JsonObject, 'lineage')).toBe(false)
     // The only outcome a real engine records here is ToolFailed RL-3018 "no host tool provides reach.delegate".
-    await expectRefused(events, delegating, 'RL-3017', 2)
+    await expectRefused(events, delegating, 'RL-3017', 2, /without a lineage/)
   })
 
   it('a delegation "answered" by the node that ran the parent (the last hop\'s `to`), which the delegator never picks', async () => {
@@ -208,7 +213,75 @@ describe('HIGH: delegated results no engine could have recorded are refused', ()
       started: (p) => ({ ...p, lineage: lineage(caller.seed, peerIdOfPublicKey(self.publicKey)) }),
       decide: mintedAnswer(self)
     })
-    await expectRefused(events, delegating, 'RL-3017', 2)
+    await expectRefused(events, delegating, 'RL-3017', 2, /already in this run's delegation chain/)
+  })
+})
+
+describe('HIGH (second review): what binds a delegated result is what its peer signed', () => {
+  it("an honest peer's real checkpoint for another pack, with a record and a first event the forger rewrote to name this call's pack, input and fuel", async () => {
+    // P really ran `other` on input 999 and signed it. The forger keeps P's checkpoint (so the
+    // signature, log hash and outcome are P's) and writes the rest to fit the call: a record whose
+    // pack, input and log hash are the call's and the checkpoint's (its fingerprint recomputed), and
+    // a RunStarted for bafyexamplechild on input 1. Every member the old check compared agrees.
+    const child = await honestPeerStore.start({ pack: otherChild, input: 999, budget: BUDGET, policy: POLICY, engine, tools: new Map() })
+    const peer = peerIdOfPublicKey(honestPeerKey.publicKey)
+    const decide: ForgeOptions['decide'] = (_r, _i, used) => {
+      const fuel = grantOf(used)
+      const started = nextEvent(null, { type: 'RunStarted', aggregate_id: 'run', payload: { ...(child.outcome.events[0]?.payload as JsonObject), pack_cid: 'bafyexamplechild', input: 1, input_hash: hashCanonical(1), budget: { ...BUDGET, fuel } } })
+      const fields = { ...child.record, artifact_hash: 'bafyexamplechild', input_hash: hashCanonical(1) }
+      const record = { ...fields, fingerprint: fingerprintOf(fields) }
+      return { result: { peer, status: 'completed', output: child.outcome.output as JsonValue, run_id: child.record.run_id, fingerprint: record.fingerprint, checkpoint: child.checkpointText, fuel_granted: fuel, record: record as unknown as JsonValue, started: started as unknown as JsonValue } }
+    }
+    const events = await forge(delegating, { input: null, started: root, decide })
+    // The replay of then verified it ({ child: { balance: 999000 } }): the record was the forger's to write.
+    // Now the first event is not the one whose hash P signed as the log's id.
+    await expectRefused(events, delegating, 'RL-3017', 2, /first event is not the one .* signed as its log's id/)
+    // With P's real first event instead, the pack it names is not the one asked for.
+    const real = await forge(delegating, {
+      input: null,
+      started: root,
+      decide: (r, i, used) => {
+        const d = decide(r, i, used) as { result: JsonObject }
+        return { result: { ...d.result, started: child.outcome.events[0] as unknown as JsonValue } }
+      }
+    })
+    await expectRefused(real, delegating, 'RL-3017', 2, /is of pack "bafyotherchildpackdd", not the bafyexamplechild asked for/)
+  })
+
+  it('a log whose RunStarted drops engine_build, to be replayed under the laxer rules of runs from before engine builds', async () => {
+    // The minted answer carries no record and no first event: only a legacy run may record that.
+    const minted = generateKeyPair()
+    const output = 7
+    const decide: ForgeOptions['decide'] = (_r, _i, used) => ({ result: { peer: peerIdOfPublicKey(minted.publicKey), status: 'completed', output, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: mintedCheckpoint(minted.seed, output), fuel_granted: grantOf(used) } })
+    const events = await forge(delegating, { input: null, started: (p) => { const { engine_build: _, ...rest } = p; return rest }, decide })
+    expect(Object.hasOwn(events[0]?.payload as JsonObject, 'engine_build')).toBe(false)
+    // Negative control: read as one of this node's own older runs (legacy), it verifies.
+    expect(await replayRun(delegating, engine, new ArrayCursor(events), { legacy: true })).toMatchObject({ ok: true, outcome: { output: { child: 7 } } })
+    // Any other log that names no engine build is refused at its first event.
+    await expectRefused(events, delegating, 'RL-3021', 0, /names no engine build/)
+  })
+
+  it('values that throw when a message quotes them ({"toString": 1}) are a divergence with their text, not a failure of the pack', async () => {
+    const poison = { toString: 1 } as unknown as JsonValue
+    const decide: ForgeOptions['decide'] = () => ({ result: { peer: peerIdOfPublicKey(generateKeyPair().publicKey), status: 'completed', output: 7, run_id: 'run_' + '1'.repeat(20), fingerprint: 'd'.repeat(64), checkpoint: 'x', fuel_granted: poison, record: {}, started: {} } })
+    const events = await forge(delegating, { input: null, started: root, decide })
+    // String() of such a value throws a TypeError: the replay of then turned it into a RunFailed of the pack.
+    expect(() => String(poison)).toThrow(TypeError)
+    await expectRefused(events, delegating, 'RL-3017', 2, /fuel_granted \{"toString":1\} is not the \d+ the run loop granted/)
+  })
+})
+
+describe('MEDIUM (second review): a refused call can only have failed with the tool\'s own refusal', () => {
+  it('random.bytes n: 0 recorded as failed with another code or message is refused; with its own refusal it verifies', async () => {
+    const tools = hostTools({ kv: memoryKv() })
+    const own = await (tools.get('random.bytes')?.run({ n: 0 }, { pack: 'one', signal: new AbortController().signal }) as Promise<JsonValue>).then(() => undefined, (err: unknown) => err as ReachError)
+    expect(own?.code).toBe('RL-3018')
+    const input = { tool: 'random.bytes', args: { n: 0 } } as unknown as JsonValue
+    const honest = await forge(one, { input, decide: () => ({ error: { code: 'RL-3018', message: (own as ReachError).message } }) })
+    expect(await replayRun(one, engine, new ArrayCursor(honest))).toMatchObject({ ok: true, outcome: { output: { code: 'RL-3018' } } })
+    // A failure the tool never gives for these arguments (the pack then takes another branch on it).
+    const other = await forge(one, { input, decide: () => ({ error: { code: 'RL-3106', message: 'the sandbox failed' } }) })
+    await expectRefused(other, one, 'RL-3017', 2)
   })
 })
 

@@ -284,9 +284,15 @@ describe('a delegated result the run loop accepts', () => {
     const key = generateKeyPair()
     const peerStore = new RunStore(await ensureHome(homePaths(await mkdtemp(join(os.tmpdir(), 'reach-forged-peer-')))), key.seed)
     const child = pack('child', 'export function init (n) { return n }\nexport function reduce (s) { return { state: s, output: s * 7 } }', [], 'bafyexamplechild')
-    const run = await peerStore.start({ pack: child, input: 1, budget: BUDGET, policy: POLICY, engine, tools: new Map() })
+    const root = (p: JsonObject): JsonObject => ({ ...p, lineage: { depth: 0, ancestry: [] } })
+    // The grant is half of what the parent has left when it calls (its budget minus the fuel it
+    // used so far), and the child runs with exactly that fuel: learn it from a first pass.
+    let used = -1
+    await forge(delegating, { input: null, started: root, decide: (_r, _i, u) => { used = u; return { error: { code: 'RL-3018', message: 'probe' } } } })
+    const granted = Math.floor((BUDGET.fuel - used) / 2)
+    const run = await peerStore.start({ pack: child, input: 1, budget: { ...BUDGET, fuel: granted }, policy: POLICY, engine, tools: new Map() })
     await peerStore.close()
-    const result = (used: number): Decision => ({
+    const result = (): Decision => ({
       result: {
         peer: peerIdOfPublicKey(key.publicKey),
         status: run.record.status,
@@ -294,18 +300,17 @@ describe('a delegated result the run loop accepts', () => {
         run_id: run.record.run_id,
         fingerprint: run.record.fingerprint,
         checkpoint: run.checkpointText,
-        // The grant: half of what the parent has left when it calls (its budget minus the fuel it used).
-        fuel_granted: Math.floor((BUDGET.fuel - used) / 2),
-        record: run.record as unknown as JsonValue
+        fuel_granted: granted,
+        record: run.record as unknown as JsonValue,
+        started: run.outcome.events[0] as unknown as JsonValue
       }
     })
-    const root = (p: JsonObject): JsonObject => ({ ...p, lineage: { depth: 0, ancestry: [] } })
-    const events = await forge(delegating, { input: null, started: root, decide: (_r, _i, used) => result(used) })
+    const events = await forge(delegating, { input: null, started: root, decide: () => result() })
     const verdict = await replayRun(delegating, engine, new ArrayCursor(events))
     expect(verdict).toMatchObject({ ok: true, outcome: { output: { child: 7, status: 'completed' } } })
     // The same answer to a call for another input is refused: the record binds it to its call.
     const other = pack('parent', DELEGATING.replace('input: 1', 'input: 2'), ['reach.delegate'], delegating.cid)
-    const moved = await forge(other, { input: null, started: root, decide: (_r, _i, used) => result(used) })
+    const moved = await forge(other, { input: null, started: root, decide: () => result() })
     const refused = await replayRun(other, engine, new ArrayCursor(moved))
     expect(refused).toMatchObject({ ok: false, divergence: { seq: 2, code: 'RL-3017' } })
   })

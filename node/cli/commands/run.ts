@@ -155,7 +155,9 @@ export async function list (opts: Record<string, unknown>): Promise<Report> {
 async function replayOnce (node: Node, runId: string, events: Event[]): Promise<{ ok: boolean, lines: string[], json: Record<string, unknown>, fingerprint?: string }> {
   const cid = (events[0]?.payload as JsonObject | undefined)?.pack_cid as string
   const pack = await node.packs.get(cid)
-  const { verdict, record, fingerprint } = await replayEvents(runId, events, runPackOf(pack), node.engine)
+  // Only a run this node recorded before engine builds (a version-1 record) replays without one.
+  const legacy = (await (await runsOf(node)).runs.record(runId)).version === 1
+  const { verdict, record, fingerprint } = await replayEvents(runId, events, runPackOf(pack), node.engine, { legacy })
   if (verdict.ok) {
     const legacy = verdict.outcome.legacyEngine
     return {
