@@ -15,7 +15,7 @@ import type { JsonObject } from '../protocol/canonical.ts'
 import { buildBundle, type Pack } from '../packs/bundle.ts'
 import { ENGINE_VERSION, type Budget } from '../packs/manifest.ts'
 import { admitPack, checkBudget, loadPolicy, policyVersion, type Admission, type NodePolicy } from '../packs/policy.ts'
-import { runPackOf, type Engine, type RunOutcome } from '../packs/run/index.ts'
+import { RunThreads, runPackOf, type Engine, type RunOutcome } from '../packs/run/index.ts'
 import { SandboxPool, engineBuild, type SandboxPoolInit } from '../packs/sandbox.ts'
 import { hostTools, type Tool } from '../packs/tools/index.ts'
 import { ensureHome, homePaths, type HomePaths } from './home.ts'
@@ -70,7 +70,10 @@ export class LocalNode {
   /** Held open for the node's life when `keepKv` (the daemon); opened per run otherwise. */
   private kv: KvStore | undefined
 
-  private constructor (home: HomePaths, policy: NodePolicy, seed: Uint8Array, spareRuns: number, sandboxes: SandboxPool, build: Engine['build']) {
+  /** The worker threads runs go to, when the node runs them off its event loop (the daemon). */
+  private readonly threads: RunThreads | undefined
+
+  private constructor (home: HomePaths, policy: NodePolicy, seed: Uint8Array, spareRuns: number, sandboxes: SandboxPool, build: Engine['build'], threads: boolean) {
     this.home = home
     this.policy = policy
     this.packs = openPackStore(home.packs)
@@ -78,7 +81,8 @@ export class LocalNode {
     this.publicKey = keyPairFromSeed(seed).publicKey
     this.runs = new RunStore(home, seed, { spares: spareRuns })
     this.sandboxes = sandboxes
-    this.engine = { version: ENGINE_VERSION, build, sandboxes }
+    this.threads = threads ? new RunThreads({ version: ENGINE_VERSION, build }, { size: policy.run_threads }) : undefined
+    this.engine = { version: ENGINE_VERSION, build, sandboxes, ...(this.threads === undefined ? {} : { threads: this.threads }) }
   }
 
   /**
@@ -86,9 +90,9 @@ export class LocalNode {
    * `spareRuns`: run logs to keep open ahead of time (the daemon: a run then starts without
    * waiting for LevelDB to create its log).
    */
-  static async open (options: { home?: HomePaths, keepKv?: boolean, spareRuns?: number, sandboxes?: SandboxPoolInit } = {}): Promise<LocalNode> {
+  static async open (options: { home?: HomePaths, keepKv?: boolean, spareRuns?: number, sandboxes?: SandboxPoolInit, threads?: boolean } = {}): Promise<LocalNode> {
     const home = await ensureHome(options.home ?? homePaths())
-    const node = new LocalNode(home, await loadPolicy(home.policy), await nodeSeed(home), options.spareRuns ?? 0, new SandboxPool(options.sandboxes), await engineBuild())
+    const node = new LocalNode(home, await loadPolicy(home.policy), await nodeSeed(home), options.spareRuns ?? 0, new SandboxPool(options.sandboxes), await engineBuild(), options.threads === true)
     if (options.keepKv === true) node.kv = await openKv(home.root)
     return node
   }
@@ -97,6 +101,7 @@ export class LocalNode {
     await this.runs.close()
     await this.kv?.close()
     this.kv = undefined
+    await this.threads?.close()
     await this.sandboxes.close()
   }
 

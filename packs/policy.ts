@@ -11,12 +11,14 @@
  *     "granted_capabilities": ["clock.now", "random.bytes", "kv.get", "kv.put"],
  *     "http_allowlist": [],              hosts http.fetch may reach: "host" or "host:port", lowercase
  *     "max_budget": {"fuel": …, "memory_bytes": …, "output_bytes": …, "tool_calls": …, "wall_ms": …},
- *     "max_delegation_depth": 4          deepest chain of delegations this node serves (SPEC §10.5)
+ *     "max_delegation_depth": 4,         deepest chain of delegations this node serves (SPEC §10.5)
+ *     "run_threads": 2                   worker threads the node runs packs on (packs/run/threads.ts)
  *   }
  *
- * `policyVersion(policy)` = sha256(canonical(policy with defaults filled in))
- * is what a run records, so a replay knows which rules the run was admitted
- * under.
+ * `policyVersion(policy)` = sha256(canonical(policy with defaults filled in,
+ * `run_threads` left out)) is what a run records, so a replay knows which
+ * rules the run was admitted under. How many threads run packs says nothing
+ * of what a pack may do, so changing it changes no version.
  *
  * `admitPack` decides whether a verified bundle may run here. It is pure and
  * checks in a fixed order, so every node gives the same code for the same
@@ -48,7 +50,17 @@ export interface NodePolicy {
   max_budget: Budget
   /** How deep a chain of delegations this node serves (A→B is depth 1). */
   max_delegation_depth: number
+  /**
+   * Worker threads that run packs off the node's event loop (at most; each hosts many runs). A
+   * pack looping within its budget holds one thread, never the control API or the mesh.
+   */
+  run_threads: number
 }
+
+/** Two: on a small machine a busy pack leaves the other core to the node and to a second run. */
+export const DEFAULT_RUN_THREADS = 2
+/** A ceiling that no machine here needs more of (each thread holds its own sandboxes). */
+export const MAX_RUN_THREADS = 64
 
 /**
  * Capabilities granted when the policy does not say otherwise. The clock,
@@ -88,12 +100,13 @@ export const DEFAULT_POLICY: Readonly<NodePolicy> = Object.freeze({
   granted_capabilities: [...DEFAULT_GRANTED],
   http_allowlist: [],
   max_budget: { ...DEFAULT_MAX_BUDGET },
-  max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH
+  max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH,
+  run_threads: DEFAULT_RUN_THREADS
 })
 
 /** The default policy as a fresh object. */
 export function defaultPolicy (): NodePolicy {
-  return { version: POLICY_VERSION, allow_unsigned_legacy: false, granted_capabilities: [...DEFAULT_GRANTED], http_allowlist: [], max_budget: { ...DEFAULT_MAX_BUDGET }, max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH }
+  return { version: POLICY_VERSION, allow_unsigned_legacy: false, granted_capabilities: [...DEFAULT_GRANTED], http_allowlist: [], max_budget: { ...DEFAULT_MAX_BUDGET }, max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH, run_threads: DEFAULT_RUN_THREADS }
 }
 
 /** An allowlist is a handful of APIs; 256 entries bounds the list without getting in anyone's way. */
@@ -115,7 +128,8 @@ const schema = {
       additionalProperties: false,
       properties: Object.fromEntries(BUDGET_FIELDS.map((f) => [f, { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER }]))
     },
-    max_delegation_depth: { type: 'integer', minimum: 0, maximum: 64 }
+    max_delegation_depth: { type: 'integer', minimum: 0, maximum: 64 },
+    run_threads: { type: 'integer', minimum: 1, maximum: MAX_RUN_THREADS }
   }
 } as const
 
@@ -160,7 +174,8 @@ export function parsePolicy (value: unknown, path = '(policy)'): NodePolicy {
     granted_capabilities: [...(v.granted_capabilities ?? DEFAULT_GRANTED)].sort((a, b) => order(a) - order(b)),
     http_allowlist: [...(v.http_allowlist ?? [])].sort(),
     max_budget: Object.fromEntries(BUDGET_FIELDS.map((f) => [f, v.max_budget?.[f] ?? DEFAULT_MAX_BUDGET[f]])) as Budget,
-    max_delegation_depth: v.max_delegation_depth ?? DEFAULT_MAX_DELEGATION_DEPTH
+    max_delegation_depth: v.max_delegation_depth ?? DEFAULT_MAX_DELEGATION_DEPTH,
+    run_threads: v.run_threads ?? DEFAULT_RUN_THREADS
   }
 }
 
@@ -184,7 +199,8 @@ export async function loadPolicy (path: string): Promise<NodePolicy> {
 
 /** sha256(canonical(policy)), hex: recorded by every run admitted under it. */
 export function policyVersion (policy: NodePolicy): string {
-  return sha256Hex(canonicalize(policy))
+  const { run_threads: _threads, ...rules } = policy
+  return sha256Hex(canonicalize(rules))
 }
 
 /** Throw RL-3009 unless every capability is granted. */

@@ -19,11 +19,13 @@ import type { Engine, ReplayVerdict, RunOutcome, RunPack, RunSink, RunStart } fr
 export * from './types.ts'
 export { ArrayCursor, RecordReadError, StreamCursor, type RecordCursor } from './record.ts'
 export { DivergenceError } from './interpreter.ts'
+export { RunThreads, type RunThreadsInit } from './threads.ts'
 
 const NEVER = new AbortController().signal
 
 /** Start a new run, writing every event to `sink` (an empty log). */
 export async function executeRun (start: RunStart, engine: Engine, sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = NEVER): Promise<RunOutcome> {
+  if (engine.threads !== undefined) return await engine.threads.execute(start, sink, tools, signal)
   return await new Interpreter(start, engine, { kind: 'run', record: new ArrayCursor([]), sink, tools, signal }).run()
 }
 
@@ -42,6 +44,7 @@ export function startOf (recorded: readonly Event[], pack: RunPack, engine: Pick
  * prefix is not what this pack does on this engine (a damaged or foreign log, another build).
  */
 export async function resumeRun (started: StartedCheck & { ok: true }, recorded: readonly Event[], engine: Engine, sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = NEVER): Promise<RunOutcome> {
+  if (engine.threads !== undefined) return await engine.threads.resume(started, recorded, sink, tools, signal)
   return await new Interpreter(started.start, engine, { kind: 'resume', record: new ArrayCursor(recorded), sink, tools, signal }, { strict: started.build !== null, ...(started.lineage === undefined ? {} : { lineage: started.lineage }) }).run()
 }
 
@@ -57,6 +60,7 @@ export async function resumeRun (started: StartedCheck & { ok: true }, recorded:
  * other record without an engine build diverges at seq 0 (RL-3021).
  */
 export async function replayRun (pack: RunPack, engine: Engine, record: RecordCursor, options: StartedOptions = {}): Promise<ReplayVerdict> {
+  if (engine.threads !== undefined) return await engine.threads.replay(pack, record, options)
   try {
     await record.fill(1)
     const started = checkStarted(record.peek(), pack, engine, [], options)

@@ -36,6 +36,12 @@ export interface Mode {
   sink?: RunSink
   tools?: Map<string, Tool>
   signal: AbortSignal
+  /**
+   * Shared with the thread that cancels (threads.ts): [0] is set when `signal` aborts, [1] armed
+   * here during each live step, so a step burning CPU is cut (Sandbox.watch) and the run ends
+   * with RunCancelled as if the cancel had come just before that step.
+   */
+  cancel?: Int32Array
 }
 
 /**
@@ -50,10 +56,18 @@ const LOOKAHEAD = 4
 /** The run was cancelled (its signal aborted, or the record says so): it ends with RunCancelled. */
 class Cancelled extends Error {
   readonly error: { code: ErrorCode, message: string }
-  constructor (error: { code: ErrorCode, message: string }) {
+  /** The fuel its RunCancelled records. */
+  readonly fuel: number
+  constructor (error: { code: ErrorCode, message: string }, fuel: number) {
     super(error.message)
     this.error = error
+    this.fuel = fuel
   }
+}
+
+/** The sandbox stopped a step because its run was cancelled (Sandbox.watch). */
+function interruptedByCancel (err: unknown): boolean {
+  return isReachError(err, 'RL-4015') && (err.details as { interrupted?: unknown } | undefined)?.interrupted === 'cancel'
 }
 
 export class DivergenceError extends Error {
@@ -279,11 +293,12 @@ export class Interpreter {
     let sandbox: Sandbox | undefined
     try {
       sandbox = await this.engine.sandboxes.create(pack.files, pack.entry, { fuel: budget.fuel, memoryBytes: budget.memory_bytes, outputBytes: budget.output_bytes, wallMs: budget.wall_ms })
+      if (this.mode.cancel !== undefined) sandbox.watch?.(this.mode.cancel)
       return await this.loop(sandbox)
     } catch (err) {
       if (err instanceof DivergenceError || err instanceof RecordReadError) throw err
       const fuel = sandbox?.fuelUsed ?? 0
-      if (err instanceof Cancelled) return { status: 'cancelled', error: err.error, fuel_used: fuel, events: this.events }
+      if (err instanceof Cancelled) return { status: 'cancelled', error: err.error, fuel_used: err.fuel, events: this.events }
       // Deterministic (the same pack fails the same way), even when the run was also cancelled;
       // but not a replay cut by the wall clock here, which says nothing about the record.
       const error = errorOf(err)
@@ -307,7 +322,7 @@ export class Interpreter {
       // Replay stays synchronous on its hot path: an await only to read a stream further, or to end.
       if (this.low) await this.fill()
       if (this.cancelling()) await this.cancel(sandbox)
-      const step = sandbox.step(queue[next] as PackEvent)
+      const step = this.step(sandbox, queue[next] as PackEvent) ?? await this.cancelled()
       queue[next] = ''
       if (step.output !== undefined) {
         const output = step.output
@@ -326,6 +341,39 @@ export class Interpreter {
       }
     }
     throw new ReachError('RL-3020')
+  }
+
+  /** One step; undefined when a cancel cut it (a live step only: the record has ended). */
+  private step (sandbox: Sandbox, event: PackEvent): ReturnType<Sandbox['step']> | undefined {
+    const cancel = this.mode.cancel
+    if (cancel === undefined) return sandbox.step(event)
+    this.stepFuel = sandbox.fuelUsed
+    Atomics.store(cancel, 1, this.mode.record.peek() === undefined ? 1 : 0)
+    try {
+      return sandbox.step(event)
+    } catch (err) {
+      if (interruptedByCancel(err)) return undefined
+      throw err
+    } finally {
+      Atomics.store(cancel, 1, 0)
+    }
+  }
+
+  /** The fuel before the step in progress: what a cut step's RunCancelled records. */
+  private stepFuel = 0
+
+  /**
+   * A cancel cut a step: the run ends as a live run ends that sees the cancel just before that
+   * step (`cancel` below), with the fuel of then, so its replay stops at the same point.
+   */
+  private async cancelled (): Promise<never> {
+    const signal = this.mode.signal
+    // The flag can be seen before the signal here aborts (it comes in a message, once this
+    // thread is free again): wait for it, for its reason.
+    if (!signal.aborted) await new Promise((resolve) => { signal.addEventListener('abort', resolve, { once: true }) })
+    const error = cancellationOf(signal.reason)
+    await this.emit('RunCancelled', { error, fuel_used: this.stepFuel })
+    throw new Cancelled(error, this.stepFuel)
   }
 
   /**
@@ -349,7 +397,7 @@ export class Interpreter {
       error = cancellationOf(this.mode.signal.reason)
     }
     await this.emit('RunCancelled', { error, fuel_used: sandbox.fuelUsed })
-    throw new Cancelled(error)
+    throw new Cancelled(error, sandbox.fuelUsed)
   }
 
   /**

@@ -7,6 +7,7 @@ import type { ErrorCode } from '../../protocol/errors.ts'
 import type { Event, EventDraft } from '../../protocol/event.ts'
 import type { EngineBuild } from '../../protocol/run.ts'
 import type { SandboxFactory } from '../sandbox.ts'
+import type { RunThreads } from './threads.ts'
 
 export const RUN_AGGREGATE = 'run'
 
@@ -37,6 +38,11 @@ export interface Engine {
   build: EngineBuild
   /** Where the run's sandbox comes from (a node's pool). */
   sandboxes: SandboxFactory
+  /**
+   * Worker threads that run the run loop off this thread (threads.ts), with their own
+   * sandboxes; without them runs, resumes and replays run here.
+   */
+  threads?: RunThreads
 }
 
 /** Where a live run writes its events (an EventLog over the run's store). */

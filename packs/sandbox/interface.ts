@@ -31,6 +31,12 @@ export interface Sandbox {
   begin (input: JsonValue): number
   /** `eventText` is the event's canonical JSON text (the caller writes it once, on its hot path). */
   step (eventText: string): StepResult
+  /**
+   * Let `cancel` stop a step: while its [0] (cancel asked, set by whichever thread cancels) and
+   * [1] (armed by the run loop for a live step) are both non-zero, the running step ends at its
+   * next tick with RL-4015 (`details.interrupted: 'cancel'`), and the sandbox is disposed.
+   */
+  watch? (cancel: Int32Array): void
   /** Ticks used so far, loading included. */
   readonly fuelUsed: number
   /** Idempotent. */

@@ -33,6 +33,10 @@ export class PackSandbox implements Sandbox {
     return this.guard((vm) => vm.step(eventText))
   }
 
+  watch (cancel: Int32Array): void {
+    if (this.vm !== undefined) this.vm.cancelFlag = cancel
+  }
+
   private guard<T> (body: (vm: QuickJSSandbox) => T): T {
     if (this.failure !== undefined) throw this.failure
     const vm = this.vm
@@ -51,6 +55,8 @@ export class PackSandbox implements Sandbox {
   dispose (): void {
     if (this.vm === undefined) return
     this.fuel = this.vm.fuelUsed
+    // The VM goes back to its pool: the next run's flag is its own.
+    this.vm.cancelFlag = undefined
     this.vm.dispose()
     this.vm = undefined
   }

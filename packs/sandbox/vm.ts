@@ -33,7 +33,7 @@ export interface SandboxHome {
   drop (vm: QuickJSSandbox): void
 }
 
-type Abort = 'fuel' | 'wall'
+type Abort = 'fuel' | 'wall' | 'cancel'
 
 /** A lone surrogate is escaped by JSON.stringify as \udXXX; text with anything like it goes through canonicalize. */
 const SURROGATE_ESCAPE = /\\u[dD][89abcdefABCDEF]/
@@ -72,6 +72,12 @@ export class QuickJSSandbox implements Sandbox {
   private ticks = 0
   private deadline = Infinity
   private abort: Abort | undefined
+  /**
+   * The run loop's cancel flag (Sandbox.watch), shared with the thread that cancels: while both
+   * [0] (cancel asked) and [1] (a live step, armed by the run loop) are set, the VM stops at its
+   * next tick, so a pack burning CPU in one step is cut as soon as its run is cancelled.
+   */
+  cancelFlag: Int32Array | undefined
   /** Set when the module loader refused an import during the current load or call. */
   private refusedImport: string | undefined
   private loading = true
@@ -172,6 +178,7 @@ export class QuickJSSandbox implements Sandbox {
     this.ticks++
     if (this.ticks > this.limits.fuel) this.abort = 'fuel'
     else if (performance.now() > this.deadline) this.abort = 'wall'
+    else if (this.cancelFlag !== undefined && Atomics.load(this.cancelFlag, 0) !== 0 && Atomics.load(this.cancelFlag, 1) !== 0) this.abort = 'cancel'
     return this.abort !== undefined
   }
 
@@ -202,6 +209,7 @@ export class QuickJSSandbox implements Sandbox {
   }
 
   private abortError (): ReachError {
+    if (this.abort === 'cancel') return this.fail('RL-4015', 'the run was cancelled during a step', { interrupted: 'cancel' })
     return this.abort === 'wall'
       ? this.fail('RL-3105', `pack exceeded the wall-clock limit of ${this.limits.wallMs} ms`)
       : this.fail('RL-3101', `pack exhausted its fuel (${this.limits.fuel} ticks)`)
