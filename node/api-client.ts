@@ -13,6 +13,7 @@ import { CODES, ReachError, type ErrorCode } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
 import { readApiToken } from './api.ts'
 import { errno, writeFileAtomic } from './fs.ts'
+import { checkHome, homePaths } from './home.ts'
 import type { RunReader, RunRecord } from './runs.ts'
 
 export interface Endpoint {
@@ -73,9 +74,11 @@ function isLoopbackApi (api: unknown): api is string {
 /**
  * The running daemon's endpoint. RL-6002 when there is no node.json, when it
  * cannot be read as one, or when its pid is gone (a daemon that crashed
- * leaves the file behind).
+ * leaves the file behind). RL-1014 when another user owns or can write the
+ * data dir, node.json or api.token: they would choose where the token goes.
  */
 export async function readEndpoint (root: string): Promise<Endpoint> {
+  await checkHome(homePaths(root))
   const path = join(root, ENDPOINT_FILE)
   let text: string
   try {

@@ -13,14 +13,15 @@ import { admitPack, loadPolicy } from '../../../packs/policy.ts'
 import { signPack, verifyPackSignature, type PackSignature } from '../../../packs/trust.ts'
 import { openTrustRegistry, type TrustRegistry } from '../../trust-registry.ts'
 import { writeFileAtomic } from '../../fs.ts'
-import { homePaths } from '../../home.ts'
+import { ensureHome } from '../../home.ts'
 import { readKeyFile } from '../../keys.ts'
-import { openPackStore } from '../../pack-store.ts'
+import { openPackStore, type PackStore } from '../../pack-store.ts'
 import type { Io, Report } from '../io.ts'
 import { plural } from '../io.ts'
 
-function store () {
-  return openPackStore(homePaths().packs)
+/** This data dir's pack store, once the data dir is checked (RL-1014). */
+async function store (): Promise<PackStore> {
+  return openPackStore((await ensureHome()).packs)
 }
 
 function fileCount (pack: Pack): number {
@@ -30,7 +31,7 @@ function fileCount (pack: Pack): number {
 export async function build (opts: Record<string, unknown>, _io: Io, args: string[]): Promise<Report> {
   const dir = args[0] as string
   const pack = await buildBundle(dir)
-  const packs = store()
+  const packs = await store()
   const stored = await packs.put(pack.bytes)
   const output = opts.output as string | undefined
   if (output !== undefined) await writeFileAtomic(output, pack.bytes)
@@ -70,11 +71,11 @@ async function loadPack (ref: string): Promise<{ pack: Pack, signatures: PackSig
     if (st.size > MAX_BUNDLE_BYTES) throw new ReachError('RL-3004', { message: `${ref} is larger than any pack bundle (${st.size} bytes)` })
     const named = basename(ref).replace(/\.pack$/, '')
     const pack = decodeBundle(new Uint8Array(await readFile(ref)), isPackCid(named) ? named : undefined)
-    const s = store()
+    const s = await store()
     const signatures = await s.has(pack.cid) ? (await s.get(pack.cid)).signatures : []
     return { pack, signatures, source: ref }
   }
-  const stored = await store().get(ref)
+  const stored = await (await store()).get(ref)
   return { pack: stored, signatures: stored.signatures, source: 'store' }
 }
 
@@ -93,7 +94,7 @@ function signatureStatus (sig: PackSignature, pack: Pack, registry: TrustRegistr
 
 export async function inspect (_opts: Record<string, unknown>, _io: Io, args: string[]): Promise<Report> {
   const { pack, signatures, source } = await loadPack(args[0] as string)
-  const paths = homePaths()
+  const paths = await ensureHome()
   const registry = await openTrustRegistry(paths.trust)
   const policy = await loadPolicy(paths.policy)
   const m = pack.bundle.manifest
@@ -145,11 +146,11 @@ export async function sign (opts: Record<string, unknown>, _io: Io, args: string
   if (key.kind !== 'publisher') {
     throw new ReachError('RL-1009', { message: `${keyPath} is a ${key.kind} key; sign packs with a publisher key (reach keygen --publisher --output <file>)`, details: { path: keyPath } })
   }
-  const s = store()
+  const s = await store()
   const pack = await s.get(args[0] as string)
   const envelope = signPack({ cid: pack.cid, manifest: pack.bundle.manifest }, createSigner(key.seed))
   await s.addSignature(pack.cid, envelope)
-  const trust = (await openTrustRegistry(homePaths().trust)).status(envelope.publisher)
+  const trust = (await openTrustRegistry((await ensureHome()).trust)).status(envelope.publisher)
   const m = pack.bundle.manifest
   return {
     human: [

@@ -4,7 +4,7 @@
  */
 import { type TrustedKey } from '../../../packs/trust.ts'
 import { openTrustRegistry } from '../../trust-registry.ts'
-import { homePaths } from '../../home.ts'
+import { ensureHome } from '../../home.ts'
 import { readPublicKey } from '../../keys.ts'
 import type { Io, Report } from '../io.ts'
 import { plural } from '../io.ts'
@@ -16,7 +16,7 @@ function describe (k: TrustedKey): string {
 
 export async function add (opts: Record<string, unknown>, _io: Io, args: string[]): Promise<Report> {
   const publicKey = await readPublicKey(args[0] as string)
-  const registry = await openTrustRegistry(homePaths().trust)
+  const registry = await openTrustRegistry((await ensureHome()).trust)
   const before = registry.status(publicKey)
   const entry = await registry.add(publicKey, (opts.name as string | undefined) ?? '')
   const note = before === 'revoked' ? ' (it was revoked; it is trusted again)' : before === 'trusted' ? ' (already trusted; name updated)' : ''
@@ -27,7 +27,7 @@ export async function add (opts: Record<string, unknown>, _io: Io, args: string[
 }
 
 export async function list (): Promise<Report> {
-  const registry = await openTrustRegistry(homePaths().trust)
+  const registry = await openTrustRegistry((await ensureHome()).trust)
   const keys = registry.list()
   const trusted = keys.filter((k) => k.revoked_at === undefined).length
   return {
@@ -40,7 +40,7 @@ export async function list (): Promise<Report> {
 
 export async function revoke (_opts: Record<string, unknown>, _io: Io, args: string[]): Promise<Report> {
   const publicKey = await readPublicKey(args[0] as string)
-  const registry = await openTrustRegistry(homePaths().trust)
+  const registry = await openTrustRegistry((await ensureHome()).trust)
   const before = registry.status(publicKey)
   const entry = await registry.revoke(publicKey)
   const note = before === 'unknown' ? ' (it was not in the registry; recorded as revoked so it stays refused)' : before === 'revoked' ? ' (already revoked)' : ''
