@@ -7,20 +7,22 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Stream } from '@libp2p/interface'
-import type { JsonValue } from '../protocol/canonical.ts'
+import { canonicalize, preview, type JsonValue } from '../protocol/canonical.ts'
 import { checkDelegatedRun } from '../protocol/delegated.ts'
 import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
 import { publicKeyOfPeerId } from '../protocol/peer-id.ts'
 import type { Signer } from '../protocol/keys.ts'
 import type { RunRecord } from '../protocol/run.ts'
-import { MAX_FRAME, PROTOCOLS, type DelegateRequest, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
+import { FRAME_LIMIT, MAX_FRAME, PROTOCOLS, encodeFrame, schemaProblem, type DelegateRequest, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
+import { isPackCid } from '../packs/bundle.ts'
 import { systemClock, type AuditSink, type Clock, type ComponentLogger, type Dialer, type Logger, type Random } from './components.ts'
-import { CANCEL_GRACE_MS, DEFAULT_ATTEMPTS, DEFAULT_DEADLINE_MS, DIAL_TIMEOUT_MS, FINAL_CODES, RESULT_GRACE_MS } from './delegation-constants.ts'
+import { CANCEL_GRACE_MS, DEFAULT_ATTEMPTS, DEFAULT_DEADLINE_MS, DIAL_TIMEOUT_MS, FINAL_CODES, MAX_DEADLINE_MS, RESULT_GRACE_MS } from './delegation-constants.ts'
 import { ROOT, type Delegation, type Lineage } from './delegation.ts'
 import { frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
 import { signHop } from './hops.ts'
 import { IdleStreams } from './idle-streams.ts'
+import { isCallersInput } from './peer-breaker.ts'
 
 /** What the client needs from the peer registry (federation/peers.ts). */
 export interface PeerChooser {
@@ -85,6 +87,44 @@ function checkPeerArgument (peer: string): void {
   } catch (err) {
     if (isReachError(err, 'RL-4006')) throw new ReachError('RL-1011', { message: `cannot delegate to it: ${err.message}`, cause: err })
     throw err
+  }
+}
+
+/**
+ * A request every peer would refuse is the caller's mistake, not a peer failing: it is checked
+ * here, against what a delegation server holds it to, before any peer is asked (so no peer's
+ * breaker or score pays for it). The input must be canonical JSON (the hop signs its hash;
+ * RL-1006 for one nested deeper than canonical JSON's MAX_DEPTH, say); the pack a pack CID;
+ * the deadline at most MAX_DEADLINE_MS away; and the request, as it will be sent (its ancestry
+ * with our hop), must pass the `delegate` frame's schema (the budget's fields among them) and
+ * fit in the frame limit. RL-1011 for those.
+ */
+function checkRequest (options: DelegateOptions, lineage: Lineage, self: string, now: number, timeoutMs: number): void {
+  canonicalize(options.input)
+  if (!isPackCid(options.pack_cid)) throw new ReachError('RL-1011', { message: `cannot delegate: ${preview(options.pack_cid)} is not a pack CID` })
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_DEADLINE_MS) {
+    throw new ReachError('RL-1011', { message: `cannot delegate: the timeout must be 1 to ${MAX_DEADLINE_MS} ms (a peer refuses a deadline further away), not ${preview(timeoutMs)}` })
+  }
+  // Our hop as it will be: every peer id is an Ed25519 key of the same length as ours, a digest
+  // and a signature have fixed lengths, so the frame is as long as the one that will be sent.
+  const hop = { from: self, to: self, request: '0'.repeat(64), signature: 'A'.repeat(86) }
+  const frame: DelegateRequest = {
+    v: 1,
+    type: 'delegate',
+    delegation_id: options.delegation_id ?? '0'.repeat(32),
+    pack_cid: options.pack_cid,
+    input: options.input,
+    budget: options.budget ?? {},
+    depth: lineage.depth + 1,
+    ancestry: [...lineage.ancestry, hop],
+    deadline: Math.min(now + timeoutMs, lineage.deadline ?? Infinity),
+    nonce: '0'.repeat(32)
+  }
+  const problem = schemaProblem('delegate', frame)
+  if (problem !== undefined) throw new ReachError('RL-1011', { message: `cannot delegate: every peer would refuse this request: ${problem}`, details: { problem } })
+  const bytes = encodeFrame(frame).byteLength
+  if (bytes > FRAME_LIMIT.delegate) {
+    throw new ReachError('RL-1011', { message: `cannot delegate: the request is ${bytes} bytes, over the ${FRAME_LIMIT.delegate}-byte limit of a delegate frame (make the input smaller)`, details: { bytes, limit: FRAME_LIMIT.delegate } })
   }
 }
 
@@ -168,8 +208,10 @@ export class Delegator {
   }
 
   /**
-   * Run `options.pack_cid` on a peer. RL-1011 for a named peer that is not a peer id or a
-   * delegation id already in flight here; RL-4002 while stopped; otherwise as SPEC §10.5 says.
+   * Run `options.pack_cid` on a peer. RL-1011 for a named peer that is not a peer id, a
+   * delegation id already in flight here, or a request no peer would take (checkRequest; RL-1006
+   * for an input that is not canonical JSON), all before any dial; RL-4002 while stopped;
+   * otherwise as SPEC §10.5 says.
    */
   delegate (options: DelegateOptions): Promise<Delegation> {
     let delegationId: string
@@ -179,6 +221,7 @@ export class Delegator {
       delegationId = options.delegation_id ?? hex(this.random.bytes(16))
       // A second entry under the same id would hide the first from cancel().
       if (this.inflight.has(delegationId)) throw new ReachError('RL-1011', { message: `delegation ${delegationId} is already in flight on this node` })
+      checkRequest({ ...options, delegation_id: delegationId }, options.lineage ?? ROOT, this.components.self, this.clock.now(), options.timeoutMs ?? this.timeoutMs)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -229,8 +272,12 @@ export class Delegator {
           metrics?.outcome('cancelled', seconds())
           throw isReachError(signal.reason) ? signal.reason : new ReachError('RL-4015')
         }
+        // A peer refusing the caller's input with an input code (peer-breaker.ts) is not blamed;
+        // but that input passed checkRequest, so another peer may well take it: not final, or a
+        // peer could stop every delegation by answering RL-1011.
+        const ourInput = isCallersInput(e)
         // RL-4014 was audited as a verification failure; RL-4003 is our breaker, not the peer's doing.
-        if (e.code !== 'RL-4014' && e.code !== 'RL-4003') audit?.record({ type: 'delegation.failed', peer, code: e.code, detail: e.message })
+        if (e.code !== 'RL-4014' && e.code !== 'RL-4003' && !ourInput) audit?.record({ type: 'delegation.failed', peer, code: e.code, detail: e.message })
         // A peer that found our own frame malformed or too large: every peer would.
         const ourFrame = e.details.remote === true && (e.code === 'RL-4010' || e.code === 'RL-4011')
         if (FINAL_CODES.has(e.code) || ourFrame || options.peer !== undefined) {

@@ -2,8 +2,9 @@
  * A peer's circuit breaker (opossum): when to stop trying a peer, and when to try it again.
  *
  * A remote's *policy refusal* (it will not run this pack, the delegation is too deep, a cycle ...)
- * says nothing about its health, so it never trips the breaker: only unavailability, overload,
- * deadlines, protocol violations and unexpected errors do.
+ * says nothing about its health, and neither does its refusal of the caller's own bad input (an
+ * input that is not canonical JSON, a non-CID), so neither trips the breaker: only
+ * unavailability, overload, deadlines, protocol violations and unexpected errors do.
  */
 import CircuitBreaker from 'opossum'
 import { isReachError } from '../protocol/errors.ts'
@@ -28,9 +29,22 @@ export type Breaker = CircuitBreaker<[() => Promise<unknown>], unknown>
 // RL-4001/RL-4013: the peer could not get the pack from the DHT, which says nothing of its health.
 const REFUSAL_CODES: ReadonlySet<string> = new Set(['RL-4001', 'RL-4004', 'RL-4005', 'RL-4009', 'RL-4012', 'RL-4013', 'RL-4015', 'RL-4017'])
 
-/** Whether `err` is a remote's policy refusal (RL-3xxx and the refusal codes above). */
+/**
+ * Usage and input codes that say the request itself is wrong (not JSON, not a number, a bad
+ * event field, not canonical JSON, out of range, an invalid argument such as a non-CID): the
+ * caller's mistake, refused alike by every peer. The other RL-1xxx codes (a peer's own key or
+ * node file, its listen address) are about the node that sends them and still count.
+ */
+const CALLER_INPUT_CODES: ReadonlySet<string> = new Set(['RL-1002', 'RL-1003', 'RL-1005', 'RL-1006', 'RL-1007', 'RL-1011'])
+
+/** Whether `err` refuses the caller's own input (CALLER_INPUT_CODES), from the peer or found before sending. */
+export function isCallersInput (err: unknown): boolean {
+  return isReachError(err) && CALLER_INPUT_CODES.has(err.code)
+}
+
+/** Whether `err` is a remote's policy refusal (RL-3xxx and the refusal codes above) or a refusal of the caller's own input. */
 export function isPolicyRefusal (err: unknown): boolean {
-  return isReachError(err) && (err.code.startsWith('RL-3') || REFUSAL_CODES.has(err.code))
+  return isReachError(err) && (err.code.startsWith('RL-3') || REFUSAL_CODES.has(err.code) || CALLER_INPUT_CODES.has(err.code))
 }
 
 /** A breaker for `peer`; call `shutdown()` when done with it (it holds a timer). */

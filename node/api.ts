@@ -17,7 +17,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import { basename, dirname, join } from 'node:path'
 import { ReachError, isReachError } from '../protocol/errors.ts'
-import { errno, pathExists, writeFileAtomic } from './fs.ts'
+import { errno, pathExists, storageFailure, writeFileAtomic } from './fs.ts'
 
 export interface ApiRequest {
   method: string
@@ -70,12 +70,17 @@ const OPEN_MODE_BITS = 0o077
 
 /**
  * The HTTP status for an error code. Only the control API's own codes are
- * mapped one by one; the rest go by range: input 400, integrity and packs 422
- * (well-formed but refused), federation 502 (a peer failed us) except "peer
- * busy" 503 (retry later), storage 500.
+ * mapped one by one, and the "not found" codes (a pack, run, remote run or
+ * delegation this id names does not exist) are 404; the rest go by range:
+ * input 400, integrity and packs 422 (well-formed but refused), federation 502
+ * (a peer failed us) except "peer busy" 503 (retry later), storage 500.
  */
 export function statusFor (code: string): number {
   switch (code) {
+    case 'RL-3012': return 404
+    case 'RL-3019': return 404
+    case 'RL-4017': return 404
+    case 'RL-4019': return 404
     case 'RL-4007': return 503
     case 'RL-6001': return 401
     case 'RL-6002': return 503
@@ -98,6 +103,9 @@ export function statusFor (code: string): number {
  * handler: 500 with RL-6006, so it is told apart from a client mistake (400, RL-6004).
  */
 function internalError (err: unknown): { status: number, error: ReachError } {
+  // The daemon's disk refusing a write is storage (RL-5010), not a bug.
+  const storage = storageFailure(err)
+  if (storage !== undefined) return { status: statusFor(storage.code), error: storage }
   const message = err instanceof Error ? err.message : String(err)
   return { status: 500, error: new ReachError('RL-6006', { message: `internal error: ${message}`, details: { internal: true }, cause: err }) }
 }

@@ -1,10 +1,12 @@
 /**
  * `<home>/config.json`: how this node joins its federation, written by
- * `reach init` and read by `reach node start` (flags override it).
+ * `reach init` and read by `reach node start` (flags override it). `reach init` gives a
+ * `/tcp/0` listen address a free port (pinListenPorts), so the node keeps it across restarts.
  *
- *   {"version":1,"federation":"default","listen":["/ip4/127.0.0.1/tcp/0"],"bootstrap":[]}
+ *   {"version":1,"federation":"default","listen":["/ip4/127.0.0.1/tcp/41230"],"bootstrap":[]}
  */
 import { readFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { ReachError } from '../protocol/errors.ts'
 import { errno, writeFileAtomic } from './fs.ts'
@@ -65,4 +67,35 @@ export async function readConfig (root: string): Promise<NodeConfig> {
 export async function writeConfig (root: string, config: NodeConfig): Promise<void> {
   const path = join(root, CONFIG_FILE)
   await writeFileAtomic(path, JSON.stringify(parseConfig(config, path), null, 2) + '\n', 0o600)
+}
+
+const ANY_PORT = /^\/(ip4|ip6)\/([^/]+)\/tcp\/0(\/.*)?$/
+
+/**
+ * `listen` with each "any free port" TCP address (`/tcp/0`) given a port that is free now. A node
+ * keeps its port across restarts (the address others saved to reach it stays true), so `reach
+ * init` picks it once and writes it to config.json; so does the first `node start` of a data dir
+ * made before, whose config still says `/tcp/0`.
+ */
+export async function pinListenPorts (listen: readonly string[]): Promise<string[]> {
+  return await Promise.all(listen.map(async (addr) => {
+    const m = ANY_PORT.exec(addr)
+    if (m === null) return addr
+    const port = await freePort(m[2] as string)
+    return `/${m[1] as string}/${m[2] as string}/tcp/${port}${m[3] ?? ''}`
+  }))
+}
+
+/** A TCP port free on `host` now (the kernel's pick, released at once). */
+async function freePort (host: string): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new ReachError('RL-1013', { message: `cannot find a free port on ${host}: ${err.code ?? err.message}`, cause: err }))
+    })
+    server.listen({ host, port: 0, exclusive: true }, () => {
+      const address = server.address()
+      server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
+    })
+  })
 }

@@ -32,7 +32,7 @@ import { PeerRegistry } from '../federation/peer-registry.ts'
 import { verifyRemoteRun, type RemoteClaim, type RemoteVerdict } from '../federation/verify.ts'
 import { ensureApiToken, startApi, type ApiServer } from './api.ts'
 import { readEndpoint, removeEndpoint, writeEndpoint, TOKEN_FILE, type Endpoint } from './api-client.ts'
-import { errno, writeFileAtomic } from './fs.ts'
+import { errno, storageFailure, writeFileAtomic } from './fs.ts'
 import { homePaths, type HomePaths } from './home.ts'
 import type { ReachHost } from './host.ts'
 import { lineLogger } from './logger.ts'
@@ -45,6 +45,8 @@ import { readFile } from 'node:fs/promises'
 
 /** How long `start()` waits for another process (a `reach` command) to let go of the run database. */
 const RUN_DB_WAIT_MS = 10_000
+/** libp2p's datastore in the data dir (LevelDB): the peers this node knew, and DHT records. */
+const PEERSTORE_DIR = 'peerstore'
 
 export interface NetworkInit {
   listen?: string[]
@@ -92,6 +94,8 @@ export interface NetworkServices {
   verify (peer: string, runId: string, claim?: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict>
   /** A run the operator starts here (`reach run` on a running node): a root run that may delegate. */
   run (request: Omit<RunRequest, 'extraTools' | 'lineage'>): Promise<RunResult>
+  /** Dial a peer now (`reach peers connect`): RL-1011 for a bad multiaddr, RL-4002 when it does not answer. */
+  connect (addr: string, signal?: AbortSignal): Promise<{ peer: string, addr: string }>
   /** The control API and its endpoint file, while the node runs (undefined without one). */
   readonly api: ApiServer | undefined
   readonly endpoint: Endpoint | undefined
@@ -124,7 +128,7 @@ function startError (err: unknown, what: string): ReachError {
   const code = errno(err) ?? errno((err as { cause?: unknown })?.cause) ?? /\b(EADDRINUSE|EADDRNOTAVAIL|EACCES)\b/.exec(message)?.[1]
   const reason = code === undefined ? undefined : LISTEN_ERRORS[code]
   if (reason !== undefined) return new ReachError('RL-1013', { message: `${what}: ${reason} (${code as string})`, cause: err })
-  return new ReachError('RL-6006', { message: `${what} failed: ${message.split('\n', 1)[0] as string}`, cause: err })
+  return storageFailure(err) ?? new ReachError('RL-6006', { message: `${what} failed: ${message.split('\n', 1)[0] as string}`, cause: err })
 }
 
 const LISTEN_ERRORS: Record<string, string> = {
@@ -138,7 +142,9 @@ export async function createNode (init: NodeInit = {}): Promise<ReachNode> {
   const home = init.home ?? homePaths()
   // A node already running on this data dir holds its stores: say so before they refuse us.
   if (init.network !== undefined && init.network.apiPort !== false) await notRunning(home)
-  const local = await LocalNode.open({ home, keepKv: init.network !== undefined, spareRuns: init.network === undefined ? 0 : 2, ...(init.sandboxes === undefined ? {} : { sandboxes: init.sandboxes }) })
+  // A node on the network runs packs on worker threads: a pack burning CPU never holds up its
+  // control API, libp2p, gossip or pings (packs/run/threads.ts).
+  const local = await LocalNode.open({ home, keepKv: init.network !== undefined, spareRuns: init.network === undefined ? 0 : 2, threads: init.network !== undefined, ...(init.sandboxes === undefined ? {} : { sandboxes: init.sandboxes }) })
   if (init.network === undefined) {
     return { local, network: undefined, start: async () => {}, stop: async () => { await local.close() } }
   }
@@ -158,8 +164,28 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
   const metrics = new NodeMetrics()
   const audit = auditSink(logger, metrics)
   const federation = net.federation ?? 'default'
-  const { createHost, parsePeerId } = await import('./host.ts')
-  const host = await createHost({ seed: local.seed, start: false, ...(net.listen === undefined ? {} : { listen: net.listen }), ...(net.bootstrap === undefined ? {} : { bootstrap: net.bootstrap }) })
+  const { createHost, dialBootstrap, parsePeerId, KEEP_ALIVE_TAG, RECONNECT } = await import('./host.ts')
+  const { multiaddr } = await import('@multiformats/multiaddr')
+  // What libp2p learns of peers (their addresses, our keep-alive tags) outlives a restart.
+  // A LevelDB opens itself once made, so it is made when the node starts (a node built and never
+  // started holds no lock); libp2p reaches it only once started.
+  const { LevelDatastore } = await import('datastore-level')
+  let peerstore: InstanceType<typeof LevelDatastore> | undefined
+  const datastore = new Proxy({} as InstanceType<typeof LevelDatastore>, {
+    get: (_target, prop) => {
+      if (peerstore !== undefined) {
+        const value = Reflect.get(peerstore, prop) as unknown
+        return typeof value === 'function' ? value.bind(peerstore) : value
+      }
+      // Not a promise; any method is the open store's, looked up when it is called.
+      if (prop === 'then' || typeof prop === 'symbol') return undefined
+      return (...args: unknown[]) => {
+        if (peerstore === undefined) throw new ReachError('RL-5007', { message: 'the peer store is not open: the node is not running' })
+        return (Reflect.get(peerstore, prop) as (...a: unknown[]) => unknown).apply(peerstore, args)
+      }
+    }
+  })
+  const host = await createHost({ seed: local.seed, start: false, datastore, ...(net.listen === undefined ? {} : { listen: net.listen }), ...(net.bootstrap === undefined ? {} : { bootstrap: net.bootstrap }) })
   const self = host.peerId.toString()
   const dialer: Dialer = {
     dial: async (peer, protocol, options) => await host.dialProtocol(parsePeerId(peer), protocol, options),
@@ -293,8 +319,19 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
   let api: ApiServer | undefined
   let endpoint: Endpoint | undefined
   let pinger: ReturnType<typeof setInterval> | undefined
-  const onConnect = (e: CustomEvent): void => { peers.connected(String(e.detail), true); metrics.peersConnected.set(host.getPeers().length) }
-  const onDisconnect = (e: CustomEvent): void => { peers.connected(String(e.detail), false); metrics.peersConnected.set(host.getPeers().length) }
+  const onConnect = (e: CustomEvent): void => {
+    peers.connected(String(e.detail), true)
+    metrics.peersConnected.set(host.getPeers().length)
+    log.info(`peer ${String(e.detail)} connected`)
+    // A peer we were connected to is redialled after a restart and whenever it goes away (host.ts).
+    host.peerStore.merge(e.detail, { tags: { [KEEP_ALIVE_TAG]: { value: 1 } } }).catch((err: unknown) => { log.warn(`cannot remember peer ${String(e.detail)}: ${(err as Error).message}`) })
+  }
+  const onReconnectFailure = (e: CustomEvent): void => { log.warn(`peer ${String(e.detail)} did not answer redials for about 4 minutes; it is redialled again once it connects`) }
+  const onDisconnect = (e: CustomEvent): void => {
+    peers.connected(String(e.detail), false)
+    metrics.peersConnected.set(host.getPeers().length)
+    log.info(`peer ${String(e.detail)} disconnected`)
+  }
 
   /** Undo, in reverse, each step `start` took; never throws. */
   const stops: Array<{ what: string, stop: () => Promise<void> }> = []
@@ -325,18 +362,26 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
         if (net.apiPort !== false) await notRunning(local.home)
         // The node holds the run database while it runs (a command that has it open is waited for).
         await step('opening the run database', async () => { await local.runs.open({ waitMs: RUN_DB_WAIT_MS }) }, async () => {})
-        await step(`listening on ${(net.listen ?? ['/ip4/127.0.0.1/tcp/0']).join(' ')}`, async () => { await host.start() }, async () => { await host.stop() })
+        await step('opening the peer store', async () => {
+          peerstore = new LevelDatastore(join(local.home.root, PEERSTORE_DIR))
+          await peerstore.open()
+        }, async () => { await peerstore?.close() })
         host.addEventListener('peer:connect', onConnect as never)
         host.addEventListener('peer:disconnect', onDisconnect as never)
+        host.addEventListener('peer:reconnect-failure', onReconnectFailure as never)
+        await step(`listening on ${(net.listen ?? ['/ip4/127.0.0.1/tcp/0']).join(' ')}`, async () => { await host.start() }, async () => { await host.stop() })
         await step('the peer registry', async () => {}, async () => { await peers.stop() })
         await step('the pack exchange', async () => { await exchange.start() }, async () => { await exchange.stop() })
         await step('the delegator', async () => { await delegator.start() }, async () => { await delegator.stop() })
         await step('the delegation server', async () => { await server.start() }, async () => { await server.stop() })
         await step('the log server', async () => { await logs.start() }, async () => { await logs.stop() })
-        const { dialBootstrap } = await import('./host.ts')
-        const joined = await dialBootstrap(host, net.bootstrap ?? [])
+        const bootstrap = net.bootstrap ?? []
+        const silent = await dialBootstrap(host, bootstrap, lifetime.signal)
         for (const p of host.getPeers()) peers.connected(p.toString(), true)
-        if ((net.bootstrap ?? []).length > 0 && joined === 0) log.warn(`none of the ${(net.bootstrap ?? []).length} bootstrap peers answered; other nodes can still dial this one`)
+        if (bootstrap.length > 0 && silent.length === bootstrap.length) log.warn(`none of the ${bootstrap.length} bootstrap peers answered (${silent.join(' ')}); retrying them with backoff, and other nodes can still dial this one`)
+        else for (const addr of silent) log.warn(`bootstrap peer ${addr} did not answer; retrying it with backoff`)
+        for (const addr of silent) retryBootstrap(addr)
+        stops.push({ what: 'the bootstrap retries', stop: async () => { lifetime.abort() } })
         log.info(`peer ${self} listening on ${host.getMultiaddrs().map(String).join(' ')}`)
 
         // Runs a killed process left unfinished, with the tools a new run there gets.
@@ -409,6 +454,37 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     await stopping
   }
 
+  /** Everything started for the node's lifetime (bootstrap retries) stops with it. */
+  const lifetime = new AbortController()
+  /** Dial a bootstrap address that did not answer at start again, with host.ts's backoff, until it does once. */
+  const retryBootstrap = (addr: string, attempt = 0): void => {
+    if (lifetime.signal.aborted || attempt >= RECONNECT.retries) return
+    const timer = setTimeout(() => {
+      dialBootstrap(host, [addr], lifetime.signal).then((silent) => {
+        if (silent.length === 0) log.info(`bootstrap peer ${addr} answered`)
+        else retryBootstrap(addr, attempt + 1)
+      }, () => {})
+    }, RECONNECT.intervalMs * RECONNECT.factor ** attempt)
+    timer.unref()
+    lifetime.signal.addEventListener('abort', () => { clearTimeout(timer) }, { once: true })
+  }
+
+  const connect: NetworkServices['connect'] = async (addr, signal) => {
+    let target: ReturnType<typeof multiaddr>
+    try {
+      target = multiaddr(addr)
+    } catch (err) {
+      throw new ReachError('RL-1011', { message: `not a multiaddr: ${addr}`, cause: err })
+    }
+    try {
+      const connection = await host.dial(target, signal === undefined ? {} : { signal })
+      return { peer: connection.remotePeer.toString(), addr: connection.remoteAddr.toString() }
+    } catch (err) {
+      if (isReachError(err)) throw err
+      throw new ReachError('RL-4002', { message: `${addr} did not answer: ${((err as Error).message ?? String(err)).split('\n', 1)[0] as string}`, cause: err })
+    }
+  }
+
   const run: NetworkServices['run'] = async (request) => {
     const signal = request.signal ?? new AbortController().signal
     return await local.runPack({ ...request, signal, lineage: lineageJson(ROOT), extraTools: toolsFor(ROOT, signal) })
@@ -416,6 +492,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
 
   const network: NetworkServices = {
     run,
+    connect,
     host,
     federation,
     delegator,

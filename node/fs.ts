@@ -1,6 +1,8 @@
 /** Small file-system helpers shared by the node's writers. */
+import { accessSync, constants } from 'node:fs'
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
+import { ReachError } from '../protocol/errors.ts'
 
 /**
  * Write a file so that readers see the old content or the new, never half:
@@ -28,6 +30,66 @@ export async function writeFileAtomic (path: string, data: string | Uint8Array, 
 /** The error code of a failed file-system call (ENOENT, EEXIST …), if any. */
 export function errno (err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code
+}
+
+/** The errnos that mean the file system will not take a write here, in words. */
+const NOT_WRITABLE: Readonly<Record<string, string>> = {
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded'
+}
+
+/** LevelDB names them only in its IO error's message, in the C library's words. */
+const LEVEL_WORDS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/read-only file system/i, 'EROFS'],
+  [/permission denied/i, 'EACCES'],
+  [/operation not permitted/i, 'EPERM'],
+  [/no space left on device/i, 'ENOSPC'],
+  [/(disk )?quota exceeded/i, 'EDQUOT']
+]
+
+/** The errno (among NOT_WRITABLE) with which the nearest existing directory above `path` refuses writes, if it does. */
+function writeRefusal (path: string): string | undefined {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    try {
+      accessSync(dir, constants.W_OK)
+      return undefined
+    } catch (err) {
+      const code = errno(err)
+      if (code === 'ENOENT' && dirname(dir) !== dir) continue
+      return code !== undefined && Object.hasOwn(NOT_WRITABLE, code) ? code : undefined
+    }
+  }
+}
+
+/**
+ * RL-5010 when `err`, or an error it wraps, is the file system refusing to write (read-only,
+ * not permitted, full); undefined for anything else. The one place these errnos become a code:
+ * the CLI's and the control API's last resort ask it, and so do the stores before they would
+ * call such a failure corruption or a missing log. `where` names the file when the error does
+ * not (a write on an open handle). EACCES and EPERM count only from a call on a path: a socket
+ * refused a port is not storage.
+ */
+export function storageFailure (err: unknown, where?: string): ReachError | undefined {
+  let e: unknown = err
+  for (let depth = 0; depth < 8 && e !== null && typeof e === 'object'; depth++, e = (e as { cause?: unknown }).cause) {
+    const { code, path, message, syscall } = e as NodeJS.ErrnoException
+    let found: string | undefined
+    if (code === 'LEVEL_IO_ERROR' && typeof message === 'string') found = LEVEL_WORDS.find(([words]) => words.test(message))?.[1]
+    // Node's recursive mkdir reports a read-only parent as ENOENT: ask the nearest directory that exists.
+    else if (code === 'ENOENT' && syscall === 'mkdir' && typeof path === 'string') found = writeRefusal(path)
+    else if (typeof code === 'string' && Object.hasOwn(NOT_WRITABLE, code) && (typeof path === 'string' || (code !== 'EACCES' && code !== 'EPERM'))) found = code
+    if (found === undefined) continue
+    const at = typeof path === 'string' ? path : where
+    return new ReachError('RL-5010', {
+      message: `${at === undefined ? '' : `${at}: `}${NOT_WRITABLE[found] as string} (${found})`,
+      details: { errno: found, ...(at === undefined ? {} : { path: at }) },
+      cause: err
+    })
+  }
+  return undefined
 }
 
 /** Whether `path` exists; other errors (permissions, I/O) are thrown, not taken for "no". */

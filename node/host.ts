@@ -14,12 +14,13 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
-import type { Libp2p, PeerId } from '@libp2p/interface'
+import { KEEP_ALIVE, type Libp2p, type PeerId } from '@libp2p/interface'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
+import type { Datastore } from 'interface-datastore'
 import { createLibp2p } from 'libp2p'
 import { encodePublicKey } from '../protocol/keys.ts'
 import { ReachError } from '../protocol/errors.ts'
@@ -38,7 +39,27 @@ export interface HostOptions {
   maxConnections?: number
   /** Start listening at once (default true); false: the caller starts it (`host.start()`). */
   start?: boolean
+  /**
+   * Where libp2p keeps what it knows of peers (addresses, tags) and DHT records; in memory by
+   * default. A node passes a LevelDB in its data dir, opened, so that it remembers its peers.
+   */
+  datastore?: Datastore
 }
+
+/**
+ * The peer store tag that makes libp2p redial a peer: after every start (its reconnect queue's
+ * `afterStart`) and whenever it disconnects, with backoff (RECONNECT below). A node tags each peer
+ * it connects to, so a restart, of either side, rejoins without anyone editing a config.
+ */
+export const KEEP_ALIVE_TAG = `${KEEP_ALIVE}-reach`
+
+/**
+ * Redial backoff (p-retry, through libp2p's connection manager): 1 s, then ×1.5 each time, 12
+ * retries, so a peer that went away is looked for for about 4 minutes (1 s · (1.5¹² − 1) / 0.5);
+ * then libp2p drops its tag and emits `peer:reconnect-failure`. It is tagged again when it
+ * comes back by itself (it remembers us too).
+ */
+export const RECONNECT = { retries: 12, intervalMs: 1_000, factor: 1.5 } as const
 
 export type ReachServices = {
   identify: ReturnType<ReturnType<typeof identify>>
@@ -69,8 +90,12 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    ...(options.datastore === undefined ? {} : { datastore: options.datastore }),
     connectionManager: {
       maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      reconnectRetries: RECONNECT.retries,
+      reconnectRetryInterval: RECONNECT.intervalMs,
+      reconnectBackoffFactor: RECONNECT.factor,
       // Local meshes dial the same host many times a second; the default (5/s per host) resets them.
       inboundConnectionThreshold: 1000,
       maxIncomingPendingConnections: 64,
@@ -94,18 +119,13 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
   return host
 }
 
-/** Dial each bootstrap peer once; how many answered. A peer that is down does not stop the node. */
-export async function dialBootstrap (host: ReachHost, bootstrap: readonly string[]): Promise<number> {
-  let joined = 0
-  for (const addr of bootstrap) {
-    try {
-      await host.dial(multiaddr(addr))
-      joined++
-    } catch {
-      // down or unreachable: others may dial us, and the caller says so
-    }
-  }
-  return joined
+/**
+ * Dial every bootstrap address at once; the ones that did not answer. A peer that is down does
+ * not stop the node (the caller retries those, and says when none answered).
+ */
+export async function dialBootstrap (host: ReachHost, bootstrap: readonly string[], signal?: AbortSignal): Promise<string[]> {
+  const tried = await Promise.allSettled(bootstrap.map(async (addr) => await host.dial(multiaddr(addr), signal === undefined ? {} : { signal })))
+  return bootstrap.filter((_, i) => tried[i]?.status === 'rejected')
 }
 
 /**

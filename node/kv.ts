@@ -6,6 +6,7 @@
 import { join } from 'node:path'
 import { canonicalize, type JsonValue } from '../protocol/canonical.ts'
 import { ReachError } from '../protocol/errors.ts'
+import { storageFailure } from './fs.ts'
 import type { KvBackend } from '../packs/tools/index.ts'
 
 export interface KvStore extends KvBackend {
@@ -21,7 +22,7 @@ export async function openKv (home: string): Promise<KvStore> {
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause
     if (cause?.code === 'LEVEL_LOCKED') throw new ReachError('RL-5008', { message: `${path} is open in another process (a running node, or another reach command)`, details: { path }, cause: err })
-    throw new ReachError('RL-5009', { message: `cannot open the kv store ${path}: ${(err as Error).message}`, details: { path }, cause: err })
+    throw storageFailure(err, path) ?? new ReachError('RL-5009', { message: `cannot open the kv store ${path}: ${(err as Error).message}`, details: { path }, cause: err })
   }
   // "\0" cannot occur in a pack name, so namespaces never overlap.
   const key = (ns: string, k: string): string => `${ns}\u0000${k}`

@@ -10,8 +10,9 @@
  */
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
+import { ReachError } from '../protocol/errors.ts'
 import { admitPack } from '../packs/policy.ts'
-import type { Bundle } from '../packs/bundle.ts'
+import { isPackCid, type Bundle } from '../packs/bundle.ts'
 import type { StoredPack } from '../packs/trust.ts'
 import type { LocalNode } from './node.ts'
 import { SIGS_SUFFIX } from './pack-store.ts'
@@ -70,6 +71,8 @@ export class AdmittedPacks {
 
   /** A pack from the store, or fetched from providers (verified and admitted before it is stored). */
   async get (cid: string, signal?: AbortSignal, timeoutMs?: number): Promise<AdmittedPack> {
+    // Parsed before it becomes a file name: a long non-CID was ENAMETOOLONG from stat (a 500).
+    if (!isPackCid(cid)) throw new ReachError('RL-1011', { message: `not a pack CID: ${JSON.stringify(cid.length > 80 ? `${cid.slice(0, 79)}…` : cid)}` })
     const registry = await this.currentRegistry()
     const sigsStamp = stampOf(join(this.local.home.packs, cid + SIGS_SUFFIX))
     const cached = this.cache.get(cid)

@@ -10,6 +10,7 @@ import { isPackCid } from '../packs/bundle.ts'
 import type { Budget } from '../packs/manifest.ts'
 import type { Route } from './api.ts'
 import type { NetworkServices, ReachNode } from './create.ts'
+import { limited, parseLimit } from './limit.ts'
 import { VERSION } from './version.ts'
 
 export interface RouteDeps {
@@ -43,6 +44,39 @@ function optionalNumber (body: unknown, field: string): number | undefined {
   return v
 }
 
+/** A body that must be a JSON object (`null`, an array or a string is RL-6004, not a crash on its fields). */
+function objectBody (body: unknown): Record<string, unknown> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ReachError('RL-6004', { message: 'the request body must be a JSON object' })
+  return body as Record<string, unknown>
+}
+
+function optionalString (body: Record<string, unknown>, field: string): string | undefined {
+  const v = body[field]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string' || v === '') throw new ReachError('RL-6004', { message: `${field} must be a non-empty string` })
+  return v
+}
+
+function optionalBoolean (body: Record<string, unknown>, field: string): boolean | undefined {
+  const v = body[field]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'boolean') throw new ReachError('RL-6004', { message: `${field} must be true or false` })
+  return v
+}
+
+/** A pack CID from a body, parsed (multiformats) before anything looks for it on disk: RL-1011 otherwise. */
+function requireCid (body: unknown, field: string): string {
+  const cid = requireString(body, field)
+  if (!isPackCid(cid)) throw new ReachError('RL-1011', { message: `${field} is not a pack CID: ${JSON.stringify(cid.length > 80 ? `${cid.slice(0, 79)}…` : cid)}` })
+  return cid
+}
+
+/** `?limit=N` of a list route (node/limit.ts, as `reach runs list --limit`); undefined when absent. */
+function limitOf (query: URLSearchParams): number | undefined {
+  const text = query.get('limit')
+  return text === null ? undefined : parseLimit(text, 'limit')
+}
+
 export function controlRoutes (deps: RouteDeps): Route[] {
   const { savePublished } = deps
   const node = deps.node.local
@@ -64,10 +98,13 @@ return [
         uptime_s: Math.round(process.uptime())
       })
     },
-    { method: 'GET', path: '/v1/peers', handler: async () => ({ peers: peers.list(), connected: host.getPeers().map(String) }) },
-    { method: 'GET', path: '/v1/packs', handler: async () => ({ packs: await node.packs.list() }) },
+    // List routes take `?limit=N` (a positive integer; anything else is RL-1003, never "all").
+    { method: 'GET', path: '/v1/peers', handler: async (req) => { const limit = limitOf(req.query); return { peers: limited(peers.list(), limit), connected: limited(host.getPeers().map(String), limit) } } },
+    // Dial a peer now; once connected it is remembered and redialled like any other (create.ts).
+    { method: 'POST', path: '/v1/peers/connect', handler: async (req) => await deps.node.network.connect(requireString(req.body, 'addr'), req.signal) },
+    { method: 'GET', path: '/v1/packs', handler: async (req) => { const limit = limitOf(req.query); return { packs: limited(await node.packs.list(), limit) } } },
     // The node holds the run database: while it runs, the CLI reads and changes runs through these.
-    { method: 'GET', path: '/v1/runs', handler: async () => ({ runs: await node.runs.list() }) },
+    { method: 'GET', path: '/v1/runs', handler: async (req) => { const limit = limitOf(req.query); return { runs: limited(await node.runs.list(), limit) } } },
     { method: 'GET', path: '/v1/runs/:id', handler: async (req) => ({ record: await node.runs.record(req.params.id ?? '') }) },
     { method: 'GET', path: '/v1/runs/:id/events', handler: async (req) => ({ events: await node.runs.events(req.params.id ?? '') }) },
     { method: 'GET', path: '/v1/runs/:id/checkpoint', handler: async (req) => ({ checkpoint: await node.runs.checkpointText(req.params.id ?? '') }) },
@@ -95,7 +132,7 @@ return [
       method: 'POST',
       path: '/v1/runs',
       handler: async (req) => {
-        const body = req.body as Record<string, unknown>
+        const body = objectBody(req.body)
         const pack = await node.admitted(requireString(body, 'pack'))
         const budget: Partial<Budget> = { ...pack.bundle.manifest.budget, ...budgetOf(body.budget) }
         const { record, outcome } = await deps.node.network.run({ pack, input: (body.input ?? null) as JsonValue, budget, signal: req.signal })
@@ -118,7 +155,7 @@ return [
       method: 'POST',
       path: '/v1/packs/fetch',
       handler: async (req) => {
-        const cid = requireString(req.body, 'cid')
+        const cid = requireCid(req.body, 'cid')
         const r = await fetchAdmitted(cid, req.signal, optionalNumber(req.body, 'timeout_ms'))
         return { cid: r.cid, name: r.bundle.manifest.name, version: r.bundle.manifest.version, provider: r.provider ?? null, tried: r.tried ?? [] }
       }
@@ -127,21 +164,25 @@ return [
       method: 'POST',
       path: '/v1/delegate',
       handler: async (req) => {
-        const body = req.body as Record<string, unknown>
+        const body = objectBody(req.body)
         if (body.delegation_id !== undefined && (typeof body.delegation_id !== 'string' || !/^[0-9a-f]{32}$/.test(body.delegation_id))) throw new ReachError('RL-6004', { message: 'delegation_id must be 32 lowercase hex digits' })
         const budget = budgetOf(body.budget)
-        const packCid = await resolvePack(requireString(body, 'pack'))
+        // Every field is checked before anything is resolved or sent: a `peer` of the wrong type
+        // must not quietly become "any peer".
+        const peer = optionalString(body, 'peer')
+        const verifyLog = optionalBoolean(body, 'verify') === true
         const timeoutMs = optionalNumber(body, 'timeout_ms')
+        const packCid = await resolvePack(requireString(body, 'pack'))
         const d = await delegator.delegate({
           pack_cid: packCid,
           input: (body.input ?? null) as JsonValue,
           ...(budget === undefined ? {} : { budget }),
-          ...(typeof body.peer === 'string' ? { peer: body.peer } : {}),
+          ...(peer === undefined ? {} : { peer }),
           ...(timeoutMs === undefined ? {} : { timeoutMs }),
           ...(typeof body.delegation_id === 'string' ? { delegation_id: body.delegation_id } : {}),
           signal: req.signal
         })
-        if (body.verify !== true) return { delegation: d }
+        if (!verifyLog) return { delegation: d }
         const verdict = await verify(d.peer, d.run_id, { pack_cid: d.pack_cid, head: d.log_head, record: d.record }, req.signal)
         const { record: _record, ...verification } = verdict
         return { delegation: d, verification }
@@ -157,7 +198,7 @@ return [
         return { peer, run_id: runId, ...verdict }
       }
     },
-    { method: 'GET', path: '/v1/delegations', handler: async () => ({ outgoing: delegator.list(), serving: server.list() }) },
+    { method: 'GET', path: '/v1/delegations', handler: async (req) => { const limit = limitOf(req.query); return { outgoing: limited(delegator.list(), limit), serving: limited(server.list(), limit) } } },
     {
       method: 'POST',
       path: '/v1/delegations/:id/cancel',

@@ -20,6 +20,7 @@
  */
 import { Level } from 'level'
 import { ReachError } from '../protocol/errors.ts'
+import { storageFailure } from './fs.ts'
 import { sublevel, type Db, type SharedLogs, type Sub } from './store/level.ts'
 
 /** Format of the run database (its `!meta!version`). */
@@ -41,7 +42,7 @@ export async function openRunDatabase (path: string): Promise<RunDatabase> {
     if (cause?.code === 'LEVEL_LOCKED') {
       throw new ReachError('RL-5008', { message: `${path} is open in another process (a running node, or another reach command)`, details: { path }, cause: err })
     }
-    throw new ReachError('RL-5009', { message: `cannot open the run database ${path}: ${(err as Error).message}`, details: { path }, cause: err })
+    throw storageFailure(err, path) ?? new ReachError('RL-5009', { message: `cannot open the run database ${path}: ${(err as Error).message}`, details: { path }, cause: err })
   }
   try {
     const meta = sublevel(db, 'meta')

@@ -80,7 +80,7 @@ export async function openTrustRegistry (path: string, init: TrustRegistryInit =
     add: async (publicKey, name) => {
       checkKey(publicKey)
       if (typeof name !== 'string' || name.length > MAX_TRUST_NAME_LENGTH) {
-        throw new ReachError('RL-1001', { message: `a trusted key's name is at most ${MAX_TRUST_NAME_LENGTH} characters` })
+        throw new ReachError('RL-1011', { message: `a trusted key's name is at most ${MAX_TRUST_NAME_LENGTH} characters` })
       }
       const existing = byKey.get(publicKey)
       const entry: TrustedKey = existing !== undefined && existing.revoked_at === undefined

@@ -27,6 +27,7 @@ export const CODES = {
   'RL-1011': 'invalid argument',
   'RL-1012': 'node file invalid',
   'RL-1013': 'listen address in use or not available',
+  'RL-1014': 'data dir or file not owned by this user, or writable by others',
 
   // integrity
   'RL-2001': 'event hash mismatch',
@@ -113,6 +114,7 @@ export const CODES = {
   'RL-5007': 'store is closed',
   'RL-5008': 'store is locked by another process',
   'RL-5009': 'store corrupt',
+  'RL-5010': 'data dir not writable: read-only file system, permission denied or disk full',
 
   // control API
   'RL-6001': 'control API: missing or wrong bearer token',
@@ -120,7 +122,7 @@ export const CODES = {
   'RL-6003': 'control API: unknown route',
   'RL-6004': 'control API: bad request',
   'RL-6005': 'node already running',
-  'RL-6006': 'control API: internal error'
+  'RL-6006': 'internal error (the daemon or a command failed on its own)'
 } as const
 
 export type ErrorCode = keyof typeof CODES

@@ -222,12 +222,21 @@ export function decodeFrame<T extends FrameType> (bytes: Uint8Array, expected: r
   if (typeof type !== 'string' || (type !== 'error' && !(expected as readonly string[]).includes(type))) {
     throw new ReachError('RL-4010', { message: `unexpected frame type ${JSON.stringify(type)} (expected ${expected.join(' or ')})` })
   }
-  const check = validator(type as FrameType)
-  if (!check(value)) {
-    const e = check.errors?.[0]
-    throw new ReachError('RL-4010', { message: `malformed ${type} frame: ${e?.instancePath ?? ''} ${e?.message ?? 'invalid'}`.replace('  ', ' ') })
-  }
+  const problem = schemaProblem(type as FrameType, value)
+  if (problem !== undefined) throw new ReachError('RL-4010', { message: `malformed ${type} frame: ${problem}` })
   return value as Frames[T] | ErrorFrame
+}
+
+/**
+ * Why `value` is not a valid `type` frame by the schema its receiver holds it to (the field's
+ * JSON Pointer and what is wrong), or undefined. decodeFrame refuses with it; a sender checks
+ * its own frame with it before sending, so a frame every peer would refuse is never sent.
+ */
+export function schemaProblem (type: FrameType, value: unknown): string | undefined {
+  const check = validator(type)
+  if (check(value)) return undefined
+  const e = check.errors?.[0]
+  return `${e?.instancePath ?? ''} ${e?.message ?? 'invalid'}`.trim()
 }
 
 export function encodeFrame (frame: Frames[FrameType]): Uint8Array {

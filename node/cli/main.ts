@@ -1,7 +1,7 @@
 /**
  * The `reach` command line. Every command accepts `--json`; every failure is
  * an RL- code with a one-line explanation and a non-zero exit (2 for usage
- * and input errors, 1 for everything else).
+ * and input errors, 3 for a locked store, 1 for everything else; exitCodeFor).
  *
  * Command modules are imported lazily inside their actions so an offline
  * command never pays for code it does not run (libp2p, later, above all).
@@ -10,6 +10,8 @@ import { Command, CommanderError, Option } from 'commander'
 import { CODES, ReachError } from '../../protocol/errors.ts'
 import type { Io, Outcome } from './io.ts'
 import { parseSeqOption } from './io.ts'
+import { storageFailure } from '../fs.ts'
+import { parseLimit } from '../limit.ts'
 import { VERSION } from '../version.ts'
 
 type Action = (opts: Record<string, unknown>, io: Io, args: string[]) => Promise<Outcome>
@@ -23,11 +25,22 @@ function render (io: Io, outcome: Outcome): number {
   return outcome.exitCode ?? 0
 }
 
+/**
+ * `reach` exits 2 for usage and input (RL-1xxx), 3 for a store another process holds (RL-5008:
+ * nothing was done, try again once it lets go), 1 otherwise.
+ */
+function exitCodeFor (code: string): number {
+  return code.startsWith('RL-1') ? 2 : code === 'RL-5008' ? 3 : 1
+}
+
 function renderError (io: Io, err: unknown): number {
+  // A file system that refuses writes is the storage's answer (RL-5010); anything else that is
+  // not one of ours is a failure of our own (RL-6006), never a mistyped command.
+  const storage = err instanceof ReachError ? undefined : storageFailure(err)
   const e = err instanceof ReachError
     ? err
-    : new ReachError('RL-1001', { message: err instanceof Error ? err.message : String(err) })
-  if (!(err instanceof ReachError) && !(err instanceof CommanderError)) {
+    : storage ?? new ReachError('RL-6006', { message: `internal error: ${err instanceof Error ? err.message : String(err)}`, details: { internal: true } })
+  if (e !== err && storage === undefined && !(err instanceof CommanderError)) {
     // Not one of ours: keep the stack for whoever files the bug.
     process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`)
   }
@@ -38,7 +51,7 @@ function renderError (io: Io, err: unknown): number {
     // One line whatever a library put in the message; --json keeps all of it.
     process.stderr.write(`error ${e.code}: ${e.message.split('\n', 1)[0] as string}${at}\n`)
   }
-  return e.code.startsWith('RL-1') ? 2 : 1
+  return exitCodeFor(e.code)
 }
 
 export async function main (argv: string[]): Promise<number> {
@@ -111,7 +124,7 @@ export async function main (argv: string[]): Promise<number> {
     .action(action(async () => (await import('./commands/run.ts')).run))
   const runs = program.command('runs').description('runs recorded on this node').exitOverride()
   cmd(runs, 'list', 'list runs')
-    .option('--limit <n>', 'at most this many', seq('--limit'))
+    .option('--limit <n>', 'at most this many (a positive integer)', (v: string) => parseLimit(v, '--limit'))
     .action(action(async () => (await import('./commands/run.ts')).list))
   cmd(runs, 'resume', 'finish runs a killed process left open (no recorded tool call runs twice)')
     .action(action(async () => (await import('./commands/run.ts')).resume))
@@ -208,8 +221,13 @@ export async function main (argv: string[]): Promise<number> {
     .action(action(async () => (await import('./commands/mesh.ts')).nodeStart))
   cmd(nodeCmd, 'status', 'the running node: peer id, addresses, peers, delegations')
     .action(action(async () => (await import('./commands/mesh.ts')).nodeStatus))
-  cmd(program, 'peers', 'known peers: connection, breaker, reputation')
+  const peersCmd = cmd(program, 'peers', 'known peers: connection, breaker, reputation')
     .action(action(async () => (await import('./commands/mesh.ts')).peers))
+  cmd(peersCmd, 'list', 'known peers (what `reach peers` shows)')
+    .action(action(async () => (await import('./commands/mesh.ts')).peers))
+  cmd(peersCmd, 'connect', 'dial a peer now; once connected it is remembered and redialled after restarts')
+    .argument('<multiaddr>', 'its address, e.g. /ip4/127.0.0.1/tcp/4001/p2p/<peer-id>')
+    .action(action(async () => (await import('./commands/mesh.ts')).peersConnect))
   cmd(program, 'delegate', 'run a pack on a peer and check its signed result')
     .argument('<pack>', 'CID, name or name@version')
     .option('--input <json>', 'the input handed to init (JSON)', 'null')

@@ -35,6 +35,7 @@ import { mkdir, open, stat, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ReachError } from '../../protocol/errors.ts'
 import { headOf, type Event } from '../../protocol/event.ts'
+import { storageFailure } from '../fs.ts'
 import { INDEX_EVERY, READ_CHUNK_SIZE, TAIL_CHUNK_SIZE } from './constants.ts'
 import { CommittedStore } from './committed.ts'
 import { StoreLifecycle } from './lifecycle.ts'
@@ -229,7 +230,8 @@ export class JsonlEventStore extends CommittedStore implements EventStore {
       } catch (undo) {
         this.#broken = new ReachError('RL-5009', { message: `${this.path}: a failed write could not be undone; reopen (with repair) to continue`, cause: undo })
       }
-      throw new ReachError('RL-5009', { message: `${this.path}: write failed: ${(err as Error).message}`, seq: batch.firstSeq, cause: err })
+      // A full or read-only disk is not a damaged log: the write was undone (unless #broken says otherwise).
+      throw (this.#broken === undefined ? storageFailure(err, this.path) : undefined) ?? new ReachError('RL-5009', { message: `${this.path}: write failed: ${(err as Error).message}`, seq: batch.firstSeq, cause: err })
     }
     try {
       await fh.datasync()

@@ -35,6 +35,7 @@ import { canonicalize } from '../../protocol/canonical.ts'
 import { ReachError } from '../../protocol/errors.ts'
 import { computeEventHash, eventShapeProblem, type ChainHead, type Event } from '../../protocol/event.ts'
 import { isHash } from '../../protocol/hash.ts'
+import { storageFailure } from '../fs.ts'
 import { LEVEL_FORMAT_VERSION, LEVEL_KEY_WIDTH, LEVEL_READ_BATCH } from './constants.ts'
 import { CommittedStore } from './committed.ts'
 import { StoreLifecycle } from './lifecycle.ts'
@@ -203,6 +204,9 @@ export class LevelEventStore extends CommittedStore implements EventStore {
       if (cause?.code === 'LEVEL_LOCKED') {
         throw new ReachError('RL-5008', { message: `${path} is open in another process (LevelDB lock)`, details: { path }, cause: err })
       }
+      // A log on a read-only or full disk is there: it cannot be opened (LevelDB writes its LOCK file).
+      const storage = storageFailure(err, path)
+      if (storage !== undefined) throw storage
       if (options.create !== true) throw new ReachError('RL-5006', { message: `no LevelDB log at ${path}`, details: { path }, cause: err })
       throw err
     }

@@ -12,6 +12,7 @@ import { constants } from 'node:fs'
 import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { ReachError } from '../../protocol/errors.ts'
+import { storageFailure } from '../fs.ts'
 import { LOCK_ATTEMPTS } from './constants.ts'
 
 /**
@@ -53,9 +54,13 @@ async function acquire (path: string, key: string): Promise<LockFile> {
       const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644)
       try {
         await fh.writeFile(`${process.pid}\n`)
-      } finally {
+      } catch (err) {
+        // A full disk: leave no empty lock behind for the next opener to wait out, and say which file.
         await fh.close()
+        await unlink(path).catch(ignoreMissing)
+        throw storageFailure(err, path) ?? err
       }
+      await fh.close()
       return lockFile(path, key)
     } catch (err) {
       if (code(err) !== 'EEXIST') throw err

@@ -112,9 +112,9 @@ export function outputLength (node: MeshNode): number {
  * written node.json and its control API is up by then); fails at once, with its output, if it
  * exits first.
  */
-export async function startNode (name: string, home: string, options: { bootstrap?: string[], env?: NodeJS.ProcessEnv } = {}): Promise<MeshNode> {
+export async function startNode (name: string, home: string, options: { bootstrap?: string[], listen?: string[], env?: NodeJS.ProcessEnv } = {}): Promise<MeshNode> {
   const env = { ...process.env, REACH_HOME: home, ...options.env }
-  const args = [BIN, 'node', 'start', ...(options.bootstrap === undefined ? [] : ['--bootstrap', ...options.bootstrap])]
+  const args = [BIN, 'node', 'start', ...(options.bootstrap === undefined ? [] : ['--bootstrap', ...options.bootstrap]), ...(options.listen === undefined ? [] : ['--listen', ...options.listen])]
   const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
   closed.set(proc, new Promise((resolve) => { proc.once('close', () => { resolve() }) }))
   const output: string[] = []

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto'
 import { streamPair } from '@libp2p/utils'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { JsonObject, JsonValue } from '../../protocol/canonical.ts'
+import { MAX_DEPTH, type JsonObject, type JsonValue } from '../../protocol/canonical.ts'
 import { createCheckpoint, decodeCheckpoint, encodeCheckpoint, verifyCheckpoint } from '../../protocol/checkpoint.ts'
 import { ReachError, isReachError, type ErrorCode } from '../../protocol/errors.ts'
 import { headOf, nextEvent, type ChainHead, type Event } from '../../protocol/event.ts'
@@ -22,7 +22,7 @@ import type { StoredPack } from '../../packs/trust.ts'
 import type { AuditEvent, Clock, ComponentLogger, Dialer, ExecutedRun, Random, Registrar, RunExecutor } from '../../federation/components.ts'
 import { DelegationServer, type DelegationServerInit } from '../../federation/delegation-server.ts'
 import { ROOT, lineageJson, lineageOf, type Lineage } from '../../federation/delegation.ts'
-import { Delegator } from '../../federation/delegator.ts'
+import { Delegator, type DelegateOptions } from '../../federation/delegator.ts'
 import { frames, type FrameStream } from '../../federation/frames.ts'
 import { signHop } from '../../federation/hops.ts'
 import type { PeerStore } from '../../federation/peer-file.ts'
@@ -513,5 +513,95 @@ describe('delegation server and client', () => {
     await b.exec.started(2)
     expect(c.delegator.cancel('2'.repeat(32))).toBe(true)
     expect(await within(again, 'the delegation after a restart')).toMatchObject({ status: 'cancelled' })
+  })
+})
+
+describe('blame where blame is due: a request the caller got wrong costs no peer anything', () => {
+  /** An input nested one level deeper than canonical JSON takes (MAX_DEPTH): the hop cannot sign its hash. */
+  const tooDeep = (): JsonValue => {
+    let v: JsonValue = 0
+    for (let i = 0; i <= MAX_DEPTH; i++) v = [v]
+    return v
+  }
+  const health = (c: Client, peer: string): { breaker: string, score: number, failures: number } => ({
+    breaker: c.registry.breakerState(peer),
+    score: c.registry.score(peer),
+    failures: c.registry.list().find((p) => p.peer === peer)?.failures ?? 0
+  })
+  /** Two identities, the first one first in the registry's order when scores tie. */
+  const ordered = (): [Identity, Identity] => [identity(), identity()].sort((x, y) => (x.peer < y.peer ? -1 : 1)) as [Identity, Identity]
+
+  it('an input too deep for canonical JSON: RL-1006 before any dial, however often; the peer\'s breaker stays closed and its score unchanged', async () => {
+    const b = serve(executor((call) => echo(b.id.signer)(call)))
+    const c = await client([b])
+    const before = health(c, b.id.peer)
+    // More times than the breaker's volume threshold (3) at a 100% failure rate, had they counted.
+    for (let i = 0; i < 4; i++) {
+      expect(await codeOf(c.delegator.delegate({ pack_cid: pack.cid, input: tooDeep() }))).toBe('RL-1006')
+      expect(await codeOf(c.delegator.delegate({ pack_cid: pack.cid, input: tooDeep(), peer: b.id.peer }))).toBe('RL-1006')
+    }
+    expect(c.dials).toEqual([])
+    expect(b.exec.calls).toEqual([])
+    expect(before.breaker).toBe('closed')
+    expect(health(c, b.id.peer)).toEqual(before)
+    expect(c.delegator.list()).toEqual([])
+    // The peer is as good as it was: the next delegation goes to it.
+    expect((await c.delegator.delegate({ pack_cid: pack.cid, input: 1 })).peer).toBe(b.id.peer)
+  })
+
+  it('control: that input, sent to the peer by hand, is refused there with RL-1006 (so every peer would refuse it)', async () => {
+    const b = serve(executor((call) => echo(b.id.signer)(call)))
+    const a = identity()
+    const hop: Hop = { from: a.peer, to: b.id.peer, request: '0'.repeat(64), signature: 'A'.repeat(86) }
+    const request: DelegateRequest = { v: 1, type: 'delegate', delegation_id: 'b'.repeat(32), pack_cid: pack.cid, input: tooDeep(), budget: {}, depth: 1, ancestry: [hop], deadline: DEADLINE, nonce: 'c'.repeat(32) }
+    expect(await ask(b, a.peer, request)).toBe('RL-1006')
+    expect(b.exec.calls).toEqual([])
+  })
+
+  it('other requests no peer would take are RL-1011 before any dial: over the frame limit, a budget the wire refuses, not a pack CID, a deadline over an hour', async () => {
+    const b = serve(executor((call) => echo(b.id.signer)(call)))
+    const c = await client([b])
+    const cases: Array<[string, DelegateOptions]> = [
+      ['an input over the 1 MiB delegate frame', { pack_cid: pack.cid, input: 'x'.repeat(MAX_FRAME.delegateRequest) }],
+      ['zero fuel', { pack_cid: pack.cid, input: 1, budget: { fuel: 0 } }],
+      ['a fraction of a byte', { pack_cid: pack.cid, input: 1, budget: { memory_bytes: 1.5 } }],
+      ['a budget field the wire does not have', { pack_cid: pack.cid, input: 1, budget: { gas: 1 } as WireBudget }],
+      // Lowercase letters and digits: the frame schema's pattern takes it, only parsing it as a CID does not.
+      ['not a pack CID', { pack_cid: 'notacid0123456789', input: 1 }],
+      ['a deadline further away than a peer takes', { pack_cid: pack.cid, input: 1, timeoutMs: 3_600_001 }]
+    ]
+    for (const [what, options] of cases) expect(await codeOf(c.delegator.delegate(options)), what).toBe('RL-1011')
+    expect(c.dials).toEqual([])
+    expect(health(c, b.id.peer)).toMatchObject({ breaker: 'closed', failures: 0 })
+    // The size check is where the peer's limit is: an input a few KiB under it goes, and runs.
+    const near = await c.delegator.delegate({ pack_cid: pack.cid, input: 'x'.repeat(MAX_FRAME.delegateRequest - 4096) })
+    expect(near.status).toBe('completed')
+    expect(b.exec.calls.length).toBe(1)
+  })
+
+  it('a peer refusing with an RL-1xxx input code an input that passed the local check is not blamed (breaker closed, score unchanged), and the next peer serves it', async () => {
+    const [first, second] = ordered()
+    const picky = serve(executor(async () => { throw new ReachError('RL-1006', { message: 'value at payload.input cannot be canonicalised: nested deeper than 1000 levels' }) }), {}, first)
+    const other = serve(executor((call) => echo(other.id.signer)(call)), {}, second)
+    const c = await client([picky, other])
+    const before = health(c, picky.id.peer)
+    for (let i = 0; i < 4; i++) expect(await codeOf(c.delegator.delegate({ pack_cid: pack.cid, input: i }))).toBe('resolved')
+    // Asked first (the first by order), then, having served, the other peer comes first.
+    expect(picky.exec.calls.length).toBeGreaterThanOrEqual(1)
+    // Not final: a peer answering RL-1011 to everything must not stop every delegation.
+    expect(other.exec.calls.length).toBe(4)
+    expect(health(c, picky.id.peer)).toEqual(before)
+    expect(health(c, picky.id.peer).breaker).toBe('closed')
+  })
+
+  it('negative control: a real failure of the same kind of peer counts: failures recorded, the breaker opens, the score drops', async () => {
+    const broken = serve(executor(async () => { throw new Error('disk on fire') }))
+    const c = await client([broken])
+    const before = health(c, broken.id.peer)
+    for (let i = 0; i < 3; i++) expect(await codeOf(c.delegator.delegate({ pack_cid: pack.cid, input: i, peer: broken.id.peer }))).toBe('RL-4020')
+    const after = health(c, broken.id.peer)
+    expect(after.failures).toBe(3)
+    expect(after.breaker).toBe('open')
+    expect(after.score).toBeLessThan(before.score)
   })
 })

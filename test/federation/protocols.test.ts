@@ -477,7 +477,12 @@ describe('the node as a libp2p peer', () => {
     })
     try {
       const target = multiaddr(daemon.endpoint.addrs[0] as string)
+      // What the node says of itself arrives with identify, which runs beside the ping.
+      const identified = new Promise<void>((resolve) => {
+        vanilla.addEventListener('peer:identify', (e) => { if (e.detail.peerId.equals(daemon.host.peerId)) resolve() })
+      })
       const rtt = await vanilla.services.ping.ping(target)
+      await within(identified, 'the node to identify itself')
       expect(Number.isFinite(rtt)).toBe(true)
       const protocols = await vanilla.peerStore.get(daemon.host.peerId).then((p) => p.protocols, () => [] as string[])
       expect(protocols).toEqual(expect.arrayContaining(['/ipfs/id/1.0.0', '/ipfs/ping/1.0.0', '/reach/delegate/1.0.0', '/reach/pack/1.0.0', '/reach/log/1.0.0', '/reach/kad/1.0.0']))

@@ -182,7 +182,12 @@ describe('control API: handler failures', () => {
       [new ReachError('RL-4007', { message: 'peer busy', details: { peer: 'p1' } }), 503],
       [new ReachError('RL-4002'), 502],
       [new ReachError('RL-1004'), 400],
-      [new ReachError('RL-3012'), 422],
+      [new ReachError('RL-3010'), 422],
+      // What an id names but does not exist: a pack, a run, a peer's run, a delegation.
+      [new ReachError('RL-3012'), 404],
+      [new ReachError('RL-3019'), 404],
+      [new ReachError('RL-4017'), 404],
+      [new ReachError('RL-4019'), 404],
       [new ReachError('RL-2001', { seq: 3 }), 422],
       [new ReachError('RL-5009'), 500],
       [new ReachError('RL-6005'), 409]
@@ -200,6 +205,16 @@ describe('control API: handler failures', () => {
     expect(r.status).toBe(500)
     expect(r.json.error).toMatchObject({ code: 'RL-6006', message: 'internal error: boom' })
     expect((await request(api, 'GET', '/v1/fail')).status).toBe(500)
+  })
+
+  it('a file system refusing a write is RL-5010 (storage), not an internal error', async () => {
+    const erofs = Object.assign(new Error('EROFS: read-only file system, open \'/data/x.tmp\''), { code: 'EROFS', syscall: 'open', path: '/data/x.tmp' })
+    const r = await request(await serve(failing(erofs)), 'GET', '/v1/fail')
+    expect(r.status).toBe(500)
+    expect(r.json.error).toMatchObject({ code: 'RL-5010', details: { errno: 'EROFS', path: '/data/x.tmp' } })
+    // Control: EACCES from a socket (no path) is not storage.
+    const socket = Object.assign(new Error('listen EACCES: permission denied 0.0.0.0:80'), { code: 'EACCES', syscall: 'listen' })
+    expect((await request(await serve(failing(socket)), 'GET', '/v1/fail')).json.error.code).toBe('RL-6006')
   })
 })
 

@@ -58,7 +58,6 @@ describe('two nodes built by createNode in one process', () => {
       expect(a.network.delegator).not.toBe(b.network.delegator)
       const cid = await counterIn(a)
       await counterIn(b)
-      const reusedA = a.local.sandboxes.stats().reused
       const ab = await a.network.delegator.delegate({ pack_cid: cid, input: { numbers: [1, 2] }, peer: b.network.host.peerId.toString() })
       const ba = await b.network.delegator.delegate({ pack_cid: cid, input: { numbers: [3] }, peer: a.network.host.peerId.toString() })
       expect([ab.status, ba.status]).toEqual(['completed', 'completed'])
@@ -73,7 +72,11 @@ describe('two nodes built by createNode in one process', () => {
       // A's verification of B's run replays on A's own engine.
       const verdict = await a.network.verify(b.network.host.peerId.toString(), ab.run_id, { pack_cid: cid, head: ab.log_head, record: ab.record })
       expect(verdict.verified).toBe(true)
-      expect(a.local.sandboxes.stats().reused).toBeGreaterThan(reusedA)
+      // Runs and replays went to each node's own run threads (packs/run/threads.ts).
+      expect(a.local.engine.threads).toBeDefined()
+      expect(a.local.engine.threads).not.toBe(b.local.engine.threads)
+      expect(a.local.engine.threads?.load().length).toBeGreaterThan(0)
+      expect(b.local.engine.threads?.load().length).toBeGreaterThan(0)
       // Stopping one leaves the other working.
       await a.stop()
       const alone = await b.network.run({ pack: await b.local.packs.get(cid), input: { numbers: [7] } })

@@ -91,6 +91,13 @@ async function verifyDigest (path: string, kind: 'jsonl' | 'level', workers: num
   return { ...await digestBatchesAsync(streamBatches(path), { reduce: false }), mode: 'sequential' }
 }
 
+/**
+ * The codes that are a verdict on the log's bytes: integrity (RL-2xxx), a torn or half-written
+ * tail (RL-5003, RL-5004), a corrupt store (RL-5009). A lock (RL-5008), a closed store, a
+ * refused write (RL-5010) say nothing about the log.
+ */
+const INTEGRITY_VERDICT = /^RL-(2\d{3}|500[349])$/
+
 export async function verify (opts: Record<string, unknown>): Promise<Report> {
   const path = opts.logPath as string
   const kind = await storeKind(path)
@@ -117,6 +124,12 @@ export async function verify (opts: Record<string, unknown>): Promise<Report> {
     }
   } catch (err) {
     if (!(err instanceof ReachError) || !/^RL-(2|5)/.test(err.code)) throw err
+    // A log another process holds (or a disk that refuses LevelDB its LOCK file) was not read:
+    // no verdict, and no "INVALID" for a log nobody looked at. main.ts gives RL-5008 its own exit code.
+    if (!INTEGRITY_VERDICT.test(err.code)) {
+      const why = err.code === 'RL-5008' ? ' (a lock says nothing about the log\'s integrity: verify it once that process lets go)' : ''
+      throw new ReachError(err.code, { message: `not verified: ${err.message}${why}`, details: { ...err.details, path, verified: false }, cause: err })
+    }
     const at = err.seq === undefined ? '' : ` at seq ${err.seq}`
     return {
       human: [`Hash chain INVALID${at}: ${err.code} ${err.message}`, 'Integrity: FAILED'],

@@ -38,14 +38,14 @@ export async function initNode (opts: Record<string, unknown> = {}): Promise<Rep
   const home = await ensureHome(homePaths())
   const { nodeSeed } = await import('../../node.ts')
   const seed = await nodeSeed(home)
-  const { readConfig, writeConfig } = await import('../../config.ts')
+  const { pinListenPorts, readConfig, writeConfig } = await import('../../config.ts')
   const config = await readConfig(home.root)
-  const listen = list(opts, 'listen')
   const bootstrap = list(opts, 'bootstrap')
   await writeConfig(home.root, {
     ...config,
     ...(typeof opts.federation === 'string' ? { federation: opts.federation } : {}),
-    ...(listen === undefined ? {} : { listen }),
+    // The port is chosen once, here: the node listens on it at every start.
+    listen: await pinListenPorts(list(opts, 'listen') ?? config.listen),
     ...(bootstrap === undefined ? {} : { bootstrap })
   })
   const { ensureApiToken } = await import('../../api.ts')
@@ -68,9 +68,17 @@ function list (opts: Record<string, unknown>, name: string): string[] | undefine
 
 export async function nodeStart (opts: Record<string, unknown>): Promise<Report | undefined> {
   const { runDaemon } = await import('../../daemon.ts')
-  const { readConfig } = await import('../../config.ts')
+  const { pinListenPorts, readConfig, writeConfig } = await import('../../config.ts')
   // Flags win over the config written by `reach init`.
-  const config = await readConfig(homePaths().root)
+  // Checked (RL-1014) before its config is read or written.
+  const root = (await ensureHome()).root
+  let config = await readConfig(root)
+  const pinned = await pinListenPorts(config.listen)
+  if (list(opts, 'listen') === undefined && pinned.join() !== config.listen.join()) {
+    // A data dir from before ports were kept: the port chosen now is kept from now on.
+    config = { ...config, listen: pinned }
+    await writeConfig(root, config)
+  }
   const listen = list(opts, 'listen') ?? config.listen
   const bootstrap = list(opts, 'bootstrap') ?? config.bootstrap
   opts.federation ??= config.federation
@@ -107,6 +115,11 @@ export async function peers (): Promise<Report> {
   const r = await api<{ peers: Array<Record<string, unknown>>, connected: string[] }>('GET', '/v1/peers')
   const rows = r.peers.map((p) => `${String(p.peer)}  ${p.connected === true ? 'connected   ' : 'disconnected'}  breaker ${String(p.breaker).padEnd(9)}  ok ${String(p.successes)}  failed ${String(p.failures)}  bad results ${String(p.verification_failures)}  score ${Number(p.score).toFixed(3)}`)
   return { human: rows.length === 0 ? ['No peers known yet'] : rows, json: r }
+}
+
+export async function peersConnect (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
+  const r = await api<{ peer: string, addr: string }>('POST', '/v1/peers/connect', { addr: args[0] })
+  return { human: [`Connected to ${r.peer} at ${r.addr}; it is remembered and redialled after restarts`], json: r }
 }
 
 export async function packPublish (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
@@ -204,8 +217,8 @@ export async function demoMesh (): Promise<Report> {
     // Three whole nodes in this process, built by the composition root (no control API: nothing outside asks them).
     const start = async (name: string, bootstrap?: string): Promise<MeshNode> => {
       const home = homePaths(join(root, name))
-      await mkdir(home.root, { recursive: true })
-      await writeFile(home.trust, trust)
+      await mkdir(home.root, { recursive: true, mode: 0o700 })
+      await writeFile(home.trust, trust, { mode: 0o600 })
       const n = await createNode({ home, logger: silentLogger, network: { apiPort: false, ...(bootstrap === undefined ? {} : { bootstrap: [bootstrap] }) } }) as MeshNode
       nodes.push(n)
       await n.start()
