@@ -60,6 +60,16 @@ const HOLD_MANIFEST = {
   budget: { fuel: 100000, memory_bytes: 16777216, output_bytes: 65536, tool_calls: 1, wall_ms: 30000 }
 }
 
+/** The `spin` pack: one http.fetch of `input.url` (held by the gate), then a loop only its 30 s wall clock or a cancel ends. */
+const SPIN_JS = `export function init (input) { return input }
+export function reduce (state, event) {
+  if (event.type === 'Start') return { state, effects: [{ tool: 'http.fetch', args: { url: state.url } }] }
+  let x = 0
+  for (;;) x++
+}
+`
+const SPIN_MANIFEST = { ...HOLD_MANIFEST, name: 'spin', description: 'One held http.fetch, then a loop that burns CPU until cancelled.', budget: { ...HOLD_MANIFEST.budget, fuel: 1_000_000 } }
+
 /**
  * The test's HTTP server on 127.0.0.1 that `hold` runs fetch `/hold/<tag>` from. Its answer is
  * held until `release(tag)`; a node's http.fetch gives up after 10 s (packs/tools), so a test
@@ -162,12 +172,16 @@ beforeAll(async () => {
   await mkdir(hold)
   await writeFile(join(hold, 'index.js'), HOLD_JS)
   await writeFile(join(hold, 'reach-pack.json'), JSON.stringify(HOLD_MANIFEST))
+  const spin = join(hold, '..', 'spin')
+  await mkdir(spin)
+  await writeFile(join(spin, 'index.js'), SPIN_JS)
+  await writeFile(join(spin, 'reach-pack.json'), JSON.stringify(SPIN_MANIFEST))
   // One publisher, trusted by every node; its packs are built, signed and stored on A only.
   const keyPath = join(homes.a, 'publisher.key')
   await ok({ home: homes.a }, ['keygen', '--publisher', '--output', keyPath])
   const pub = JSON.parse(await readFile(keyPath, 'utf8')).public_key as string
   for (const home of Object.values(homes)) await ok({ home }, ['trust', 'add', pub, '--name', 'mesh test publisher'])
-  for (const [name, dir] of [['counter', `${EXAMPLES}counter`], ['nest', `${FIXTURES}nest`], ['hold', hold]]) {
+  for (const [name, dir] of [['counter', `${EXAMPLES}counter`], ['nest', `${FIXTURES}nest`], ['hold', hold], ['spin', spin]]) {
     const built = await ok({ home: homes.a }, ['pack', 'build', dir as string])
     cids[name as string] = built.cid
     await ok({ home: homes.a }, ['pack', 'sign', built.cid, '--key', keyPath])
@@ -301,6 +315,27 @@ describe('mesh: real nodes on loopback', () => {
     expect(status).toBe('cancelled')
     const runs = (await ok(c, ['runs', 'list'])).runs as Array<{ run_id: string, status: string, artifact_hash: string, error: { code: string } | null }>
     expect(runs.find((r) => r.run_id === runId), JSON.stringify(runs)).toMatchObject({ artifact_hash: cids.hold, status: 'cancelled', error: { code: 'RL-4015' } })
+  })
+
+  it('a delegated run burning CPU is cancelled, not left to finish: it ends RunCancelled, C answered meanwhile, and the log replays', async () => {
+    await ok(c, ['pack', 'fetch', cids.spin as string])
+    const from = outputLength(c)
+    const started = reach(['delegate', cids.spin as string, '--peer', c.peerId, '--input', JSON.stringify({ url: gate.url('spin') })], { env: { REACH_HOME: a.home } })
+    await arrival('spin', started, [a, c])
+    // From here the run loops (its only way out is its 30 s wall clock, RL-3105, or a cancel).
+    gate.release('spin')
+    // C's control API answers, and the run is still being served.
+    expect((await delegations(c)).serving.map((d) => d.peer)).toEqual([a.peerId])
+    const list = await delegations(a)
+    await ok(a, ['cancel', list.outgoing[0] as string])
+    const done = await started
+    expect(done.stdout).toContain('CANCELLED')
+    const [, runId, status] = await untilOutput(c, servedFor(a), 'the end of the run it served for A', { from })
+    expect(status).toBe('cancelled')
+    const runs = (await ok(c, ['runs', 'list'])).runs as Array<{ run_id: string, status: string, error: { code: string } | null }>
+    expect(runs.find((r) => r.run_id === runId)).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
+    // Where the cancel cut the loop is where its replay stops.
+    expect((await ok(c, ['replay', runId as string])).verified).toBe(true)
   })
 
   it('a parent run ending cancels its child: cancelling A→B cancels the sub-run B started on C', async () => {
