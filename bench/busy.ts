@@ -8,7 +8,6 @@
  *
  * Options: --requests N (default 300), --loops N (default 4), --json.
  */
-import { spawn } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import os from 'node:os'
@@ -20,7 +19,7 @@ import { buildBundle } from '../packs/bundle.ts'
 import { signPack } from '../packs/trust.ts'
 import { homePaths } from '../node/home.ts'
 import { openPackStore } from '../node/pack-store.ts'
-import { percentile, report, type Figure } from './report.ts'
+import { percentile, report, startChildNode, type Figure } from './report.ts'
 
 const { values: args } = parseArgs({ options: { requests: { type: 'string' }, loops: { type: 'string' }, json: { type: 'boolean' } } })
 const REQUESTS = Number(args.requests ?? 300)
@@ -61,18 +60,9 @@ try {
   const built = await buildBundle(dir)
   await openPackStore(home.packs).put(built.bytes, [signPack({ cid: built.cid, manifest: built.bundle.manifest }, createSigner(publisher.seed))])
 
-  const child = spawn(process.execPath, [BIN, 'node', 'start'], { env: { ...process.env, REACH_HOME: home.root }, stdio: ['ignore', 'pipe', 'pipe'] })
-  stops.push(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise((resolve) => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    await exited
-  })
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve() })
-    child.once('exit', (code) => { reject(new Error(`the node exited (${code})`)) })
-  })
-  const endpoint = JSON.parse(await readFile(join(home.root, 'node.json'), 'utf8')) as { api: string }
+  const node = await startChildNode(BIN, home.root)
+  stops.push(node.stop)
+  const endpoint = node.endpoint
   const token = (await readFile(join(home.root, 'api.token'), 'utf8')).trim()
   const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' }
 

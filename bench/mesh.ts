@@ -16,9 +16,8 @@
  * The round-trip peer is a `reach node start` child process; the other nodes
  * run in this process, each with its own data dir. Options: --quick, --json.
  */
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -35,7 +34,7 @@ import { openPackStore } from '../node/pack-store.ts'
 import type { PackExchange } from '../federation/pack-exchange.ts'
 import { createNode, type ReachNode } from '../node/create.ts'
 import { silentLogger } from '../node/logger.ts'
-import { median, percentile, report, type Figure } from './report.ts'
+import { median, percentile, report, startChildNode, type Figure } from './report.ts'
 
 const { values: args } = parseArgs({ options: { quick: { type: 'boolean' }, json: { type: 'boolean' } } })
 const quick = args.quick === true
@@ -91,18 +90,9 @@ try {
   await mkdir(peerHome.root, { recursive: true })
   await writeFile(peerHome.trust, trustFile)
   const cid = await signedCounterIn(peerHome.packs)
-  const child = spawn(process.execPath, [BIN, 'node', 'start'], { env: { ...process.env, REACH_HOME: peerHome.root }, stdio: ['ignore', 'pipe', 'pipe'] })
-  stops.push(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise((resolve) => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    await exited
-  })
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve() })
-    child.once('exit', () => { reject(new Error('the peer node exited')) })
-  })
-  const endpoint = JSON.parse(await readFile(join(peerHome.root, 'node.json'), 'utf8')) as { peer_id: string, addrs: string[] }
+  const peerNode = await startChildNode(BIN, peerHome.root)
+  stops.push(peerNode.stop)
+  const endpoint = peerNode.endpoint
   // No health pings from the client during the measurement: they would take the peer's second
   // inbound ping stream (the kept exchange holds one) and land in the timings.
   const a = await daemon('rtt-a', endpoint.addrs[0], { pingIntervalMs: 3_600_000 })

@@ -46,3 +46,30 @@ export function report (title: string, figures: Figure[], options: { json?: bool
     process.stdout.write(`${f.name}\n  ${fmt(f.value, f.unit)}${ratio}${missing}${bar}\n`)
   }
 }
+
+/**
+ * `reach node start` on `home` as a child process (as deployed), once it says it is ready; its
+ * endpoint file (node.json) and a stop that sends SIGTERM and waits for the exit.
+ */
+export async function startChildNode (bin: string, home: string): Promise<{ endpoint: { api: string, peer_id: string, addrs: string[] }, stop: () => Promise<void> }> {
+  const { spawn } = await import('node:child_process')
+  const { readFile } = await import('node:fs/promises')
+  const { join } = await import('node:path')
+  const child = spawn(process.execPath, [bin, 'node', 'start'], { env: { ...process.env, REACH_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGTERM')
+    await exited
+  }
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve() })
+      child.once('exit', (code) => { reject(new Error(`the node on ${home} exited (${String(code)})`)) })
+    })
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { endpoint: JSON.parse(await readFile(join(home, 'node.json'), 'utf8')), stop }
+}
