@@ -176,9 +176,25 @@ export class RunStore implements RunReader {
     return spare ?? await this.newLog()
   }
 
-  /** Close the spare logs (they hold nothing) and the run database. */
+  /**
+   * Runs and resumes under way here. Closing cancels them (RL-5007: the node is stopping) and
+   * waits until each has ended and written its end, so a stop never leaves a run that reads as
+   * cut short by a crash.
+   */
+  private readonly inflight = new Set<Promise<unknown>>()
+  private readonly stopping = new AbortController()
+
+  private track<T> (work: Promise<T>): Promise<T> {
+    this.inflight.add(work)
+    void work.catch(() => {}).finally(() => { this.inflight.delete(work) })
+    return work
+  }
+
+  /** Cancel the runs under way, wait for their ends, then close the spare logs and the run database. */
   async close (): Promise<void> {
     this.closed = true
+    this.stopping.abort(new ReachError('RL-5007', { message: 'the node is stopping: runs under way are cancelled' }))
+    await Promise.allSettled([...this.inflight])
     await this.refilling
     await this.settled()
     for (const spare of this.spares.splice(0)) await spare.store.close()
@@ -193,6 +209,11 @@ export class RunStore implements RunReader {
   }
 
   async start (run: NewRun): Promise<RunSeal & { outcome: RunOutcome }> {
+    if (this.closed) throw new ReachError('RL-5007', { message: 'the run store is closed: the node is stopping' })
+    return await this.track(this.startRun({ ...run, signal: run.signal === undefined ? this.stopping.signal : AbortSignal.any([run.signal, this.stopping.signal]) }))
+  }
+
+  private async startRun (run: NewRun): Promise<RunSeal & { outcome: RunOutcome }> {
     const { runId, nonce, store } = await this.takeLog()
     // Open (the log is in it); held here so that the seal goes in even when close() has begun.
     const db = await this.database()
@@ -246,6 +267,16 @@ export class RunStore implements RunReader {
    * RL-3017.
    */
   async resume (runId: string, pack: RunPack, engine: Engine, policy: RunPolicy, tools: (lineage: JsonObject | undefined) => Map<string, Tool>, signalFor?: (lineage: JsonObject | undefined) => AbortSignal | undefined): Promise<RunSeal & { outcome: RunOutcome }> {
+    if (this.closed) throw new ReachError('RL-5007', { message: 'the run store is closed: the node is stopping' })
+    const stopping = this.stopping.signal
+    const signals = (lineage: JsonObject | undefined): AbortSignal => {
+      const own = signalFor?.(lineage)
+      return own === undefined ? stopping : AbortSignal.any([own, stopping])
+    }
+    return await this.track(this.resumeRun(runId, pack, engine, policy, tools, signals))
+  }
+
+  private async resumeRun (runId: string, pack: RunPack, engine: Engine, policy: RunPolicy, tools: (lineage: JsonObject | undefined) => Map<string, Tool>, signalFor: (lineage: JsonObject | undefined) => AbortSignal): Promise<RunSeal & { outcome: RunOutcome }> {
     const store = await this.log(this.check(runId), { repair: true })
     try {
       const recorded = await store.readAll()
@@ -266,8 +297,7 @@ export class RunStore implements RunReader {
           const changed = started.start.policy.version !== policy.version
             ? AbortSignal.abort(new ReachError('RL-3022', { message: `the node's policy changed while ${runId} was unfinished (recorded ${started.start.policy.version.slice(0, 12)}…, now ${policy.version.slice(0, 12)}…): not continued under another policy` }))
             : undefined
-          const deadline = signalFor?.(lineage)
-          const signal = changed ?? deadline
+          const signal = changed ?? signalFor(lineage)
           outcome = await resumeRun(started, recorded, engine, sink, tools(lineage), signal)
         } catch (err) {
           const d = (err as { divergence?: { seq: number, reason: string } }).divergence
