@@ -18,7 +18,7 @@ import { verifyChain } from '../protocol/chain.ts'
 import { nextEvent, type Event, type EventDraft } from '../protocol/event.ts'
 import { generateKeyPair } from '../protocol/keys.ts'
 import { ENGINE_VERSION } from '../packs/manifest.ts'
-import { ArrayCursor, executeRun, replayRun, type Engine, type RunPack } from '../packs/run/index.ts'
+import { ArrayCursor, RunThreads, executeRun, replayRun, type Engine, type RunPack } from '../packs/run/index.ts'
 import { SandboxPool, engineBuild } from '../packs/sandbox/index.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { ensureHome, homePaths } from '../node/home.ts'
@@ -115,12 +115,30 @@ try {
   figures.push({ name: 'trivial reduce steps/s in that replay, median of 3 (one reduce per recorded tool result; tool calls asked 100 at a time)', value: stepRate, unit: 'steps/s', baseline: 'raw chain verify (events/s)', baselineValue: chainRate, bar: '>= 100k steps/s', pass: stepRate >= 100_000 })
   figures.push({ name: 'reduce steps/s in replay, one tool call built per step (pack work per step, no bar)', value: rate(steps, looper.ms), unit: 'steps/s' })
 
+  // The same replay on a run thread (what a node does: packs/run/threads.ts), the record read a
+  // batch at a time from this thread.
+  const threads = new RunThreads(engine, { size: 1 })
+  const threaded: Engine = { ...engine, threads }
+  const threadTimes: number[] = []
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now()
+    const verdict = await replayRun(BATCHER, threaded, new ArrayCursor(trivial.events))
+    threadTimes.push(performance.now() - t0)
+    if (!verdict.ok) throw new Error(`bench replay on a run thread diverged: ${verdict.divergence.reason}`)
+  }
+  figures.push({ name: 'trivial reduce steps/s in that replay on a run thread, median of 3', value: rate(steps, median(threadTimes)), unit: 'steps/s', baseline: 'the same replay on this thread', baselineValue: stepRate })
+
   // Runs/s end to end, durable.
   const home = await ensureHome(homePaths(join(root, 'home')))
   const store = new RunStore(home, generateKeyPair().seed)
   t = performance.now()
   for (let i = 0; i < RUNS; i++) await store.start({ pack: TRIVIAL, input: { i } as JsonObject, budget, policy, engine, tools: new Map() })
-  figures.push({ name: `runs/s of a trivial pack end to end (${RUNS} runs; LevelDB log, fsync, signed checkpoint, record)`, value: rate(RUNS, performance.now() - t), unit: 'runs/s' })
+  const hereRate = rate(RUNS, performance.now() - t)
+  figures.push({ name: `runs/s of a trivial pack end to end (${RUNS} runs; LevelDB log, fsync, signed checkpoint, record)`, value: hereRate, unit: 'runs/s' })
+  t = performance.now()
+  for (let i = 0; i < RUNS; i++) await store.start({ pack: TRIVIAL, input: { i, thread: true } as JsonObject, budget, policy, engine: threaded, tools: new Map() })
+  figures.push({ name: `runs/s of the same on a run thread (${RUNS} runs, as a node runs them)`, value: rate(RUNS, performance.now() - t), unit: 'runs/s', baseline: 'on this thread', baselineValue: hereRate })
+  await threads.close()
   report('bench:runs', figures, { json: args.json === true, extra: { events: trivial.events.length } })
   await store.close()
   await engine.sandboxes.close()
