@@ -7,6 +7,7 @@
  * turns a `{"ok":false,"error":{...}}` answer back into the daemon's
  * ReachError, so the CLI prints the daemon's own code.
  */
+import { readFileSync } from 'node:fs'
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CODES, ReachError, type ErrorCode } from '../protocol/errors.ts'
@@ -50,13 +51,22 @@ function notRunning (message: string, details: Record<string, unknown> = {}, cau
   return new ReachError('RL-6002', { message, details, cause })
 }
 
-/** Whether a process with this pid exists. EPERM means it does, under another user. */
+/**
+ * Whether a process with this pid exists. EPERM means it does, under another user. A zombie (a
+ * daemon killed with SIGKILL whose parent has not reaped it yet, for a moment or, under an init
+ * that reaps slowly, for seconds) is gone: on Linux its state in /proc says so.
+ */
 function alive (pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (err) {
     return errno(err) !== 'ESRCH'
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return true
   }
 }
 
