@@ -300,11 +300,16 @@ describe('mesh: real nodes on loopback', () => {
     expect(runs.find((r) => r.run_id === runId), JSON.stringify(runs)).toMatchObject({ artifact_hash: cids.hold, status: 'cancelled', error: { code: 'RL-4015' } })
   })
 
-  it('cancellation reaches the remote run: it ends with RunCancelled', async () => {
-    await ok(c, ['pack', 'fetch', cids.hold as string])
+  /**
+   * A→C of `pack` (one held fetch of the gate's `tag`), cancelled with `reach cancel` once C's run
+   * fetched the gate (and, first, `whileRunning`); C's run must end cancelled (RL-4015). Its run id.
+   */
+  async function cancelledOnC (pack: 'hold' | 'spin', tag: string, whileRunning: () => Promise<void> = async () => {}): Promise<string> {
+    await ok(c, ['pack', 'fetch', cids[pack] as string])
     const from = outputLength(c)
-    const started = reach(['delegate', cids.hold as string, '--peer', c.peerId, '--input', JSON.stringify({ url: gate.url('cancel') })], { env: { REACH_HOME: a.home } })
-    await arrival('cancel', started, [a, c])
+    const started = reach(['delegate', cids[pack] as string, '--peer', c.peerId, '--input', JSON.stringify({ url: gate.url(tag) })], { env: { REACH_HOME: a.home } })
+    await arrival(tag, started, [a, c])
+    await whileRunning()
     const list = await delegations(a)
     expect(list.outgoing).toHaveLength(1)
     await ok(a, ['cancel', list.outgoing[0] as string])
@@ -314,28 +319,23 @@ describe('mesh: real nodes on loopback', () => {
     const [, runId, status] = await untilOutput(c, servedFor(a), 'the end of the run it served for A', { from })
     expect(status).toBe('cancelled')
     const runs = (await ok(c, ['runs', 'list'])).runs as Array<{ run_id: string, status: string, artifact_hash: string, error: { code: string } | null }>
-    expect(runs.find((r) => r.run_id === runId), JSON.stringify(runs)).toMatchObject({ artifact_hash: cids.hold, status: 'cancelled', error: { code: 'RL-4015' } })
+    expect(runs.find((r) => r.run_id === runId), JSON.stringify(runs)).toMatchObject({ artifact_hash: cids[pack], status: 'cancelled', error: { code: 'RL-4015' } })
+    return runId as string
+  }
+
+  it('cancellation reaches the remote run: it ends with RunCancelled', async () => {
+    await cancelledOnC('hold', 'cancel')
   })
 
   it('a delegated run burning CPU is cancelled, not left to finish: it ends RunCancelled, C answered meanwhile, and the log replays', async () => {
-    await ok(c, ['pack', 'fetch', cids.spin as string])
-    const from = outputLength(c)
-    const started = reach(['delegate', cids.spin as string, '--peer', c.peerId, '--input', JSON.stringify({ url: gate.url('spin') })], { env: { REACH_HOME: a.home } })
-    await arrival('spin', started, [a, c])
-    // From here the run loops (its only way out is its 30 s wall clock, RL-3105, or a cancel).
-    gate.release('spin')
-    // C's control API answers, and the run is still being served.
-    expect((await delegations(c)).serving.map((d) => d.peer)).toEqual([a.peerId])
-    const list = await delegations(a)
-    await ok(a, ['cancel', list.outgoing[0] as string])
-    const done = await started
-    expect(done.stdout).toContain('CANCELLED')
-    const [, runId, status] = await untilOutput(c, servedFor(a), 'the end of the run it served for A', { from })
-    expect(status).toBe('cancelled')
-    const runs = (await ok(c, ['runs', 'list'])).runs as Array<{ run_id: string, status: string, error: { code: string } | null }>
-    expect(runs.find((r) => r.run_id === runId)).toMatchObject({ status: 'cancelled', error: { code: 'RL-4015' } })
+    const runId = await cancelledOnC('spin', 'spin', async () => {
+      // From here the run loops (its only way out is its 30 s wall clock, RL-3105, or a cancel).
+      gate.release('spin')
+      // C's control API answers, and the run is still being served.
+      expect((await delegations(c)).serving.map((d) => d.peer)).toEqual([a.peerId])
+    })
     // Where the cancel cut the loop is where its replay stops.
-    expect((await ok(c, ['replay', runId as string])).verified).toBe(true)
+    expect((await ok(c, ['replay', runId])).verified).toBe(true)
   })
 
   it('a parent run ending cancels its child: cancelling A→B cancels the sub-run B started on C', async () => {
