@@ -384,12 +384,6 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
         stops.push({ what: 'the bootstrap retries', stop: async () => { lifetime.abort() } })
         log.info(`peer ${self} listening on ${host.getMultiaddrs().map(String).join(' ')}`)
 
-        // Runs a killed process left unfinished, with the tools a new run there gets.
-        const resumed = await local.resumeUnfinished({
-          toolsFor: (lineage) => lineage === undefined ? [] : toolsFor(lineageOf(lineage), new AbortController().signal),
-          signalFor: (lineage) => deadlineSignal(lineage, clock)
-        })
-        for (const r of resumed) log.info(`resumed unfinished run ${r.run_id}: ${r.status}`)
 
         // What this node published before a restart stays published.
         try {
@@ -430,6 +424,21 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
           stops.push({ what: 'the endpoint file', stop: async () => { await removeEndpoint(local.home.root) } })
           log.info(`control API on ${(api as ApiServer).url} (token in ${join(local.home.root, TOKEN_FILE)})`)
         }
+        // Runs a killed process left unfinished, with the tools a new run there gets: in the
+        // background, once the node serves (a resumed run may take as long as any run), each
+        // cancelled when the node stops, one that cannot resume named and left.
+        const resuming = local.resumeUnfinished({
+          toolsFor: (lineage) => lineage === undefined ? [] : toolsFor(lineageOf(lineage), lifetime.signal),
+          signalFor: (lineage) => {
+            const deadline = deadlineSignal(lineage, clock)
+            return deadline === undefined ? lifetime.signal : AbortSignal.any([deadline, lifetime.signal])
+          },
+          onError: (runId, err) => { log.warn(`cannot resume unfinished run ${runId}: ${isReachError(err) ? `${err.code} ` : ''}${(err as Error).message}`) }
+        }).then(
+          (resumed) => { for (const r of resumed) log.info(`resumed unfinished run ${r.run_id}: ${r.status}`) },
+          (err: unknown) => { log.warn(`resuming unfinished runs failed: ${(err as Error).message}`) }
+        )
+        stops.push({ what: 'the resumed runs', stop: async () => { lifetime.abort(new ReachError('RL-5007', { message: 'the node is stopping' })); await resuming } })
         state = 'running'
       } catch (err) {
         await unwind()

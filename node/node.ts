@@ -179,19 +179,26 @@ export class LocalNode {
    * recorded lineage gets (`toolsFor`), and the signal that cuts it
    * (`signalFor`: a delegated run's deadline).
    */
-  async resumeUnfinished (options: { toolsFor?: (lineage: JsonObject | undefined) => readonly Tool[], signalFor?: (lineage: JsonObject | undefined) => AbortSignal | undefined } = {}): Promise<RunRecord[]> {
+  async resumeUnfinished (options: { toolsFor?: (lineage: JsonObject | undefined) => readonly Tool[], signalFor?: (lineage: JsonObject | undefined) => AbortSignal | undefined, onError?: (runId: string, err: unknown) => void } = {}): Promise<RunRecord[]> {
     const done: RunRecord[] = []
     const pending = await this.runs.unfinished()
     if (pending.length === 0) return done
     await this.withKv(async (kv) => {
       for (const r of pending) {
-        const pack = await this.packs.get(r.artifact_hash)
         const tools = (lineage: JsonObject | undefined): Map<string, Tool> => {
           const all = hostTools({ kv, httpAllowlist: this.policy.http_allowlist ?? [] })
           for (const tool of options.toolsFor?.(lineage) ?? []) all.set(tool.capability, tool)
           return all
         }
-        done.push((await this.runs.resume(r.run_id, runPackOf(pack), this.engine, { version: policyVersion(this.policy), granted: this.policy.granted_capabilities }, tools, options.signalFor)).record)
+        try {
+          const pack = await this.packs.get(r.artifact_hash)
+          done.push((await this.runs.resume(r.run_id, runPackOf(pack), this.engine, { version: policyVersion(this.policy), granted: this.policy.granted_capabilities }, tools, options.signalFor)).record)
+        } catch (err) {
+          // A run that cannot be resumed (its pack gone, its record foreign) must not keep the
+          // others, or the node, from going on: the caller says so, or the error stands.
+          if (options.onError === undefined) throw err
+          options.onError(r.run_id, err)
+        }
       }
     })
     return done

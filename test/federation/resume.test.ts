@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { callApi } from '../../node/api-client.ts'
-import { cli, newHome, startNode, stopNode, type MeshNode } from './cluster.ts'
+import { cli, newHome, startNode, stopNode, untilOutput, type MeshNode } from './cluster.ts'
 
 const EXAMPLES = fileURLToPath(new URL('../../packs/examples/', import.meta.url))
 const FIXTURES = fileURLToPath(new URL('../fixtures/packs/', import.meta.url))
@@ -60,8 +60,9 @@ describe('a delegating run that a killed node left unfinished', () => {
 
     const a = await startNode('a', homes.a as string, { bootstrap: [b.addr] })
     nodes.push(a)
-    expect(a.output.join('')).toMatch(/resumed unfinished run run_[0-9a-f]{20}: completed/)
-    const runId = /resumed unfinished run (run_[0-9a-f]{20})/.exec(a.output.join(''))?.[1] as string
+    // Resumed in the background once the node serves.
+    const [, runId, status] = await untilOutput(a, /resumed unfinished run (run_[0-9a-f]{20}): (\w+)/, 'the resumed run to end', { from: 0 })
+    expect(status).toBe('completed')
     const listed = (await ok(homes.a as string, ['runs', 'list'])).runs as Array<{ run_id: string, status: string }>
     expect(listed.find((r) => r.run_id === runId)).toMatchObject({ status: 'completed' })
     // The clock was read again (idempotent), then the delegation ran after the restart: the
