@@ -165,6 +165,15 @@ export async function main (argv: string[]): Promise<number> {
     .option('--force', 'overwrite an existing key file')
     .action(action(async () => (await import('./commands/keys.ts')).keygen))
 
+  const evidence = program.command('evidence').description('equivocation evidence: two checkpoints one signer signed that disagree').exitOverride()
+  cmd(evidence, 'make', 'pair two checkpoint files of one signer, log and position that disagree into evidence')
+    .argument('<a>', 'a checkpoint file').argument('<b>', 'another checkpoint file')
+    .option('--output <path>', 'write the evidence here (else it is printed)')
+    .action(action(async () => (await import('./commands/evidence.ts')).make))
+  cmd(evidence, 'verify', 'check an evidence file offline: what it proves, or the code of why it proves nothing')
+    .argument('<file>', 'an evidence file')
+    .action(action(async () => (await import('./commands/evidence.ts')).verify))
+
   const checkpoint = program.command('checkpoint').description('signed checkpoints').exitOverride()
   logPath(cmd(checkpoint, 'create', 'sign a checkpoint of the log at a seq'))
     .requiredOption('--at-seq <n>', 'the seq the checkpoint covers', seq('--at-seq'))
