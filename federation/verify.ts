@@ -18,6 +18,7 @@ import { RunRecordFold, TERMINAL_EVENTS, runOutcomeHash, type RunRecord } from '
 import { BUDGET_FIELDS, type Budget } from '../packs/manifest.ts'
 import { replayRun, runPackOf, StreamCursor, type Divergence, type Engine } from '../packs/run/index.ts'
 import type { StoredPack } from '../packs/trust.ts'
+import type { Checkpoint } from '../protocol/checkpoint.ts'
 import type { LogStream } from './log-client.ts'
 
 export interface RemoteClaim {
@@ -30,6 +31,8 @@ export interface RemoteClaim {
 export interface RemoteVerdict {
   verified: boolean
   record: RunRecord
+  /** The peer's signed checkpoint the log was held to. */
+  checkpoint: Checkpoint
   /** The first divergence, when the replay did not verify. */
   divergence?: Pick<Divergence, 'seq' | 'code' | 'reason'>
   /** Delegated results the run used, checked against their peers' signatures but not replayed here (ReplayOutcome.delegated). */
@@ -117,11 +120,12 @@ export async function verifyRemoteRun (log: LogStream, pack: StoredPack, engine:
     if (verdict === undefined) throw inconclusive
     if (!verdict.ok) {
       const { seq, code, reason } = verdict.divergence
-      return { verified: false, record, divergence: { seq, code, reason } }
+      return { verified: false, record, checkpoint, divergence: { seq, code, reason } }
     }
     return {
       verified: true,
       record,
+      checkpoint,
       ...(verdict.outcome.delegated.length === 0 ? {} : { delegated: verdict.outcome.delegated })
     }
   } finally {

@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import type { JsonObject } from '../protocol/canonical.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import { createSigner } from '../protocol/keys.ts'
+import { signReceipt, type Receipt } from '../protocol/receipt.ts'
 import type { SandboxPoolInit } from '../packs/sandbox.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { systemClock, type AuditEvent, type AuditSink, type Clock, type ComponentLogger, type Dialer, type Random, type RunExecutor } from '../federation/components.ts'
@@ -90,8 +91,11 @@ export interface NetworkServices {
   readonly logs: LogServer
   readonly packs: AdmittedPacks
   readonly metrics: NodeMetrics
-  /** Fetch a peer's log of a run and replay it here; a log that does not check out costs the peer reputation. */
-  verify (peer: string, runId: string, claim?: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict>
+  /**
+   * Fetch a peer's log of a run and replay it here; a log that does not check out costs the peer
+   * reputation, one that does gets this node's signed verification receipt (protocol/receipt.ts).
+   */
+  verify (peer: string, runId: string, claim?: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict & { receipt?: Receipt }>
   /** A run the operator starts here (`reach run` on a running node): a root run that may delegate. */
   run (request: Omit<RunRequest, 'extraTools' | 'lineage'>): Promise<RunResult>
   /** Dial a peer now (`reach peers connect`): RL-1011 for a bad multiaddr, RL-4002 when it does not answer. */
@@ -309,8 +313,11 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     if (!verdict.verified) {
       peers.recordVerificationFailure(peer)
       audit.record({ type: 'verification.failed', peer, code: verdict.divergence?.code ?? 'RL-3017', run_id: runId, detail: verdict.divergence?.reason ?? '' })
+      return verdict
     }
-    return verdict
+    // This node replayed it: it says so under its own key (a verification receipt).
+    const receipt = signReceipt(createSigner(local.seed), verdict.checkpoint, { pack_cid: verdict.record.artifact_hash, fingerprint: verdict.record.fingerprint, engine: { version: local.engine.version, ...local.engine.build }, timestamp: clock.now() })
+    return { ...verdict, receipt }
   }
 
   const publishedPath = join(local.home.root, 'published.json')

@@ -184,7 +184,7 @@ return [
         })
         if (!verifyLog) return { delegation: d }
         const verdict = await verify(d.peer, d.run_id, { pack_cid: d.pack_cid, head: d.log_head, record: d.record }, req.signal)
-        const { record: _record, ...verification } = verdict
+        const { record: _record, checkpoint: _checkpoint, ...verification } = verdict
         return { delegation: d, verification }
       }
     },

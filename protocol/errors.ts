@@ -49,6 +49,7 @@ export const CODES = {
   'RL-2110': 'equivocation evidence malformed',
   'RL-2111': 'evidence checkpoints cannot contradict each other (another signer, log, kind or position)',
   'RL-2112': 'evidence checkpoints do not disagree',
+  'RL-2113': 'verification receipt invalid',
   'RL-2201': 'inclusion proof invalid',
   'RL-2202': 'consistency proof invalid',
   'RL-2203': 'replayed state differs from the expected state',

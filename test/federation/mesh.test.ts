@@ -24,6 +24,9 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { callApi } from '../../node/api-client.ts'
+import { decodeCheckpoint } from '../../protocol/checkpoint.ts'
+import { peerIdOfPublicKey } from '../../protocol/peer-id.ts'
+import { checkReceipt, encodeReceipt } from '../../protocol/receipt.ts'
 import { cli, newHome, outputLength, startNode, stopNode, untilOutput, within, type MeshNode } from './cluster.ts'
 import { BIN, reach } from '../node/cli/helpers.ts'
 
@@ -212,10 +215,18 @@ describe('mesh: real nodes on loopback', () => {
   it('delegates A→B (B fetches the pack it lacks), checks the signed result and replays the fetched log', async () => {
     const r = await ok(a, ['delegate', cids.counter as string, '--peer', b.peerId, '--input', '{"numbers":[1,2,3]}', '--verify'])
     expect(r.delegation).toMatchObject({ status: 'completed', peer: b.peerId, output: { count: 3, sum: 6 } })
-    expect(r.verification).toEqual({ verified: true })
+    expect(Object.keys(r.verification).sort()).toEqual(['receipt', 'verified'])
+    expect(r.verification.verified).toBe(true)
     // The same run, verified again by another node from B's log.
     const again = await ok(c, ['verify-remote', b.peerId, r.delegation.run_id])
     expect(again.verified).toBe(true)
+    // Each witness signed a receipt for B's checkpoint; anyone checks it against that checkpoint.
+    const checkpoint = decodeCheckpoint(r.delegation.checkpoint)
+    for (const [witness, receipt] of [[a, r.verification.receipt], [c, again.receipt]] as const) {
+      const checked = checkReceipt(encodeReceipt(receipt), checkpoint)
+      expect(peerIdOfPublicKey(checked.signer)).toBe(witness.peerId)
+      expect(checked).toMatchObject({ pack_cid: cids.counter, fingerprint: r.delegation.record.fingerprint, engine: { version: '1.0.0' } })
+    }
   })
 
   it('nests A→B→C: the pack on B delegates to C one hop deeper, and its result is recorded', async () => {

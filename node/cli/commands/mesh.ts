@@ -186,9 +186,13 @@ export async function cancel (_opts: Record<string, unknown>, _io: unknown, args
 }
 
 export async function verifyRemote (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
-  const r = await api<{ verified: boolean, divergence?: { seq: number, code: string, reason: string }, delegated?: Delegated[], record: JsonObject }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
+  const r = await api<{ verified: boolean, divergence?: { seq: number, code: string, reason: string }, delegated?: Delegated[], record: JsonObject, receipt?: { checkpoint_id: string } }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
   return {
-    human: [r.verified ? `REPLAY_VERIFIED${delegatedNote(r.delegated)}` : `REPLAY_DIVERGED at seq ${r.divergence?.seq ?? '?'} (RL-4018, ${r.divergence?.code ?? 'RL-3017'}): ${r.divergence?.reason ?? ''}`, `Fingerprint: ${String(r.record.fingerprint)}`],
+    human: [
+      r.verified ? `REPLAY_VERIFIED${delegatedNote(r.delegated)}` : `REPLAY_DIVERGED at seq ${r.divergence?.seq ?? '?'} (RL-4018, ${r.divergence?.code ?? 'RL-3017'}): ${r.divergence?.reason ?? ''}`,
+      `Fingerprint: ${String(r.record.fingerprint)}`,
+      ...(r.receipt === undefined ? [] : [`Receipt: signed by this node for checkpoint ${r.receipt.checkpoint_id} (in --json)`])
+    ],
     json: { ...r, ...(r.verified ? {} : { error: { code: 'RL-4018', message: `the fetched log does not replay: ${r.divergence?.reason ?? ''}`, seq: r.divergence?.seq } }) },
     ...(r.verified ? {} : { exitCode: 1 })
   }
