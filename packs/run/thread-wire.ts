@@ -5,12 +5,12 @@
  */
 import { ReachError, isErrorCode, isReachError } from '../../protocol/errors.ts'
 import type { Event } from '../../protocol/event.ts'
-import type { StartedOptions } from './started.ts'
+import type { LineageFacts, StartedOptions } from './started.ts'
 import type { RunPack, RunStart } from './types.ts'
 
 export type ThreadJob =
   | { id: number, kind: 'run', start: RunStart, tools: string[], hold: boolean }
-  | { id: number, kind: 'resume', start: RunStart, recorded: Event[], tools: string[], hold: boolean }
+  | { id: number, kind: 'resume', start: RunStart, strict: boolean, lineage?: LineageFacts, recorded: Event[], tools: string[], hold: boolean }
   | { id: number, kind: 'replay', pack: RunPack, options: StartedOptions }
 
 export interface WireError {

@@ -16,7 +16,6 @@ import { SandboxPool, type SandboxPoolInit } from '../sandbox/index.ts'
 import type { Tool } from '../tools/index.ts'
 import { Interpreter } from './interpreter.ts'
 import { ArrayCursor, type RecordCursor } from './record.ts'
-import { checkStarted, type StartedCheck } from './started.ts'
 import { reviveError, wireError, type ThreadJob, type WireError } from './thread-wire.ts'
 import type { Engine, RunSink } from './types.ts'
 import { replayRun } from './index.ts'
@@ -89,9 +88,8 @@ async function run (job: ThreadJob, signal: AbortSignal, cancel: Int32Array): Pr
   if (job.kind === 'run') {
     outcome = await new Interpreter(job.start, engine, { kind: 'run', record: new ArrayCursor([]), sink, tools, signal, cancel }).run()
   } else {
-    // The node's thread checked the record's start (startOf); the same check here rebuilds it.
-    const started = checkStarted(job.recorded[0], job.start.pack, engine, job.start.policy.granted, { legacy: true }) as StartedCheck & { ok: true }
-    outcome = await new Interpreter(started.start, engine, { kind: 'resume', record: new ArrayCursor(job.recorded), sink, tools, signal, cancel }, { strict: started.build !== null, ...(started.lineage === undefined ? {} : { lineage: started.lineage }) }).run()
+    // The node's thread checked the record's start (startOf) and sends what that check found.
+    outcome = await new Interpreter(job.start, engine, { kind: 'resume', record: new ArrayCursor(job.recorded), sink, tools, signal, cancel }, { strict: job.strict, ...(job.lineage === undefined ? {} : { lineage: job.lineage }) }).run()
   }
   // The events are the node's already (it made each durable): only the rest goes back.
   const { events: _events, ...rest } = outcome

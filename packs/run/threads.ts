@@ -74,7 +74,7 @@ export class RunThreads {
 
   async resume (started: StartedCheck & { ok: true }, recorded: readonly Event[], sink: RunSink, tools: Map<string, Tool>, signal: AbortSignal = NEVER): Promise<RunOutcome> {
     const host: Host = { sink, tools, signal, written: [] }
-    const rest = await this.submit({ kind: 'resume', start: started.start, recorded: [...recorded], tools: [...tools.keys()], hold: false }, host) as Omit<RunOutcome, 'events'>
+    const rest = await this.submit({ kind: 'resume', start: started.start, strict: started.build !== null, ...(started.lineage === undefined ? {} : { lineage: started.lineage }), recorded: [...recorded], tools: [...tools.keys()], hold: false }, host) as Omit<RunOutcome, 'events'>
     return { ...rest, events: [...recorded, ...host.written] }
   }
 
