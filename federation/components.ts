@@ -88,6 +88,7 @@ export type PackSource = (cid: string, signal: AbortSignal, timeoutMs: number) =
  */
 export interface AuditEvent {
   type: 'delegation.refused' | 'delegation.failed' | 'verification.failed' | 'provider.lied' | 'log.refused'
+    | 'checkpoint.received' | 'receipt.received' | 'verification.ok' | 'evidence.stored'
   peer: string
   code?: ErrorCode
   run_id?: string
@@ -100,3 +101,24 @@ export interface AuditSink {
 
 /** The defaults a service falls back to when the node gives none. */
 export const systemClock: Clock = { now: () => Date.now() }
+
+/** What gossipsub does for the witness (the node adapts its pubsub service to this). */
+export type GossipResult = 'accept' | 'reject' | 'ignore'
+
+export interface GossipMessageIn {
+  topic: string
+  data: Uint8Array
+  /** The peer that passed it to us (not necessarily who made it). */
+  from: string
+  /** Tell gossipsub whether to forward it (accept) and how to score `from` (reject penalises). */
+  report (result: GossipResult): void
+}
+
+export interface GossipBus {
+  subscribe (topic: string): void
+  unsubscribe (topic: string): void
+  /** Publish to the topic's mesh; resolves once sent (to nobody, when no peer subscribes). */
+  publish (topic: string, data: Uint8Array): Promise<void>
+  /** Every message gossipsub hands up on a subscribed topic, to be validated; returns how to stop listening. */
+  onMessage (handler: (message: GossipMessageIn) => void): () => void
+}

@@ -6,7 +6,8 @@
  *   server → result {delegation_id, run_id, status, output?, error?, record, checkpoint, log_head}
  *          | error {code, message}                 (refused; the stream is then closed)
  *
- * Refusal order (the same answer from every node): malformed frame (RL-4010/4011/4012), deadline
+ * Refusal order (the same answer from every node): malformed frame (RL-4010/4011/4012), an
+ * untrusted caller or hop (RL-4021: evidence convicts it), deadline
  * (RL-4008), ancestry (RL-4006), replayed nonce (RL-4009), depth (RL-4004), cycle (RL-4005), full
  * queue (RL-4007); then the pack (RL-4001/4013/30xx) and budget (RL-3010), which the PackSource
  * and RunExecutor check. The run is cancelled by a `cancel`, the client going away, the deadline,
@@ -33,6 +34,8 @@ export interface DelegationServerComponents {
   clock?: Clock
   audit?: AuditSink
   metrics?: { served (outcome: string): void }
+  /** Peers evidence convicts (federation/witness.ts): nothing they ask is served. */
+  untrusted?: (peer: string) => boolean
 }
 
 export interface DelegationServerInit {
@@ -203,6 +206,11 @@ export class DelegationServer {
   private admit (request: DelegateRequest, caller: string): void {
     const { self, executor } = this.components
     if (this.stopped) throw shuttingDown()
+    const untrusted = this.components.untrusted
+    if (untrusted !== undefined) {
+      const liar = [caller, ...request.ancestry.map((hop) => hop.from)].find((peer) => untrusted(peer))
+      if (liar !== undefined) throw new ReachError('RL-4021', { message: `${liar === caller ? 'the caller' : 'a hop of this delegation'}, ${liar}, is untrusted: evidence shows it signed a lie`, details: { peer: liar } })
+    }
     const now = this.clock.now()
     if (request.deadline <= now) throw new ReachError('RL-4008', { message: 'the request arrived after its deadline' })
     if (request.deadline > now + MAX_DEADLINE_MS) throw new ReachError('RL-4008', { message: `the deadline is more than ${MAX_DEADLINE_MS / 60_000} minutes away` })

@@ -24,6 +24,8 @@ export interface PeerStats extends Reputation {
   breaker: BreakerState
   connected: boolean
   score: number
+  /** Why the peer is untrusted (evidence against it); absent while it is not. */
+  untrusted?: string
 }
 
 export interface PeerRegistryOptions {
@@ -73,6 +75,14 @@ function breakerOpen (peer: string, cause?: unknown): ReachError {
   return new ReachError('RL-4003', { message: `circuit breaker for peer ${peer} is open`, details: { peer }, cause })
 }
 
+/** Below any score peerScore can give (it stays within about ±2). */
+export const UNTRUSTED_SCORE = -10
+
+/** RL-4021: evidence says the peer lied, so nothing is sent to it or taken from it. */
+export function untrustedPeer (peer: string, reason: string): ReachError {
+  return new ReachError('RL-4021', { message: `peer ${peer} is untrusted (${reason})`, details: { peer } })
+}
+
 /** Forgotten first: peers with no record, then peers with one, last those caught cheating (that record protects us). */
 function keepRank (p: Peer): number {
   return p.verification_failures > 0 ? 2 : hasReputation(p) ? 1 : 0
@@ -89,6 +99,8 @@ export class PeerRegistry {
   readonly #onEvict: PeerRegistryOptions['onEvict']
   /** Calls under way, awaited by stop() so their outcomes are saved. */
   readonly #calls = new Set<Promise<void>>()
+  /** Peers convicted by evidence, and why: their breaker is open for good, and they are never chosen. */
+  readonly #untrusted = new Map<string, string>()
   #dirty = false
   #stopping: Promise<void> | undefined
   /** Saves run one after another: each writes the registry as it is when its turn comes. */
@@ -146,11 +158,34 @@ export class PeerRegistry {
     this.#notify(peer)
   }
 
+  /** A peer this node has heard from or of (its registry holds it), or is connected to. */
+  knows (peer: string): boolean {
+    return this.#peers.has(peer)
+  }
+
+  /**
+   * Evidence convicts `peer` (federation/witness.ts): from now on its breaker reads open, it is
+   * never selected, and a call to it fails RL-4021 without being made. Not undone by time; the
+   * node re-applies it from its stored evidence at every start.
+   */
+  distrust (peer: string, reason: string): void {
+    if (this.#untrusted.has(peer)) return
+    this.#untrusted.set(peer, reason)
+    this.#touch(peer).verification_failures++
+    this.#dirty = true
+    this.#notify(peer)
+  }
+
+  untrusted (peer: string): boolean {
+    return this.#untrusted.has(peer)
+  }
+
   score (peer: string): number {
     return this.#stats(peer).score
   }
 
   breakerState (peer: string): BreakerState {
+    if (this.#untrusted.has(peer)) return 'open'
     return stateOf(this.#breakers.get(peer))
   }
 
@@ -160,7 +195,7 @@ export class PeerRegistry {
    * already under way.
    */
   select (candidates: readonly string[], exclude: ReadonlySet<string> = new Set()): string[] {
-    const eligible = [...new Set(candidates)].filter((peer) => !exclude.has(peer) && admits(this.#breakers.get(peer)))
+    const eligible = [...new Set(candidates)].filter((peer) => !exclude.has(peer) && !this.#untrusted.has(peer) && admits(this.#breakers.get(peer)))
     const scores = new Map(eligible.map((peer) => [peer, this.score(peer)]))
     // Plain code-unit comparison for ties: localeCompare would depend on the locale.
     return eligible.sort((a, b) => (scores.get(b) ?? 0) - (scores.get(a) ?? 0) || (a < b ? -1 : a > b ? 1 : 0))
@@ -174,6 +209,8 @@ export class PeerRegistry {
    */
   async call<T> (peer: string, fn: () => Promise<T>): Promise<T> {
     if (this.#stopping !== undefined) throw new ReachError('RL-5007', { message: 'peer registry is stopped' })
+    const distrusted = this.#untrusted.get(peer)
+    if (distrusted !== undefined) throw untrustedPeer(peer, distrusted)
     const p = this.#touch(peer)
     const breaker = this.#breaker(peer)
     if (!admits(breaker)) throw breakerOpen(peer)
@@ -309,7 +346,9 @@ export class PeerRegistry {
       breaker: this.breakerState(peer),
       connected: p.connected
     }
-    return { ...stats, score: peerScore(stats) }
+    const untrusted = this.#untrusted.get(peer)
+    // An untrusted peer's score is the lowest there is: nothing it did before counts.
+    return untrusted === undefined ? { ...stats, score: peerScore(stats) } : { ...stats, score: UNTRUSTED_SCORE, untrusted }
   }
 
   #notify (peer: string): void {

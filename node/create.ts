@@ -18,7 +18,10 @@ import { join } from 'node:path'
 import type { JsonObject } from '../protocol/canonical.ts'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import { createSigner } from '../protocol/keys.ts'
-import { signReceipt, type Receipt } from '../protocol/receipt.ts'
+import { encodeCheckpoint } from '../protocol/checkpoint.ts'
+import { gossipTopic, GOSSIP_KINDS } from '../protocol/gossip.ts'
+import { peerIdOfPublicKey } from '../protocol/peer-id.ts'
+import { encodeReceipt, signReceipt, type Receipt } from '../protocol/receipt.ts'
 import type { SandboxPoolInit } from '../packs/sandbox.ts'
 import type { Tool } from '../packs/tools/index.ts'
 import { systemClock, type AuditEvent, type AuditSink, type Clock, type ComponentLogger, type Dialer, type Random, type RunExecutor } from '../federation/components.ts'
@@ -31,6 +34,7 @@ import { LogServer } from '../federation/log-server.ts'
 import { PackExchange } from '../federation/pack-exchange.ts'
 import { PeerRegistry } from '../federation/peer-registry.ts'
 import { verifyRemoteRun, type RemoteClaim, type RemoteVerdict } from '../federation/verify.ts'
+import { Witness, type VerifyOutcome } from '../federation/witness.ts'
 import { ensureApiToken, startApi, type ApiServer } from './api.ts'
 import { readEndpoint, removeEndpoint, writeEndpoint, TOKEN_FILE, type Endpoint } from './api-client.ts'
 import { errno, storageFailure, writeFileAtomic } from './fs.ts'
@@ -42,6 +46,7 @@ import { LocalNode, type RunRequest, type RunResult } from './node.ts'
 import { AdmittedPacks } from './pack-admission.ts'
 import { systemRandom } from './random.ts'
 import { controlRoutes } from './routes.ts'
+import { WITNESS_DB, WitnessStore } from './witness-store.ts'
 import { readFile } from 'node:fs/promises'
 
 /** How long `start()` waits for another process (a `reach` command) to let go of the run database. */
@@ -91,6 +96,10 @@ export interface NetworkServices {
   readonly logs: LogServer
   readonly packs: AdmittedPacks
   readonly metrics: NodeMetrics
+  /** Checkpoint, receipt and evidence gossip; the verification queue (federation/witness.ts). */
+  readonly witness: Witness
+  /** What the witness keeps (heads, checkpoints, receipts, evidence), while the node runs. */
+  readonly witnessStore: WitnessStore | undefined
   /**
    * Fetch a peer's log of a run and replay it here; a log that does not check out costs the peer
    * reputation, one that does gets this node's signed verification receipt (protocol/receipt.ts).
@@ -189,7 +198,8 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
       }
     }
   })
-  const host = await createHost({ seed: local.seed, start: false, datastore, ...(net.listen === undefined ? {} : { listen: net.listen }), ...(net.bootstrap === undefined ? {} : { bootstrap: net.bootstrap }) })
+  const topics = GOSSIP_KINDS.map((k) => gossipTopic(federation, k))
+  const host = await createHost({ seed: local.seed, start: false, datastore, topics, ...(net.listen === undefined ? {} : { listen: net.listen }), ...(net.bootstrap === undefined ? {} : { bootstrap: net.bootstrap }) })
   const self = host.peerId.toString()
   const dialer: Dialer = {
     dial: async (peer, protocol, options) => await host.dialProtocol(parsePeerId(peer), protocol, options),
@@ -260,6 +270,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     maxDepth: () => local.policy.max_delegation_depth,
     run: async ({ pack, input, budget, signal, lineage }) => {
       const r = await local.runPack({ pack, input, budget, signal, lineage, extraTools: toolsFor(lineageOf(lineage), signal) })
+      announce(r)
       const first = r.outcome.events[0]
       const last = r.outcome.events.at(-1)
       if (first === undefined) throw new ReachError('RL-4020', { message: `run ${r.record.run_id} has no events` })
@@ -283,6 +294,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     logger,
     clock,
     audit,
+    untrusted: (peer) => peers.untrusted(peer),
     metrics: {
       served: (outcome) => {
         metrics.delegationsServed.inc({ outcome })
@@ -296,7 +308,8 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
   })
   const logs = new LogServer({ registrar: host, runs: local.runs, logger, audit })
 
-  const verify: NetworkServices['verify'] = async (peer, runId, claim = {}, signal) => {
+  /** Fetch a peer's log of a run, check it and replay it here; a verdict that holds carries this node's receipt (not yet told to anyone). */
+  const replayRemote = async (peer: string, runId: string, claim: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict & { receipt?: Receipt }> => {
     const stream = await fetchLog(dialer, peer, runId, signal === undefined ? {} : { signal })
     let verdict: RemoteVerdict
     try {
@@ -318,6 +331,88 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     // This node replayed it: it says so under its own key (a verification receipt).
     const receipt = signReceipt(createSigner(local.seed), verdict.checkpoint, { pack_cid: verdict.record.artifact_hash, fingerprint: verdict.record.fingerprint, engine: { version: local.engine.version, ...local.engine.build }, timestamp: clock.now() })
     return { ...verdict, receipt }
+  }
+  const verify: NetworkServices['verify'] = async (peer, runId, claim = {}, signal) => {
+    const verdict = await replayRemote(peer, runId, claim, signal)
+    // A receipt is kept and gossiped whoever asked for the verification (issue 13 §2).
+    if (verdict.receipt !== undefined) await witness.publishReceipt(encodeReceipt(verdict.receipt), runId).catch((err: unknown) => { log.warn(`cannot keep the receipt of run ${runId}: ${(err as Error).message}`) })
+    return verdict
+  }
+
+  // The witness: what it keeps lives in <home>/witness.db, opened when the node starts.
+  let witnessStore: WitnessStore | undefined
+  const store = (): WitnessStore => {
+    if (witnessStore === undefined) throw new ReachError('RL-5007', { message: 'the witness store is not open: the node is not running' })
+    return witnessStore
+  }
+  const pubsub = host.services.pubsub
+  // The implementation has it; gossipsub's exported interface leaves it out (asyncValidation's other half).
+  const validated = pubsub as unknown as { reportMessageValidationResult (msgId: string, from: string, result: string): void }
+  const witness = new Witness({
+    self,
+    federation,
+    gossip: {
+      subscribe: (topic) => { pubsub.subscribe(topic) },
+      unsubscribe: (topic) => { pubsub.unsubscribe(topic) },
+      publish: async (topic, data) => { await pubsub.publish(topic, data) },
+      onMessage: (handler) => {
+        const listener = (e: CustomEvent<{ propagationSource: { toString: () => string }, msgId: string, msg: { topic: string, data: Uint8Array } }>): void => {
+          const { propagationSource, msgId, msg } = e.detail
+          const from = propagationSource.toString()
+          handler({ topic: msg.topic, data: msg.data, from, report: (result) => { validated.reportMessageValidationResult(msgId, from, result) } })
+        }
+        pubsub.addEventListener('gossipsub:message', listener as never)
+        return () => { pubsub.removeEventListener('gossipsub:message', listener as never) }
+      }
+    },
+    records: {
+      head: (signer, logId) => store().head(signer, logId),
+      advance: (signer, logId, entry) => store().advance(signer, logId, entry),
+      hasCheckpoint: async (id) => await store().hasCheckpoint(id),
+      putCheckpoint: async (entry) => { await store().putCheckpoint(entry) },
+      hasReceipt: async (id, signer) => await store().hasReceipt(id, signer),
+      putReceipt: async (entry) => { await store().putReceipt(entry) },
+      hasEvidence: async (id) => await store().hasEvidence(id),
+      putEvidence: async (entry) => { await store().putEvidence(entry) },
+      convicted: () => store().convicted()
+    },
+    peers: {
+      knows: (peer) => peers.knows(peer) || dialer.connectedPeers().includes(peer),
+      untrusted: (peer) => peers.untrusted(peer),
+      distrust: (peer, reason) => {
+        peers.distrust(peer, reason)
+        peers.save().catch(() => {})
+      },
+      recordVerificationFailure: (peer) => { peers.recordVerificationFailure(peer) }
+    },
+    verify: async (job, signal): Promise<VerifyOutcome> => {
+      const v = await replayRemote(job.peer, job.run_id, { pack_cid: job.pack_cid }, signal)
+      return {
+        verified: v.verified,
+        servedCheckpoint: encodeCheckpoint(v.checkpoint),
+        ...(v.receipt === undefined ? {} : { receipt: encodeReceipt(v.receipt) }),
+        ...(v.divergence === undefined ? {} : { code: v.divergence.code, reason: v.divergence.reason })
+      }
+    },
+    logger,
+    clock,
+    audit,
+    metrics: {
+      message: (direction, kind, result) => { metrics.gossipMessages.inc({ direction, result: `${kind}:${result}` }) },
+      verification: (result) => { metrics.verifications.inc({ result }) }
+    }
+  }, {
+    verify_delegated: local.policy.verify_delegated,
+    verify_sample_rate: local.policy.verify_sample_rate,
+    verify_concurrency: local.policy.verify_concurrency,
+    verify_queue: local.policy.verify_queue
+  })
+  /** A run that ended here is told to the federation: its signed checkpoint, with what to fetch and replay. */
+  const announce = (r: RunResult): void => {
+    // Once the log server can serve it (its log closed, its seal written): a witness asks at once.
+    local.runs.settled(r.record.run_id)
+      .then(async () => { await witness.publishCheckpoint(r.checkpointText, { run_id: r.record.run_id, pack_cid: r.record.artifact_hash }) })
+      .catch((err: unknown) => { log.warn(`cannot announce the checkpoint of run ${r.record.run_id}: ${(err as Error).message}`) })
   }
 
   const publishedPath = join(local.home.root, 'published.json')
@@ -382,6 +477,12 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
         await step('the delegator', async () => { await delegator.start() }, async () => { await delegator.stop() })
         await step('the delegation server', async () => { await server.start() }, async () => { await server.stop() })
         await step('the log server', async () => { await logs.start() }, async () => { await logs.stop() })
+        await step('opening the witness store', async () => { witnessStore = await WitnessStore.open(join(local.home.root, WITNESS_DB)) }, async () => {
+          const open = witnessStore
+          witnessStore = undefined
+          await open?.close()
+        })
+        await step('the witness', async () => { await witness.start() }, async () => { await witness.stop() })
         const bootstrap = net.bootstrap ?? []
         const silent = await dialBootstrap(host, bootstrap, lifetime.signal)
         for (const p of host.getPeers()) peers.connected(p.toString(), true)
@@ -503,7 +604,9 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
 
   const run: NetworkServices['run'] = async (request) => {
     const signal = request.signal ?? new AbortController().signal
-    return await local.runPack({ ...request, signal, lineage: lineageJson(ROOT), extraTools: toolsFor(ROOT, signal) })
+    const r = await local.runPack({ ...request, signal, lineage: lineageJson(ROOT), extraTools: toolsFor(ROOT, signal) })
+    announce(r)
+    return r
   }
 
   const network: NetworkServices = {
@@ -518,6 +621,8 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     logs,
     packs,
     metrics,
+    witness,
+    get witnessStore () { return witnessStore },
     verify,
     get api () { return api },
     get endpoint () { return endpoint }

@@ -9,6 +9,7 @@
  * Everything here is imported lazily by callers (`await import('./host.ts')`):
  * libp2p's modules cost ~400 ms to load and offline commands never need them.
  */
+import { createHash } from 'node:crypto'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub } from '@libp2p/gossipsub'
@@ -44,6 +45,71 @@ export interface HostOptions {
    * default. A node passes a LevelDB in its data dir, opened, so that it remembers its peers.
    */
   datastore?: Datastore
+  /** The gossip topics this node validates and scores (federation/witness.ts); none: gossipsub with defaults. */
+  topics?: string[]
+}
+
+/**
+ * gossipsub's peer score (v1.1), set explicitly rather than left to defaults that were tuned
+ * for Ethereum's block gossip. What a Reach topic carries is sparse (a checkpoint per run, a
+ * receipt per witness), every message is validated before it is forwarded (asyncValidation),
+ * and an honest node therefore never forwards an invalid one. So:
+ *
+ * - P4, invalid messages, is what matters: each REJECT counts, squared, at weight −100. One
+ *   invalid message puts its sender under the graylist threshold (−80) at once, where everything
+ *   it sends is dropped before it is parsed; the counter decays by 0.99 a second, so a sender
+ *   that stops is heard again after about 11 s (one message) to minutes (a flood).
+ * - P2, first deliveries, rewards a peer that brings news (+1 each, capped at +10, decaying), so
+ *   an honest forwarder is never pushed under a threshold by another's garbage.
+ * - P3 (mesh delivery deficits) is off: a quiet honest topic would read as a failing peer.
+ * - P6, IP colocation, is off: a federation on one host (tests, simulations, a lab) shares one
+ *   address, and the penalty would graylist every peer. An operator on a public network should
+ *   set it back (weight −5, threshold 10 in go-libp2p's examples).
+ * - P7, behaviour (IWANT promises broken, re-grafts inside backoff): weight −10 past 6, as the
+ *   spec's examples.
+ *
+ * Thresholds: gossip −10, publish −50, graylist −80; PX accepted only from peers above +10.
+ */
+function gossipScoring (topics: readonly string[]): Record<string, unknown> {
+  const topic = {
+    topicWeight: 1,
+    timeInMeshWeight: 0.01,
+    timeInMeshQuantum: 1_000,
+    timeInMeshCap: 100,
+    firstMessageDeliveriesWeight: 1,
+    firstMessageDeliveriesDecay: 0.9,
+    firstMessageDeliveriesCap: 10,
+    meshMessageDeliveriesWeight: 0,
+    meshMessageDeliveriesDecay: 0.9,
+    meshMessageDeliveriesCap: 10,
+    meshMessageDeliveriesThreshold: 1,
+    meshMessageDeliveriesWindow: 10,
+    meshMessageDeliveriesActivation: 5_000,
+    meshFailurePenaltyWeight: 0,
+    meshFailurePenaltyDecay: 0.9,
+    invalidMessageDeliveriesWeight: -100,
+    invalidMessageDeliveriesDecay: 0.99
+  }
+  return {
+    scoreParams: {
+      topics: Object.fromEntries(topics.map((t) => [t, topic])),
+      topicScoreCap: 20,
+      appSpecificWeight: 0,
+      IPColocationFactorWeight: 0,
+      behaviourPenaltyWeight: -10,
+      behaviourPenaltyThreshold: 6,
+      behaviourPenaltyDecay: 0.9,
+      decayInterval: 1_000,
+      decayToZero: 0.01,
+      retainScore: 10 * 60_000
+    },
+    scoreThresholds: { gossipThreshold: -10, publishThreshold: -50, graylistThreshold: -80, acceptPXThreshold: 10, opportunisticGraftThreshold: 5 }
+  }
+}
+
+/** A message's id is its content's hash: the same statement published by two nodes is one message. */
+function contentId (msg: { topic: string, data: Uint8Array }): Uint8Array {
+  return createHash('sha256').update(msg.topic).update('\n').update(msg.data).digest()
 }
 
 /**
@@ -112,7 +178,15 @@ export async function createHost (options: HostOptions): Promise<ReachHost> {
         peerInfoMapper: passthroughMapper,
         allowQueryWithZeroPeers: true
       }),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        ignoreDuplicatePublishError: true,
+        emitSelf: false,
+        // Nothing is forwarded until the witness has checked it (reportMessageValidationResult).
+        asyncValidation: true,
+        msgIdFn: contentId,
+        ...gossipScoring(options.topics ?? [])
+      })
     }
   }) as unknown as ReachHost
   if (options.start ?? true) await dialBootstrap(host, options.bootstrap ?? [])

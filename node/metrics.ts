@@ -37,6 +37,7 @@ export class NodeMetrics {
   readonly runs: Counter<'status'>
   readonly peersConnected: Gauge
   readonly auditEvents: Counter<'type'>
+  readonly verifications: Counter<'result'>
 
   constructor () {
     const registry = new Registry()
@@ -53,6 +54,7 @@ export class NodeMetrics {
     this.gossipMessages = new Counter({ name: 'reach_gossip_messages_total', help: 'Gossip messages, by direction and result', labelNames: ['direction', 'result'], registers })
     this.runs = new Counter({ name: 'reach_runs_total', help: 'Pack runs finished on this node, by status', labelNames: ['status'], registers })
     this.peersConnected = new Gauge({ name: 'reach_peers_connected', help: 'Peers with an open connection', registers })
+    this.verifications = new Counter({ name: 'reach_verifications_total', help: 'Runs this node witnessed by itself (delegated results, sampled checkpoints), by result; dropped: the verification queue was full', labelNames: ['result'], registers })
     this.auditEvents = new Counter({ name: 'reach_audit_events_total', help: 'What peers did that this node keeps a record of (refusals, failed verifications, lying providers), by type', labelNames: ['type'], registers })
 
     // Known label values start at 0, so rate() and alerts see a series from

@@ -84,6 +84,8 @@ export class RunStore implements RunReader {
    * run's path. Every reader of a run waits for its entry.
    */
   private readonly settling = new Map<string, Promise<void>>()
+  /** Finished runs being read, one open log each however many read it (`lease`). */
+  private readonly readers = new Map<string, { store: Promise<EventStore>, users: number }>()
 
   /** `nodeSeed`: the node's key, which signs its runs' checkpoints; undefined to only read. */
   constructor (home: HomePaths, nodeSeed: Uint8Array | undefined, options: RunStoreOptions = {}) {
@@ -357,22 +359,57 @@ export class RunStore implements RunReader {
     }
   }
 
+  /**
+   * A finished run's log, opened once for all who read it at the same time (two witnesses
+   * fetching one run were refused as "still running": a log is open once per process), closed
+   * when the last lets go.
+   */
+  private async lease (runId: string): Promise<{ store: EventStore, release: () => Promise<void> }> {
+    let reader = this.readers.get(runId)
+    if (reader === undefined) {
+      const opening = { store: this.openToRead(runId), users: 0 }
+      opening.store.catch(() => { if (this.readers.get(runId) === opening) this.readers.delete(runId) })
+      this.readers.set(runId, opening)
+      reader = opening
+    }
+    const held = reader
+    held.users++
+    let store: EventStore
+    try {
+      store = await held.store
+    } catch (err) {
+      held.users--
+      throw err
+    }
+    let released = false
+    return {
+      store,
+      release: async () => {
+        if (released) return
+        released = true
+        if (--held.users > 0) return
+        if (this.readers.get(runId) === held) this.readers.delete(runId)
+        await store.close()
+      }
+    }
+  }
+
   async events (runId: string): Promise<Event[]> {
-    const store = await this.openToRead(runId)
+    const { store, release } = await this.lease(runId)
     try {
       return await store.readAll()
     } finally {
-      await store.close()
+      await release()
     }
   }
 
   /** A run's events in seq order, read from the database as they are consumed. */
   async * stream (runId: string): AsyncGenerator<Event> {
-    const store = await this.openToRead(runId)
+    const { store, release } = await this.lease(runId)
     try {
       yield * store.read()
     } finally {
-      await store.close()
+      await release()
     }
   }
 

@@ -55,7 +55,28 @@ export interface NodePolicy {
    * pack looping within its budget holds one thread, never the control API or the mesh.
    */
   run_threads: number
+  /**
+   * What this node witnesses by itself (issue 13): every delegated result it receives
+   * (`verify_delegated`), a seeded share of the run checkpoints gossiped to it
+   * (`verify_sample_rate`, 0 to 1), with a bounded queue of its own. None of these change what a
+   * run does, so, like `run_threads`, they are not part of `policy_version`.
+   */
+  verify_delegated: boolean
+  verify_sample_rate: number
+  verify_concurrency: number
+  verify_queue: number
+  /**
+   * Replay, to verify, runs of packs whose publisher this node does not trust (default yes):
+   * a replay calls no tool, and the sandbox with this policy's limits is the containment. Such
+   * packs are still never run here.
+   */
+  verify_untrusted_packs: boolean
 }
+
+/** What a node witnesses when its policy does not say: the results it delegated, one at a time. */
+export const DEFAULT_WITNESSING = Object.freeze({ verify_delegated: true, verify_sample_rate: 0, verify_concurrency: 1, verify_queue: 64, verify_untrusted_packs: true })
+/** Fields that never change what a run does, left out of `policy_version`. */
+const OPERATIONAL = ['run_threads', 'verify_delegated', 'verify_sample_rate', 'verify_concurrency', 'verify_queue', 'verify_untrusted_packs'] as const
 
 /** Two: on a small machine a busy pack leaves the other core to the node and to a second run. */
 export const DEFAULT_RUN_THREADS = 2
@@ -101,12 +122,13 @@ export const DEFAULT_POLICY: Readonly<NodePolicy> = Object.freeze({
   http_allowlist: [],
   max_budget: { ...DEFAULT_MAX_BUDGET },
   max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH,
-  run_threads: DEFAULT_RUN_THREADS
+  run_threads: DEFAULT_RUN_THREADS,
+  ...DEFAULT_WITNESSING
 })
 
 /** The default policy as a fresh object. */
 export function defaultPolicy (): NodePolicy {
-  return { version: POLICY_VERSION, allow_unsigned_legacy: false, granted_capabilities: [...DEFAULT_GRANTED], http_allowlist: [], max_budget: { ...DEFAULT_MAX_BUDGET }, max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH, run_threads: DEFAULT_RUN_THREADS }
+  return { version: POLICY_VERSION, allow_unsigned_legacy: false, granted_capabilities: [...DEFAULT_GRANTED], http_allowlist: [], max_budget: { ...DEFAULT_MAX_BUDGET }, max_delegation_depth: DEFAULT_MAX_DELEGATION_DEPTH, run_threads: DEFAULT_RUN_THREADS, ...DEFAULT_WITNESSING }
 }
 
 /** An allowlist is a handful of APIs; 256 entries bounds the list without getting in anyone's way. */
@@ -129,7 +151,12 @@ const schema = {
       properties: Object.fromEntries(BUDGET_FIELDS.map((f) => [f, { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER }]))
     },
     max_delegation_depth: { type: 'integer', minimum: 0, maximum: 64 },
-    run_threads: { type: 'integer', minimum: 1, maximum: MAX_RUN_THREADS }
+    run_threads: { type: 'integer', minimum: 1, maximum: MAX_RUN_THREADS },
+    verify_delegated: { type: 'boolean' },
+    verify_sample_rate: { type: 'number', minimum: 0, maximum: 1 },
+    verify_concurrency: { type: 'integer', minimum: 1, maximum: 64 },
+    verify_queue: { type: 'integer', minimum: 0, maximum: 100_000 },
+    verify_untrusted_packs: { type: 'boolean' }
   }
 } as const
 
@@ -175,7 +202,12 @@ export function parsePolicy (value: unknown, path = '(policy)'): NodePolicy {
     http_allowlist: [...(v.http_allowlist ?? [])].sort(),
     max_budget: Object.fromEntries(BUDGET_FIELDS.map((f) => [f, v.max_budget?.[f] ?? DEFAULT_MAX_BUDGET[f]])) as Budget,
     max_delegation_depth: v.max_delegation_depth ?? DEFAULT_MAX_DELEGATION_DEPTH,
-    run_threads: v.run_threads ?? DEFAULT_RUN_THREADS
+    run_threads: v.run_threads ?? DEFAULT_RUN_THREADS,
+    verify_delegated: v.verify_delegated ?? DEFAULT_WITNESSING.verify_delegated,
+    verify_sample_rate: v.verify_sample_rate ?? DEFAULT_WITNESSING.verify_sample_rate,
+    verify_concurrency: v.verify_concurrency ?? DEFAULT_WITNESSING.verify_concurrency,
+    verify_queue: v.verify_queue ?? DEFAULT_WITNESSING.verify_queue,
+    verify_untrusted_packs: v.verify_untrusted_packs ?? DEFAULT_WITNESSING.verify_untrusted_packs
   }
 }
 
@@ -199,8 +231,9 @@ export async function loadPolicy (path: string): Promise<NodePolicy> {
 
 /** sha256(canonical(policy)), hex: recorded by every run admitted under it. */
 export function policyVersion (policy: NodePolicy): string {
-  const { run_threads: _threads, ...rules } = policy
-  return sha256Hex(canonicalize(rules))
+  const rules: Record<string, unknown> = { ...policy }
+  for (const f of OPERATIONAL) delete rules[f]
+  return sha256Hex(canonicalize(rules as never))
 }
 
 /** Throw RL-3009 unless every capability is granted. */

@@ -50,6 +50,8 @@ export const CODES = {
   'RL-2111': 'evidence checkpoints cannot contradict each other (another signer, log, kind or position)',
   'RL-2112': 'evidence checkpoints do not disagree',
   'RL-2113': 'verification receipt invalid',
+  'RL-2125': 'gossip message malformed',
+  'RL-2126': 'gossip message of another federation',
   'RL-2201': 'inclusion proof invalid',
   'RL-2202': 'consistency proof invalid',
   'RL-2203': 'replayed state differs from the expected state',
@@ -107,6 +109,7 @@ export const CODES = {
   'RL-4018': 'remote replay did not verify',
   'RL-4019': 'delegation not found',
   'RL-4020': 'peer failed internally',
+  'RL-4021': 'peer is untrusted: evidence shows it signed a lie',
 
   // storage
   'RL-5001': 'duplicate sequence number: append rejected',
