@@ -14,13 +14,13 @@ import type { Event } from '../protocol/event.ts'
 import { publicKeyOfPeerId } from '../protocol/peer-id.ts'
 import type { Signer } from '../protocol/keys.ts'
 import type { RunRecord } from '../protocol/run.ts'
-import { FRAME_LIMIT, MAX_FRAME, PROTOCOLS, encodeFrame, schemaProblem, type DelegateRequest, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
+import { FRAME_LIMIT, MAX_FRAME, PROTOCOLS, encodeFrame, schemaProblem, type DelegateRequest, type Hop, type ResultFrame, type WireBudget } from '../protocol/wire.ts'
 import { isPackCid } from '../packs/bundle.ts'
 import { systemClock, type AuditSink, type Clock, type ComponentLogger, type Dialer, type Logger, type Random } from './components.ts'
 import { CANCEL_GRACE_MS, DEFAULT_ATTEMPTS, DEFAULT_DEADLINE_MS, DIAL_TIMEOUT_MS, FINAL_CODES, MAX_DEADLINE_MS, RESULT_GRACE_MS } from './delegation-constants.ts'
 import { ROOT, type Delegation, type Lineage } from './delegation.ts'
 import { frames, isErrorFrame, peerError, type FrameStream } from './frames.ts'
-import { signHop } from './hops.ts'
+import { signHop, type HopRequest } from './hops.ts'
 import { IdleStreams } from './idle-streams.ts'
 import { isCallersInput } from './peer-breaker.ts'
 
@@ -108,24 +108,20 @@ function checkRequest (options: DelegateOptions, lineage: Lineage, self: string,
   // Our hop as it will be: every peer id is an Ed25519 key of the same length as ours, a digest
   // and a signature have fixed lengths, so the frame is as long as the one that will be sent.
   const hop = { from: self, to: self, request: '0'.repeat(64), signature: 'A'.repeat(86) }
-  const frame: DelegateRequest = {
-    v: 1,
-    type: 'delegate',
-    delegation_id: options.delegation_id ?? '0'.repeat(32),
-    pack_cid: options.pack_cid,
-    input: options.input,
-    budget: options.budget ?? {},
-    depth: lineage.depth + 1,
-    ancestry: [...lineage.ancestry, hop],
-    deadline: Math.min(now + timeoutMs, lineage.deadline ?? Infinity),
-    nonce: '0'.repeat(32)
-  }
+  const asked = { ...options, delegation_id: options.delegation_id ?? '0'.repeat(32) }
+  const frame = buildRequest(asked, lineage, '0'.repeat(32), Math.min(now + timeoutMs, lineage.deadline ?? Infinity), () => hop)
   const problem = schemaProblem('delegate', frame)
   if (problem !== undefined) throw new ReachError('RL-1011', { message: `cannot delegate: every peer would refuse this request: ${problem}`, details: { problem } })
   const bytes = encodeFrame(frame).byteLength
   if (bytes > FRAME_LIMIT.delegate) {
     throw new ReachError('RL-1011', { message: `cannot delegate: the request is ${bytes} bytes, over the ${FRAME_LIMIT.delegate}-byte limit of a delegate frame (make the input smaller)`, details: { bytes, limit: FRAME_LIMIT.delegate } })
   }
+}
+
+/** The `delegate` frame asking for `options`: what a hop signs (`base`), then `hop(base)`, our hop, after the lineage's. */
+function buildRequest (options: Asked, lineage: Lineage, nonce: string, deadline: number, hop: (base: HopRequest) => Hop): DelegateRequest {
+  const base: HopRequest = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce, deadline }
+  return { v: 1, type: 'delegate', ...base, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop(base)] }
 }
 
 function hex (bytes: Uint8Array): string {
@@ -297,9 +293,7 @@ export class Delegator {
    */
   private async attempt (peer: string, options: Asked, lineage: Lineage, deadline: number, signal: AbortSignal): Promise<Answer> {
     const { self, signer, dialer } = this.components
-    const base = { delegation_id: options.delegation_id, pack_cid: options.pack_cid, input: options.input, budget: options.budget ?? {}, nonce: hex(this.random.bytes(16)), deadline }
-    const hop = signHop(signer, base, lineage.ancestry, self, peer)
-    const request: DelegateRequest = { v: 1, type: 'delegate', ...base, depth: lineage.depth + 1, ancestry: [...lineage.ancestry, hop] }
+    const request = buildRequest(options, lineage, hex(this.random.bytes(16)), deadline, (base) => signHop(signer, base, lineage.ancestry, self, peer))
     const kept = this.idle.take(peer)
     if (kept !== undefined) {
       try {

@@ -64,13 +64,36 @@ function writeRefusal (path: string): string | undefined {
   }
 }
 
+/** The calls whose EACCES or EPERM is a write refused (RL-5010); from any other call on a path it is a read refused (RL-1004). */
+const WRITE_SYSCALLS: ReadonlySet<string> = new Set([
+  'write', 'mkdir', 'mkdtemp', 'rename', 'unlink', 'rmdir', 'rm', 'fsync', 'fdatasync', 'ftruncate', 'truncate',
+  'copyfile', 'link', 'symlink', 'chmod', 'fchmod', 'lchmod', 'chown', 'fchown', 'lchown', 'utime', 'futime', 'lutime'
+])
+
+/**
+ * Whether an `open` of `path` refused EACCES or EPERM was a write: the error does not carry the
+ * flags, so ask the file: one this user can read (or one not there, that the open would have
+ * made) was refused for writing; one it cannot read was refused for reading.
+ */
+function openForWrite (path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK)
+    return true
+  } catch (err) {
+    return errno(err) === 'ENOENT'
+  }
+}
+
 /**
  * RL-5010 when `err`, or an error it wraps, is the file system refusing to write (read-only,
- * not permitted, full); undefined for anything else. The one place these errnos become a code:
- * the CLI's and the control API's last resort ask it, and so do the stores before they would
- * call such a failure corruption or a missing log. `where` names the file when the error does
- * not (a write on an open handle). EACCES and EPERM count only from a call on a path: a socket
- * refused a port is not storage.
+ * not permitted, full); RL-1004 when it refused to let a path be read (EACCES, EPERM from a
+ * read: an open of a file this user cannot read, a stat, a readdir); undefined for anything
+ * else. The one place these errnos become a code: the CLI's and the control API's last resort
+ * ask it, and so do the stores before they would call such a failure corruption or a missing
+ * log. `where` names the file when the error does not (a write on an open handle). EROFS,
+ * ENOSPC and EDQUOT are writes refused whatever the call; EACCES and EPERM count only from a
+ * call on a path (a socket refused a port is not storage), and only a write call's (or an
+ * `open` for writing, openForWrite) is RL-5010. LevelDB's IO errors name no call: RL-5010.
  */
 export function storageFailure (err: unknown, where?: string): ReachError | undefined {
   let e: unknown = err
@@ -80,7 +103,13 @@ export function storageFailure (err: unknown, where?: string): ReachError | unde
     if (code === 'LEVEL_IO_ERROR' && typeof message === 'string') found = LEVEL_WORDS.find(([words]) => words.test(message))?.[1]
     // Node's recursive mkdir reports a read-only parent as ENOENT: ask the nearest directory that exists.
     else if (code === 'ENOENT' && syscall === 'mkdir' && typeof path === 'string') found = writeRefusal(path)
-    else if (typeof code === 'string' && Object.hasOwn(NOT_WRITABLE, code) && (typeof path === 'string' || (code !== 'EACCES' && code !== 'EPERM'))) found = code
+    else if ((code === 'EACCES' || code === 'EPERM') && typeof path === 'string') {
+      const write = syscall === 'open' ? openForWrite(path) : syscall !== undefined && WRITE_SYSCALLS.has(syscall)
+      if (!write) {
+        return new ReachError('RL-1004', { message: `cannot read ${path}: ${NOT_WRITABLE[code] as string} (${code})`, details: { errno: code, path }, cause: err })
+      }
+      found = code
+    } else if (typeof code === 'string' && Object.hasOwn(NOT_WRITABLE, code) && code !== 'EACCES' && code !== 'EPERM') found = code
     if (found === undefined) continue
     const at = typeof path === 'string' ? path : where
     return new ReachError('RL-5010', {

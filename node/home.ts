@@ -23,7 +23,7 @@
 import type { Stats } from 'node:fs'
 import { lstat, mkdir, readdir, stat } from 'node:fs/promises'
 import os from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { ReachError } from '../protocol/errors.ts'
 import { errno } from './fs.ts'
 
@@ -67,12 +67,35 @@ export async function ensureHome (paths: HomePaths = homePaths()): Promise<HomeP
   } catch (err) {
     // A symlink to nowhere, say: another user's link is theirs to explain.
     await checkHome(paths)
-    throw err
+    throw (await notADirectory('data dir', paths.root, err)) ?? err
   }
   // Checked after mkdir, not before: a dir someone else made in between is refused too.
   await checkHome(paths)
-  for (const dir of [paths.keys, paths.packs]) await mkdir(dir, { recursive: true, mode: 0o700 })
+  for (const [what, dir] of [['keys dir', paths.keys], ['packs dir', paths.packs]] as const) {
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 })
+    } catch (err) {
+      throw (await notADirectory(what, dir, err)) ?? err
+    }
+  }
   return paths
+}
+
+/**
+ * RL-1004 when `mkdir` of `dir` failed (EEXIST, ENOTDIR) because `dir`, or a path above it, is
+ * something other than a directory: it names that path. Undefined for any other failure.
+ */
+async function notADirectory (what: string, dir: string, err: unknown): Promise<ReachError | undefined> {
+  if (errno(err) !== 'EEXIST' && errno(err) !== 'ENOTDIR') return undefined
+  for (let path = dir; ; path = dirname(path)) {
+    const st = await statOf(path, stat)
+    if (st?.isDirectory() === true) return undefined
+    if (st !== undefined) {
+      const found = path === dir ? `the ${what} ${dir} is not a directory` : `the ${what} ${dir} cannot be made: ${path} is ${st.isFile() ? 'a file' : 'not a directory'}`
+      return new ReachError('RL-1004', { message: `${found}; move it away, or set REACH_HOME to another data dir`, details: { path }, cause: err })
+    }
+    if (dirname(path) === path) return undefined
+  }
 }
 
 /** Files in the data dir that decide what the node is, trusts and grants, or where the CLI sends its token. */

@@ -223,8 +223,18 @@ export function decodeFrame<T extends FrameType> (bytes: Uint8Array, expected: r
     throw new ReachError('RL-4010', { message: `unexpected frame type ${JSON.stringify(type)} (expected ${expected.join(' or ')})` })
   }
   const problem = schemaProblem(type as FrameType, value)
-  if (problem !== undefined) throw new ReachError('RL-4010', { message: `malformed ${type} frame: ${problem}` })
+  if (problem !== undefined) throw new ReachError('RL-4010', { message: malformed(type, value, problem) })
   return value as Frames[T] | ErrorFrame
+}
+
+/**
+ * Why a frame is refused, in words. A result without `started` (required since the checkpoint
+ * signs its hash, SPEC §10.5) cannot be checked against what the peer signed: it is refused like
+ * any malformed frame, but the message says it is most likely an older peer's.
+ */
+function malformed (type: string, value: object, problem: string): string {
+  if (type === 'result' && !Object.hasOwn(value, 'started')) return 'result frame has no `started` event: the peer runs an older Reach'
+  return `malformed ${type} frame: ${problem}`
 }
 
 /**

@@ -56,7 +56,8 @@ async function acquire (path: string, key: string): Promise<LockFile> {
         await fh.writeFile(`${process.pid}\n`)
       } catch (err) {
         // A full disk: leave no empty lock behind for the next opener to wait out, and say which file.
-        await fh.close()
+        // The write's error is the one to report: a close that fails too must not hide it or keep the lock.
+        await fh.close().catch(() => {})
         await unlink(path).catch(ignoreMissing)
         throw storageFailure(err, path) ?? err
       }

@@ -400,6 +400,20 @@ describe('refusals, in the §10.3 order', () => {
     expect(refusal(bytesOf(bare), ['result'])).toBeUndefined()
   })
 
+  it('a result without `started` (an older peer\'s) is RL-4010 with a message that says so; another missing member is not said to be that', () => {
+    const message = (f: unknown): string => {
+      try {
+        decodeFrame(bytesOf(f), ['result'])
+      } catch (err) {
+        if (isReachError(err, 'RL-4010')) return err.message
+        throw err
+      }
+      throw new Error('decoded')
+    }
+    expect(message(edited('result', (f) => { delete f.started }))).toBe('result frame has no `started` event: the peer runs an older Reach')
+    expect(message(edited('result', (f) => { delete f.log_head }))).toBe('malformed result frame: must have required property \'log_head\'')
+  })
+
   it('mutating any single required member of a valid frame to a value of another JSON type is refused (RL-4012 for v, RL-4010 otherwise)', () => {
     const mutation = anyFrame.chain((f) => {
       const members = ['v', 'type', ...REQUIRED[f.type]].filter((m) => !ANY_JSON.has(`${f.type}.${m}`))

@@ -73,13 +73,17 @@ export async function nodeStart (opts: Record<string, unknown>): Promise<Report 
   // Checked (RL-1014) before its config is read or written.
   const root = (await ensureHome()).root
   let config = await readConfig(root)
-  const pinned = await pinListenPorts(config.listen)
-  if (list(opts, 'listen') === undefined && pinned.join() !== config.listen.join()) {
-    // A data dir from before ports were kept: the port chosen now is kept from now on.
-    config = { ...config, listen: pinned }
-    await writeConfig(root, config)
+  const flagListen = list(opts, 'listen')
+  if (flagListen === undefined) {
+    // A data dir from before ports were kept: the port chosen now is kept from now on. With
+    // --listen the config's addresses are not used, so neither probed nor rewritten.
+    const pinned = await pinListenPorts(config.listen)
+    if (pinned.join() !== config.listen.join()) {
+      config = { ...config, listen: pinned }
+      await writeConfig(root, config)
+    }
   }
-  const listen = list(opts, 'listen') ?? config.listen
+  const listen = flagListen ?? config.listen
   const bootstrap = list(opts, 'bootstrap') ?? config.bootstrap
   opts.federation ??= config.federation
   const apiPort = opts.apiPort === undefined ? undefined : Number(opts.apiPort)

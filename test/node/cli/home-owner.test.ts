@@ -157,3 +157,27 @@ describe.skipIf(!posix)('the data dir belongs to its owner (RL-1014)', () => {
     expect(key.json.error.message).toContain(`key file ${join(mine, 'keys', 'node.key')} (owner uid ${NOBODY}, mode 0600)`)
   })
 })
+
+describe('a data dir that is not a directory (RL-1004)', () => {
+  it('refuses REACH_HOME that is a file, or lies under one, with one line naming the file', async () => {
+    const dir = await parent()
+    const file = join(dir, 'file')
+    await writeFile(file, 'not a dir')
+    for (const [home, says] of [[file, `the data dir ${file} is not a directory`], [join(file, 'a', 'b'), `the data dir ${join(file, 'a', 'b')} cannot be made: ${file} is a file`]]) {
+      const refused = await reach(['runs', 'list', '--json'], { env: { REACH_HOME: home } })
+      expect(refused.code, home).toBe(2)
+      expect(refused.json.error.code, home).toBe('RL-1004')
+      expect(refused.json.error.message, home).toContain(says)
+      const human = await reach(['init'], { env: { REACH_HOME: home } })
+      expect(human.code, home).toBe(2)
+      expect(human.stderr.trim().split('\n'), home).toEqual([`error RL-1004: ${says}; move it away, or set REACH_HOME to another data dir`])
+    }
+    // A keys dir that is a file is named too.
+    const home = join(dir, 'home')
+    await mkdir(home, { mode: 0o700 })
+    await writeFile(join(home, 'keys'), 'not a dir')
+    const keys = await reach(['trust', 'list', '--json'], { env: { REACH_HOME: home } })
+    expect(keys.json.error.code).toBe('RL-1004')
+    expect(keys.json.error.message).toContain(`the keys dir ${join(home, 'keys')} is not a directory`)
+  })
+})

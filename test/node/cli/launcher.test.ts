@@ -9,7 +9,6 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { VERSION } from '../../../node/version.ts'
 
 const LAUNCHER = fileURLToPath(new URL('../../../reach', import.meta.url))
 const PKG = fileURLToPath(new URL('../../../package.json', import.meta.url))
@@ -34,7 +33,8 @@ describe('./reach', () => {
     const { version } = JSON.parse(await readFile(PKG, 'utf8'))
     const r = await run(LAUNCHER, ['--version'])
     expect(r).toEqual({ code: 0, stdout: `${version as string}\n`, stderr: '' })
-    expect(version).toBe(VERSION)
+    // With a second argument bin.js leaves --version to the CLI (commander, node/version.ts's VERSION).
+    expect(await run(LAUNCHER, ['--version', '--json'])).toEqual({ code: 0, stdout: `${version as string}\n`, stderr: '' })
   })
 
   it('answers --version as the CLI does when it loads (commander, from node/version.ts)', async () => {
