@@ -169,6 +169,8 @@ export interface WitnessEvents {
   checkpoint: CustomEvent<CheckpointEntry>
   receipt: CustomEvent<ReceiptEntry>
   evidence: CustomEvent<EvidenceEntry>
+  /** Every message checked, with its verdict (benches and tests watch floods with it). */
+  validated: CustomEvent<{ kind: GossipKind, from: string, result: GossipResult, why: string }>
 }
 
 export class Witness extends EventTarget {
@@ -286,6 +288,7 @@ export class Witness extends EventTarget {
       }
     }
     this.#c.metrics?.message('in', kind, result)
+    this.dispatchEvent(new CustomEvent('validated', { detail: { kind, from, result, why } }))
     if (result === 'reject') this.#log.debug(`rejected ${kind} message from ${from}: ${why}`)
     return result
   }

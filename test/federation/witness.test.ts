@@ -64,6 +64,21 @@ async function subscribed (node: Whole, topic: string, peers: readonly Whole[]):
   }), `${[...want].join(', ')} subscribed to ${topic}`)
 }
 
+/**
+ * Resolves once `peer` is in `node`'s mesh for `topic` (gossipsub's graft): only then does a
+ * publish right after connecting reach it (before, the outbound stream may not be open yet).
+ */
+async function meshed (node: Whole, topic: string, peer: Whole): Promise<void> {
+  const pubsub = node.network.host.services.pubsub as unknown as EventTarget & { getMeshPeers (topic: string): unknown[] }
+  const id = peer.network.host.peerId.toString()
+  const done = (): boolean => pubsub.getMeshPeers(topic).map(String).includes(id)
+  if (done()) return
+  await within(new Promise<void>((resolve) => {
+    const check = (): void => { if (done()) { pubsub.removeEventListener('gossipsub:graft', check); resolve() } }
+    pubsub.addEventListener('gossipsub:graft', check)
+  }), `${id} in the mesh of ${topic}`)
+}
+
 /** The next `n` events of `type` a node's witness emits that match `filter`. */
 async function next<T> (node: Whole, type: 'receipt' | 'evidence' | 'checkpoint', n: number, filter: (e: T) => boolean = () => true): Promise<T[]> {
   const seen: T[] = []
@@ -132,4 +147,86 @@ describe('replay witnesses', () => {
       expect(n.network.peers.breakerState(liarId)).toBe('open')
     }
   }, 60_000)
+
+  it('an older checkpoint of a log is stale: ignored, never a new head, never equivocation', async () => {
+    const [a, b] = nodes as [Whole, Whole]
+    const topic = gossipTopic('default', 'checkpoints')
+    await subscribed(a, topic, [b])
+    const signer = createSigner(a.local.seed)
+    const log = 'f'.repeat(64)
+    const at = (seq: number, hash: string): string => encodeCheckpoint(createCheckpoint({ kind: 'log', log_id: log, at_seq: seq, state_hash: hash, log_hash: hash, merkle_root: hash, timestamp: seq }, signer))
+    const newer = at(5, '1'.repeat(64))
+    const older = at(3, '2'.repeat(64))
+    const pubsub = a.network.host.services.pubsub
+    const head = next<{ checkpoint_id: string }>(b, 'checkpoint', 1, (e) => e.checkpoint_id === JSON.parse(newer).checkpoint_id)
+    await pubsub.publish(topic, encodeGossip('default', { kind: 'checkpoints', checkpoint: newer }))
+    await head
+    const ignored = b.network.metrics.gossipMessages.get()
+    let evidence = 0
+    const onEvidence = (): void => { evidence++ }
+    b.network.witness.addEventListener('evidence', onEvidence)
+    // The stale one, then a marker after it: once the marker is in, the stale one was handled.
+    const marker = at(6, '3'.repeat(64))
+    const markerSeen = next<{ checkpoint_id: string }>(b, 'checkpoint', 1, (e) => e.checkpoint_id === JSON.parse(marker).checkpoint_id)
+    await pubsub.publish(topic, encodeGossip('default', { kind: 'checkpoints', checkpoint: older }))
+    await pubsub.publish(topic, encodeGossip('default', { kind: 'checkpoints', checkpoint: marker }))
+    await markerSeen
+    b.network.witness.removeEventListener('evidence', onEvidence)
+    expect(evidence).toBe(0)
+    expect(b.network.witnessStore?.head(signer.publicKey, log)?.at_seq).toBe(6)
+    expect(await b.network.witnessStore?.hasCheckpoint(JSON.parse(older).checkpoint_id)).toBe(false)
+    expect(b.network.peers.untrusted(a.network.host.peerId.toString())).toBe(false)
+    const after = await b.network.metrics.gossipMessages.get()
+    const count = (m: Awaited<typeof ignored>, result: string): number => m.values.filter((v) => v.labels.direction === 'in' && v.labels.result === result).reduce((n, v) => n + v.value, 0)
+    expect(count(after, 'checkpoints:ignore') - count(await ignored, 'checkpoints:ignore')).toBeGreaterThanOrEqual(1)
+  }, 60_000)
+
+  it('a peer flooding invalid checkpoints is rejected and scored down, and honest checkpoints still reach everyone', async () => {
+    const [a, b, c] = nodes as [Whole, Whole, Whole]
+    const flooder = await started('flooder', {}, b)
+    const topic = gossipTopic('default', 'checkpoints')
+    await meshed(flooder, topic, b)
+    await subscribed(a, topic, [b, c])
+    const signer = createSigner(flooder.local.seed)
+    const bad = (i: number): Uint8Array => {
+      const hash = i.toString(16).padStart(64, '0')
+      const cp = JSON.parse(encodeCheckpoint(createCheckpoint({ kind: 'log', log_id: '9'.repeat(64), at_seq: i, state_hash: hash, log_hash: hash, merkle_root: hash, timestamp: i }, signer)))
+      cp.signature = cp.signature.slice(0, -2) + (cp.signature.endsWith('00') ? '11' : '00')
+      return encodeGossip('default', { kind: 'checkpoints', checkpoint: JSON.stringify(cp, Object.keys(cp).sort()) + '\n' })
+    }
+    const honest = createSigner(a.local.seed)
+    const good = encodeCheckpoint(createCheckpoint({ kind: 'log', log_id: '8'.repeat(64), at_seq: 0, state_hash: '7'.repeat(64), log_hash: '7'.repeat(64), merkle_root: '7'.repeat(64), timestamp: 0 }, honest))
+    const id = JSON.parse(good).checkpoint_id as string
+    const arrivals = [b, c].map(async (n) => await next<{ checkpoint_id: string }>(n, 'checkpoint', 1, (e) => e.checkpoint_id === id))
+    const pubsub = flooder.network.host.services.pubsub
+    const flooderId = flooder.network.host.peerId.toString()
+    const firstReject = within(new Promise<string>((resolve) => {
+      b.network.witness.addEventListener('validated', (e) => {
+        const d = (e as CustomEvent<{ from: string, result: string, why: string }>).detail
+        if (d.from === flooderId && d.result === 'reject') resolve(d.why)
+      })
+    }), 'the flood rejected at b')
+    await Promise.all(Array.from({ length: 200 }, async (_, i) => { await pubsub.publish(topic, bad(i + 1)) }))
+    expect(await firstReject).toMatch(/^RL-2101 /)
+    await a.network.host.services.pubsub.publish(topic, encodeGossip('default', { kind: 'checkpoints', checkpoint: good }))
+    await Promise.all(arrivals)
+    const rejected = (await b.network.metrics.gossipMessages.get()).values.filter((v) => v.labels.direction === 'in' && v.labels.result === 'checkpoints:reject').reduce((n, v) => n + v.value, 0)
+    expect(rejected).toBeGreaterThan(0)
+    // gossipsub caches a score for one heartbeat: read it after the next ones.
+    const bPubsub = b.network.host.services.pubsub as unknown as EventTarget & { getScore (peer: string): number }
+    const score = await within(new Promise<number>((resolve) => {
+      let beats = 0
+      const beat = (): void => {
+        const now = bPubsub.getScore(flooderId)
+        if (now < -80 || ++beats >= 3) { bPubsub.removeEventListener('gossipsub:heartbeat', beat); resolve(now) }
+      }
+      bPubsub.addEventListener('gossipsub:heartbeat', beat)
+    }), 'heartbeats at b')
+    // Under the graylist threshold: what it sends now is dropped before it is parsed.
+    expect(score).toBeLessThan(-80)
+    // None of the garbage became a head anywhere.
+    expect(b.network.witnessStore?.head(signer.publicKey, '9'.repeat(64))).toBeUndefined()
+    expect(c.network.witnessStore?.head(signer.publicKey, '9'.repeat(64))).toBeUndefined()
+  }, 60_000)
 })
+
