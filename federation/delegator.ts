@@ -43,6 +43,8 @@ export interface DelegatorComponents {
   random?: Random
   audit?: AuditSink
   metrics?: { outcome (outcome: string, seconds: number): void, retry (): void }
+  /** Every result a peer sent back, checked (the witness replays those its policy asks for). */
+  onResult?: (delegation: Delegation) => void
 }
 
 export interface DelegatorInit {
@@ -259,7 +261,9 @@ export class Delegator {
           return r
         })
         metrics?.outcome(result.status, seconds())
-        return { ...result, attempts }
+        const delegation = { ...result, attempts }
+        this.components.onResult?.(delegation)
+        return delegation
       } catch (err) {
         const e = isReachError(err) ? err : new ReachError('RL-4002', { message: (err as Error).message, cause: err })
         attempts.push({ peer, code: e.code, message: e.message })

@@ -262,7 +262,9 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     metrics: {
       outcome: (outcome, seconds) => { metrics.delegations.inc({ outcome }); metrics.delegationSeconds.observe(seconds) },
       retry: () => { metrics.delegationRetries.inc() }
-    }
+    },
+    // Policy's verify_delegated: every result a peer sent back is replayed here, off the run's path.
+    onResult: (d) => { witness.delegated(d.peer, { run_id: d.run_id, pack_cid: d.pack_cid, checkpoint: d.checkpoint }) }
   })
   /** The tools a run gets beyond the host's own: `reach.delegate` one hop deeper, cancelled with the run. */
   const toolsFor = (lineage: Lineage, signal: AbortSignal): Tool[] => [delegateTool(delegator, lineage, signal)]
