@@ -384,6 +384,7 @@ export class Witness extends EventTarget {
 
   async #storeReceipt (entry: ReceiptEntry): Promise<void> {
     await this.#c.records.putReceipt(entry)
+    this.#log.info(`receipt for run ${entry.run_id} by ${peerIdOfPublicKey(entry.signer)}: checkpoint ${entry.checkpoint_id} replayed`)
     this.dispatchEvent(new CustomEvent('receipt', { detail: entry }))
   }
 
@@ -395,6 +396,7 @@ export class Witness extends EventTarget {
   async #convict (entry: EvidenceEntry): Promise<void> {
     if (!(await this.#c.records.hasEvidence(entry.id))) {
       await this.#c.records.putEvidence(entry)
+      this.#log.warn(`evidence ${entry.id}: ${entry.type} by ${peerIdOfPublicKey(entry.signer)} (log ${entry.log_id} at seq ${entry.at_seq}), from ${entry.from}`)
       this.dispatchEvent(new CustomEvent('evidence', { detail: entry }))
     }
     const peer = peerIdOfPublicKey(entry.signer)
