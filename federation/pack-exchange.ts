@@ -72,6 +72,12 @@ export interface FetchOptions {
   /** The whole fetch, find included (default 15 s). */
   timeoutMs?: number
   signal?: AbortSignal
+  /**
+   * Admit with this instead of the node's policy: a pack fetched only to replay a run, whose
+   * publisher this node need not trust (a replay calls no tool; the sandbox contains it). The
+   * CID is checked either way; what is stored is refused again by policy when a run asks for it.
+   */
+  admit?: (pack: PackCandidate) => void
 }
 
 export interface FetchResult {
@@ -237,7 +243,7 @@ export class PackExchange {
       }
       this.#silent.delete(peer)
       try {
-        this.#c.admit({ bundle: answer.pack.bundle, cid: answer.pack.cid, signatures: answer.signatures })
+        ;(options.admit ?? this.#c.admit)({ bundle: answer.pack.bundle, cid: answer.pack.cid, signatures: answer.signatures })
       } catch (err) {
         refusal ??= err
         tried.push({ peer, code: codeOf(err) })

@@ -104,7 +104,7 @@ export interface NetworkServices {
    * Fetch a peer's log of a run and replay it here; a log that does not check out costs the peer
    * reputation, one that does gets this node's signed verification receipt (protocol/receipt.ts).
    */
-  verify (peer: string, runId: string, claim?: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict & { receipt?: Receipt }>
+  verify (peer: string, runId: string, claim?: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict & { receipt?: Receipt, pack_trusted: boolean }>
   /** A run the operator starts here (`reach run` on a running node): a root run that may delegate. */
   run (request: Omit<RunRequest, 'extraTools' | 'lineage'>): Promise<RunResult>
   /** Dial a peer now (`reach peers connect`): RL-1011 for a bad multiaddr, RL-4002 when it does not answer. */
@@ -311,11 +311,14 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
   const logs = new LogServer({ registrar: host, runs: local.runs, logger, audit })
 
   /** Fetch a peer's log of a run, check it and replay it here; a verdict that holds carries this node's receipt (not yet told to anyone). */
-  const replayRemote = async (peer: string, runId: string, claim: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict & { receipt?: Receipt }> => {
+  const replayRemote = async (peer: string, runId: string, claim: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict & { receipt?: Receipt, pack_trusted: boolean }> => {
     const stream = await fetchLog(dialer, peer, runId, signal === undefined ? {} : { signal })
     let verdict: RemoteVerdict
+    let trusted = false
     try {
-      const pack = await packs.get(claim.pack_cid ?? stream.pack_cid, signal)
+      // Verified, not run: the publisher need not be trusted (policy's verify_untrusted_packs).
+      const pack = await packs.forReplay(claim.pack_cid ?? stream.pack_cid, signal)
+      trusted = pack.trusted
       verdict = await verifyRemoteRun(stream, pack, local.engine, { claim, maxBudget: local.policy.max_budget })
     } catch (err) {
       stream.close()
@@ -328,11 +331,11 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     if (!verdict.verified) {
       peers.recordVerificationFailure(peer)
       audit.record({ type: 'verification.failed', peer, code: verdict.divergence?.code ?? 'RL-3017', run_id: runId, detail: verdict.divergence?.reason ?? '' })
-      return verdict
+      return { ...verdict, pack_trusted: trusted }
     }
     // This node replayed it: it says so under its own key (a verification receipt).
     const receipt = signReceipt(createSigner(local.seed), verdict.checkpoint, { pack_cid: verdict.record.artifact_hash, fingerprint: verdict.record.fingerprint, engine: { version: local.engine.version, ...local.engine.build }, timestamp: clock.now() })
-    return { ...verdict, receipt }
+    return { ...verdict, receipt, pack_trusted: trusted }
   }
   const verify: NetworkServices['verify'] = async (peer, runId, claim = {}, signal) => {
     const verdict = await replayRemote(peer, runId, claim, signal)

@@ -22,7 +22,7 @@ import { openTrustRegistry } from './trust-registry.ts'
 const CACHED_PACKS = 64
 
 export interface PackFetcher {
-  fetch (cid: string, options: { signal?: AbortSignal, timeoutMs?: number }): Promise<{ pack: StoredPack, provider: string | null, tried: Array<{ peer: string, code: string }> }>
+  fetch (cid: string, options: { signal?: AbortSignal, timeoutMs?: number, admit?: (pack: { bundle: Bundle, cid: string, signatures: readonly unknown[] }) => void }): Promise<{ pack: StoredPack, provider: string | null, tried: Array<{ peer: string, code: string }> }>
 }
 
 export type AdmittedPack = StoredPack & { provider?: string | null, tried?: Array<{ peer: string, code: string }> }
@@ -67,6 +67,33 @@ export class AdmittedPacks {
   admitNow (pack: { bundle: Bundle, cid: string, signatures: readonly unknown[] }): void {
     if (this.registry === undefined) throw new Error('AdmittedPacks.admitNow before the registry was read')
     admitPack({ ...pack, registry: this.registry, policy: this.local.policy })
+  }
+
+  /**
+   * A pack to replay a run of, for verification only (issue 13 §2): with the policy's
+   * `verify_untrusted_packs` (the default), its publisher need not be trusted, only its bytes
+   * must hash to its CID; without it, the same admission as a run. Never handed to a run: a run
+   * goes through `get`, which admits a stored pack again.
+   */
+  async forReplay (cid: string, signal?: AbortSignal, timeoutMs?: number): Promise<AdmittedPack & { trusted: boolean }> {
+    if (!this.local.policy.verify_untrusted_packs) return { ...await this.get(cid, signal, timeoutMs), trusted: true }
+    if (!isPackCid(cid)) throw new ReachError('RL-1011', { message: `not a pack CID: ${JSON.stringify(cid.length > 80 ? `${cid.slice(0, 79)}…` : cid)}` })
+    const registry = await this.currentRegistry()
+    const trusted = (pack: { bundle: Bundle, cid: string, signatures: readonly unknown[] }): boolean => {
+      try {
+        admitPack({ ...pack, registry, policy: this.local.policy })
+        return true
+      } catch {
+        return false
+      }
+    }
+    if (await this.local.packs.has(cid)) {
+      const pack = await this.local.packs.get(cid)
+      return { ...pack, trusted: trusted(pack) }
+    }
+    if (this.fetcher === undefined) return { ...await this.local.packs.get(cid), trusted: false }
+    const r = await this.fetcher.fetch(cid, { ...(signal === undefined ? {} : { signal }), ...(timeoutMs === undefined ? {} : { timeoutMs }), admit: () => {} })
+    return Object.assign(r.pack, { provider: r.provider, tried: r.tried, trusted: trusted(r.pack) })
   }
 
   /** A pack from the store, or fetched from providers (verified and admitted before it is stored). */

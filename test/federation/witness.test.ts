@@ -17,6 +17,7 @@ import { createNode, type NetworkServices, type ReachNode } from '../../node/cre
 import { homePaths, type HomePaths } from '../../node/home.ts'
 import { lineLogger, silentLogger } from '../../node/logger.ts'
 import { within } from '../await.ts'
+import { routed } from './mesh-helpers.ts'
 import type { EvidenceEntry, ReceiptEntry } from '../../federation/witness.ts'
 
 type Whole = ReachNode & { network: NetworkServices }
@@ -25,19 +26,19 @@ const publisher = generateKeyPair()
 const dirs: string[] = []
 const nodes: Whole[] = []
 
-async function home (name: string, policy: Record<string, unknown> = {}): Promise<HomePaths> {
+async function home (name: string, policy: Record<string, unknown> = {}, trusting = true): Promise<HomePaths> {
   const root = await mkdtemp(join(os.tmpdir(), `reach-witness-${name}-`))
   dirs.push(root)
   const h = homePaths(root)
   await mkdir(h.root, { recursive: true })
-  await writeFile(h.trust, JSON.stringify({ version: 1, keys: [{ public_key: publisher.publicKey, name: 'test', added_at: '2026-01-01T00:00:00.000Z' }] }))
+  await writeFile(h.trust, JSON.stringify({ version: 1, keys: trusting ? [{ public_key: publisher.publicKey, name: 'test', added_at: '2026-01-01T00:00:00.000Z' }] : [] }))
   await writeFile(h.policy, JSON.stringify({ version: 1, ...policy }))
   return h
 }
 
-async function started (name: string, policy: Record<string, unknown> = {}, bootstrap?: Whole): Promise<Whole> {
+async function started (name: string, policy: Record<string, unknown> = {}, bootstrap?: Whole, trusting = true): Promise<Whole> {
   const addr = bootstrap?.network.host.getMultiaddrs()[0]?.toString()
-  const node = await createNode({ home: await home(name, policy), logger: process.env.WDEBUG ? lineLogger({ write: (l) => { process.stderr.write(name + ' ' + l + '\n') } }) : silentLogger, network: { apiPort: false, pingIntervalMs: 3_600_000, ...(addr === undefined ? {} : { bootstrap: [addr] }) } }) as Whole
+  const node = await createNode({ home: await home(name, policy, trusting), logger: process.env.WDEBUG ? lineLogger({ write: (l) => { process.stderr.write(name + ' ' + l + '\n') } }) : silentLogger, network: { apiPort: false, pingIntervalMs: 3_600_000, ...(addr === undefined ? {} : { bootstrap: [addr] }) } }) as Whole
   nodes.push(node)
   await node.start()
   return node
@@ -227,6 +228,27 @@ describe('replay witnesses', () => {
     // None of the garbage became a head anywhere.
     expect(b.network.witnessStore?.head(signer.publicKey, '9'.repeat(64))).toBeUndefined()
     expect(c.network.witnessStore?.head(signer.publicKey, '9'.repeat(64))).toBeUndefined()
+  }, 60_000)
+
+  it('a node that does not trust a pack\'s publisher still verifies a run of it (and says so), but never runs it; with verify_untrusted_packs off it refuses', async () => {
+    const [a] = nodes as [Whole]
+    const cid = await counterIn(a)
+    const r = await a.network.run({ pack: await a.local.packs.get(cid), input: { numbers: [9] } })
+    const sceptic = await started('sceptic', {}, a, false)
+    const strict = await started('strict', { verify_untrusted_packs: false }, a, false)
+    const aId = a.network.host.peerId.toString()
+    await routed([a, sceptic, strict].map((n) => n.network.host))
+    await a.network.exchange.publish(cid)
+    const verdict = await sceptic.network.verify(aId, r.record.run_id)
+    expect(verdict.verified).toBe(true)
+    expect(verdict.pack_trusted).toBe(false)
+    expect(verdict.receipt?.checkpoint_id).toBe(r.checkpoint.checkpoint_id)
+    // Replayed, not admitted: a run of it here is still refused by policy.
+    const run = await sceptic.network.packs.get(cid).then(() => 'admitted', (err: { code?: string }) => err.code)
+    expect(run).toBe('RL-3006')
+    // The control: without the policy, verification needs trust like a run.
+    const refused = await strict.network.verify(aId, r.record.run_id).then(() => 'verified', (err: { code?: string }) => err.code)
+    expect(refused).toBe('RL-3006')
   }, 60_000)
 })
 

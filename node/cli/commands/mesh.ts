@@ -190,11 +190,12 @@ export async function cancel (_opts: Record<string, unknown>, _io: unknown, args
 }
 
 export async function verifyRemote (_opts: Record<string, unknown>, _io: unknown, args: string[]): Promise<Report> {
-  const r = await api<{ verified: boolean, divergence?: { seq: number, code: string, reason: string }, delegated?: Delegated[], record: JsonObject, receipt?: { checkpoint_id: string } }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
+  const r = await api<{ verified: boolean, divergence?: { seq: number, code: string, reason: string }, delegated?: Delegated[], record: JsonObject, receipt?: { checkpoint_id: string }, pack_trusted?: boolean }>('POST', '/v1/verify-remote', { peer: args[0], run_id: args[1] })
   return {
     human: [
       r.verified ? `REPLAY_VERIFIED${delegatedNote(r.delegated)}` : `REPLAY_DIVERGED at seq ${r.divergence?.seq ?? '?'} (RL-4018, ${r.divergence?.code ?? 'RL-3017'}): ${r.divergence?.reason ?? ''}`,
       `Fingerprint: ${String(r.record.fingerprint)}`,
+      ...(r.pack_trusted === false ? [`Pack ${String(r.record.artifact_hash)}: its publisher is not trusted here; replayed to verify only (this node would not run it)`] : []),
       ...(r.receipt === undefined ? [] : [`Receipt: signed by this node for checkpoint ${r.receipt.checkpoint_id} (in --json)`])
     ],
     json: { ...r, ...(r.verified ? {} : { error: { code: 'RL-4018', message: `the fetched log does not replay: ${r.divergence?.reason ?? ''}`, seq: r.divergence?.seq } }) },
