@@ -26,6 +26,9 @@ import { RunStore, type RunRecord, type RunSeal } from './runs.ts'
 import { openTrustRegistry } from './trust-registry.ts'
 
 /** The node identity key, created on first use (0600). */
+
+/** Admission refusals that only say nobody here vouches for the pack: a replay, which calls no tool, needs no voucher. */
+const VERIFY_ONLY: ReadonlySet<string> = new Set(['RL-3005', 'RL-3006', 'RL-3007', 'RL-3009'])
 export async function nodeSeed (home: HomePaths): Promise<Uint8Array> {
   try {
     return (await readKeyFile(home.nodeKey)).seed
@@ -141,14 +144,23 @@ export class LocalNode {
    * pack against this node's policy and trust registry (a replay runs its code here), the chain,
    * the checkpoint and the record. RL-1008 when the run is already here.
    */
-  async importArchive (bytes: Uint8Array): Promise<{ record: RunRecord, events: number, pack_name: string }> {
+  async importArchive (bytes: Uint8Array): Promise<{ record: RunRecord, events: number, pack_name: string, pack_trusted: boolean }> {
     const { readRunArchive } = await import('./run-archive.ts')
     const a = await readRunArchive(bytes)
-    await this.admit({ bundle: a.pack.bundle, cid: a.pack.cid, signatures: a.signatures })
+    // Importing is for replaying (verifying), never for running: with verify_untrusted_packs a
+    // pack nobody here trusts (unsigned, unknown or revoked publisher, capabilities not granted)
+    // comes in to be replayed, and is still refused by policy when a run asks for it.
+    let trusted = true
+    try {
+      await this.admit({ bundle: a.pack.bundle, cid: a.pack.cid, signatures: a.signatures })
+    } catch (err) {
+      if (!this.policy.verify_untrusted_packs || !isReachError(err) || !VERIFY_ONLY.has(err.code)) throw err
+      trusted = false
+    }
     if (await this.runs.has(a.record.run_id)) throw new ReachError('RL-1008', { message: `run ${a.record.run_id} is already in this data dir` })
     await this.packs.put(a.pack.bytes, a.signatures)
     await this.runs.importRun(a.record.run_id, a.events, a.record, a.checkpointText)
-    return { record: a.record, events: a.events.length, pack_name: a.pack.bundle.manifest.name }
+    return { record: a.record, events: a.events.length, pack_name: a.pack.bundle.manifest.name, pack_trusted: trusted }
   }
 
   /** Run an admitted pack to its end (the budget is checked against the policy first: RL-3010). */

@@ -291,7 +291,7 @@ export async function importRun (_opts: Record<string, unknown>, _io: unknown, a
   }
   // Replaying runs the pack's code here, so it must pass this node's policy (checked by whichever
   // process holds the run database: this one, or the running node).
-  let imported: { record: RunRecord, events: number, pack_name: string }
+  let imported: { record: RunRecord, events: number, pack_name: string, pack_trusted?: boolean }
   if ((await runsOf(node)).daemon) {
     const { callApi } = await import('../../api-client.ts')
     imported = await callApi(node.home.root, 'POST', '/v1/runs/import', { archive: Buffer.from(bytes).toString('base64') })
@@ -299,7 +299,8 @@ export async function importRun (_opts: Record<string, unknown>, _io: unknown, a
     imported = await node.importArchive(bytes)
   }
   const runId = imported.record.run_id
-  return { human: [`Imported ${runId} (${imported.events} events, pack ${imported.pack_name}); verified: chain, checkpoint, record, pack`, `Replay it offline: reach replay ${runId}`], json: { run_id: runId, record: imported.record } }
+  const verifyOnly = imported.pack_trusted === false ? [`Pack ${imported.record.artifact_hash}: its publisher is not trusted here; imported to verify only (replay works, a run of it is refused)`] : []
+  return { human: [`Imported ${runId} (${imported.events} events, pack ${imported.pack_name}); verified: chain, checkpoint, record, pack`, ...verifyOnly, `Replay it offline: reach replay ${runId}`], json: { run_id: runId, record: imported.record, pack_trusted: imported.pack_trusted !== false } }
 }
 
 /** Field-level comparison of two runs: first divergent event, record, output. */

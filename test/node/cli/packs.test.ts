@@ -60,13 +60,23 @@ describe('reach packs and runs', () => {
     const id = (await reach(['runs', 'list', '--json'], { env })).json.runs[0].run_id
     const car = join(home, 'run.car')
     expect((await reach(['export', id, '-o', car], { env })).code).toBe(0)
+    // A node that runs only packs it trusts refuses the archive of an unknown publisher's pack…
+    const strict = { REACH_HOME: await mkdtemp(join(os.tmpdir(), 'reach-cli-strict-')) }
+    await writeFile(join(strict.REACH_HOME, 'policy.json'), JSON.stringify({ version: 1, verify_untrusted_packs: false }))
+    expect((await reach(['import', car, '--json'], { env: strict })).json.error.code).toBe('RL-3006')
+    // …while by default it imports it to verify only, says so, replays it, and still never runs it.
     const second = { REACH_HOME: await mkdtemp(join(os.tmpdir(), 'reach-cli-second-')) }
-    expect((await reach(['import', car, '--json'], { env: second })).json.error.code).toBe('RL-3006')
-    const publisher = JSON.parse(await readFile(join(home, 'keys', 'demo-publisher.key'), 'utf8')).public_key
-    await reach(['trust', 'add', publisher, '--name', 'demo'], { env: second })
-    expect((await reach(['import', car, '--json'], { env: second })).json.run_id).toBe(id)
+    const verifyOnly = await reach(['import', car], { env: second })
+    expect(verifyOnly.stdout).toContain('imported to verify only')
     expect((await reach(['replay', id], { env: second })).stdout).toContain('REPLAY_VERIFIED')
+    const cid = (await reach(['runs', 'list', '--json'], { env: second })).json.runs[0].artifact_hash
+    expect((await reach(['run', cid, '--json'], { env: second })).json.error.code).toBe('RL-3006')
     expect((await reach(['import', car, '--json'], { env: second })).json.error.code).toBe('RL-1008')
+    const publisher = JSON.parse(await readFile(join(home, 'keys', 'demo-publisher.key'), 'utf8')).public_key
+    await reach(['trust', 'add', publisher, '--name', 'demo'], { env: strict })
+    const trusted = await reach(['import', car, '--json'], { env: strict })
+    expect(trusted.json.run_id).toBe(id)
+    expect(trusted.json.pack_trusted).toBe(true)
 
     const bytes = await readFile(car)
     const third = { REACH_HOME: await mkdtemp(join(os.tmpdir(), 'reach-cli-third-')) }
