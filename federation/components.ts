@@ -9,6 +9,7 @@ import type { JsonObject, JsonValue } from '../protocol/canonical.ts'
 import type { Checkpoint } from '../protocol/checkpoint.ts'
 import type { ErrorCode } from '../protocol/errors.ts'
 import type { Event } from '../protocol/event.ts'
+import type { ConsistencyProofJson } from '../protocol/merkle.ts'
 import type { RunRecord } from '../protocol/run.ts'
 import type { Budget } from '../packs/manifest.ts'
 import type { StoredPack } from '../packs/trust.ts'
@@ -83,20 +84,41 @@ export interface RunSource {
 export type PackSource = (cid: string, signal: AbortSignal, timeoutMs: number) => Promise<StoredPack>
 
 /**
- * Facts a node keeps about what peers did (a refusal, a result or log that did not verify, a
- * provider that lied). The node logs and counts them; its audit ledger will record them.
+ * Facts a node keeps about what it did and what peers did (a refusal, a result or log that did
+ * not verify, a provider that lied; packs fetched and trusted, trust changes, delegations sent
+ * and served, checkpoints and receipts received, verifications, evidence). The node logs and
+ * counts them, and its audit ledger (node/audit.ts, SPEC §7.4) records each as an event
+ * `audit.<type>` whose payload is the other members and the time (`at`).
  */
 export interface AuditEvent {
   type: 'delegation.refused' | 'delegation.failed' | 'verification.failed' | 'provider.lied' | 'log.refused'
     | 'checkpoint.received' | 'receipt.received' | 'verification.ok' | 'evidence.stored'
+    | 'delegation.sent' | 'delegation.served' | 'pack.fetched' | 'pack.trusted' | 'trust.changed'
+  /** The peer the fact is about; this node's own peer id for what only this node did (a trust change). */
   peer: string
   code?: ErrorCode
   run_id?: string
+  /** A pack's CID (pack.fetched, pack.trusted, delegations). */
+  cid?: string
+  /** A publisher key (trust.changed, pack.trusted). */
+  key?: string
   detail?: string
 }
 
 export interface AuditSink {
   record (event: AuditEvent): void
+}
+
+/** The node's audit ledger as `/reach/log/1.0.0` serves it (SPEC §10.6; node/audit.ts implements it). */
+export interface AuditSource {
+  /** The ledger's log id (its first event's hash); RL-5006 while it has none. */
+  logId (): string
+  /** A checkpoint (kind "log") of the ledger at its head, signed by the node key: its file text. */
+  checkpoint (): Promise<string>
+  /** Events 0 .. `toSeq` in seq order, read from the store as they are sent. */
+  stream (toSeq: number): AsyncIterable<Event>
+  /** RFC 6962 consistency proof between two sizes of the ledger; RL-1007 for sizes it does not have. */
+  consistency (oldSize: number, newSize: number): Promise<ConsistencyProofJson>
 }
 
 /** The defaults a service falls back to when the node gives none. */

@@ -9,12 +9,20 @@
  *
  * A batch goes only when the client asks for it, so neither side holds more than one: the
  * server reads the store as it sends, and the client reads as its replay consumes.
+ *
+ * The node's audit ledger (SPEC §7.4) is served the same way, and proves itself append-only:
+ *
+ *   client → log.audit            server → log.ledger {log_id, events, checkpoint}, then batches
+ *   client → log.consistency {log_id, old_size, new_size}
+ *                                 server → log.proof {log_id, old_size, new_size, old_root, new_root, path}
  */
 import type { Connection, Stream } from '@libp2p/interface'
 import { ReachError, isReachError } from '../protocol/errors.ts'
 import { LOG_BATCH_BYTES, LOG_BATCH_EVENTS, MAX_FRAME, PROTOCOLS } from '../protocol/wire.ts'
-import type { AuditSink, ComponentLogger, Logger, Registrar, RunSource } from './components.ts'
-import { frames, isErrorFrame } from './frames.ts'
+import { decodeCheckpoint } from '../protocol/checkpoint.ts'
+import type { Event } from '../protocol/event.ts'
+import type { AuditSink, AuditSource, ComponentLogger, Logger, Registrar, RunSource } from './components.ts'
+import { frames, isErrorFrame, type FrameStream } from './frames.ts'
 
 /** Streams one connection may hold open on this protocol. */
 export const MAX_LOG_STREAMS = 16
@@ -30,6 +38,8 @@ export interface LogServerComponents {
   runs: RunSource
   logger: ComponentLogger
   audit?: AuditSink
+  /** The node's audit ledger, served with `log.audit` and `log.consistency` (none: RL-4017). */
+  ledger?: AuditSource
 }
 
 const encoder = new TextEncoder()
@@ -90,8 +100,23 @@ export class LogServer {
     // The client sends one small frame: read it with the small limit.
     const fs = frames(stream, MAX_FRAME.request)
     try {
-      const ask = await fs.read(['log.get'])
+      const ask = await fs.read(['log.get', 'log.audit', 'log.consistency'])
       if (isErrorFrame(ask)) return await fs.close()
+      if (ask.type === 'log.audit') {
+        const ledger = this.ledgerOrRefuse()
+        // A head signed now: the client gets every event up to it, and a checkpoint to hold us to.
+        const text = await ledger.checkpoint()
+        const cp = decodeCheckpoint(text)
+        await fs.write({ v: 1, type: 'log.ledger', log_id: cp.log_id, events: cp.at_seq + 1, checkpoint: text })
+        return await this.sendEvents(fs, ledger.stream(cp.at_seq))
+      }
+      if (ask.type === 'log.consistency') {
+        const ledger = this.ledgerOrRefuse()
+        if (ask.log_id !== ledger.logId()) throw new ReachError('RL-4017', { message: `no audit ledger ${ask.log_id} here` })
+        const p = await ledger.consistency(ask.old_size, ask.new_size)
+        await fs.write({ v: 1, type: 'log.proof', log_id: ask.log_id, old_size: p.old_size, new_size: p.new_size, old_root: p.old_root, new_root: p.new_root, path: p.path })
+        return await fs.close()
+      }
       let record
       try {
         record = await runs.record(ask.run_id)
@@ -100,44 +125,58 @@ export class LogServer {
       }
       if (record.status === 'running') throw new ReachError('RL-4017', { message: `run ${ask.run_id} has not finished` })
       await fs.write({ v: 1, type: 'log', run_id: ask.run_id, events: record.events, pack_cid: record.artifact_hash, checkpoint: await runs.checkpointText(ask.run_id) })
-      const events = runs.stream(ask.run_id)[Symbol.asyncIterator]()
-      try {
-        // An event read past a full batch starts the next one.
-        let carry: Uint8Array | undefined
-        let done = false
-        for (;;) {
-          const next = await fs.read(['log.next'], { timeoutMs: LOG_NEXT_TIMEOUT_MS })
-          if (isErrorFrame(next)) return await fs.close()
-          const texts: Uint8Array[] = carry === undefined ? [] : [carry]
-          let bytes = carry?.length ?? 0
-          carry = undefined
-          while (!done && texts.length < LOG_BATCH_EVENTS) {
-            const item = await events.next()
-            if (item.done === true) {
-              done = true
-              break
-            }
-            const text = encoder.encode(JSON.stringify(item.value))
-            if (texts.length > 0 && bytes + text.length > LOG_BATCH_BYTES) {
-              carry = text
-              break
-            }
-            texts.push(text)
-            bytes += text.length
-          }
-          if (texts.length === 0) break
-          await fs.writeEncoded('log.events', batchFrame(texts, bytes))
-        }
-      } finally {
-        await events.return?.()
-      }
-      await fs.write({ v: 1, type: 'log.end' })
-      await fs.close()
+      await this.sendEvents(fs, runs.stream(ask.run_id))
     } catch (err) {
       this.log.info(`refused ${peer}: ${(err as Error).message}`)
       // A request this protocol cannot parse is the peer's doing; a run we do not have is not.
       if (isReachError(err) && ['RL-4010', 'RL-4011', 'RL-4012'].includes(err.code)) this.components.audit?.record({ type: 'log.refused', peer, code: err.code, detail: err.message })
       await fs.refuse(err)
     }
+  }
+
+  private ledgerOrRefuse (): AuditSource {
+    const ledger = this.components.ledger
+    if (ledger === undefined) throw new ReachError('RL-4017', { message: 'this node serves no audit ledger' })
+    return ledger
+  }
+
+  /**
+   * After a header: one batch of `source` per `log.next`, then `log.end`, and close. A client that
+   * sends an error frame instead of `log.next` ends it (the stream is closed, nothing more sent).
+   */
+  private async sendEvents (fs: FrameStream, source: AsyncIterable<Event>): Promise<void> {
+    const events = source[Symbol.asyncIterator]()
+    try {
+      // An event read past a full batch starts the next one.
+      let carry: Uint8Array | undefined
+      let done = false
+      for (;;) {
+        const next = await fs.read(['log.next'], { timeoutMs: LOG_NEXT_TIMEOUT_MS })
+        if (isErrorFrame(next)) return await fs.close()
+        const texts: Uint8Array[] = carry === undefined ? [] : [carry]
+        let bytes = carry?.length ?? 0
+        carry = undefined
+        while (!done && texts.length < LOG_BATCH_EVENTS) {
+          const item = await events.next()
+          if (item.done === true) {
+            done = true
+            break
+          }
+          const text = encoder.encode(JSON.stringify(item.value))
+          if (texts.length > 0 && bytes + text.length > LOG_BATCH_BYTES) {
+            carry = text
+            break
+          }
+          texts.push(text)
+          bytes += text.length
+        }
+        if (texts.length === 0) break
+        await fs.writeEncoded('log.events', batchFrame(texts, bytes))
+      }
+    } finally {
+      await events.return?.()
+    }
+    await fs.write({ v: 1, type: 'log.end' })
+    await fs.close()
   }
 }

@@ -9,6 +9,7 @@ import { ReachError } from '../protocol/errors.ts'
 import { isPackCid } from '../packs/bundle.ts'
 import type { Budget } from '../packs/manifest.ts'
 import type { Route } from './api.ts'
+import { auditRoute, type AuditReader } from './audit.ts'
 import type { NetworkServices, ReachNode } from './create.ts'
 import { limited, parseLimit } from './limit.ts'
 import { VERSION } from './version.ts'
@@ -16,6 +17,8 @@ import { VERSION } from './version.ts'
 export interface RouteDeps {
   node: ReachNode & { network: NetworkServices }
   savePublished: () => Promise<void>
+  /** The node's audit ledger (`GET /v1/audit`); without it the route is not there. */
+  audit?: AuditReader
 }
 
 /** A run archive (`reach import` while the node runs) comes base64 in JSON: at most 64 MiB of it. */
@@ -108,6 +111,8 @@ return [
     { method: 'GET', path: '/v1/runs/:id', handler: async (req) => ({ record: await node.runs.record(req.params.id ?? '') }) },
     { method: 'GET', path: '/v1/runs/:id/events', handler: async (req) => ({ events: await node.runs.events(req.params.id ?? '') }) },
     { method: 'GET', path: '/v1/runs/:id/checkpoint', handler: async (req) => ({ checkpoint: await node.runs.checkpointText(req.params.id ?? '') }) },
+    // What this node did (`reach audit`): its audit ledger, `?since=<seq>&type=<type>&limit=<n>`.
+    ...(deps.audit === undefined ? [] : [auditRoute(deps.audit)]),
     {
       method: 'POST',
       path: '/v1/runs/gc',

@@ -50,6 +50,7 @@ export const CODES = {
   'RL-2111': 'evidence checkpoints cannot contradict each other (another signer, log, kind or position)',
   'RL-2112': 'evidence checkpoints do not disagree',
   'RL-2113': 'verification receipt invalid',
+  'RL-2120': 'checkpoints are not two heads of one audit ledger (another kind, signer or log, or out of order)',
   'RL-2125': 'gossip message malformed',
   'RL-2126': 'gossip message of another federation',
   'RL-2201': 'inclusion proof invalid',

@@ -51,7 +51,11 @@ export const FRAME_LIMIT: Readonly<Record<FrameType, number>> = {
   'log': MAX_FRAME.logBatch,
   'log.next': MAX_FRAME.request,
   'log.events': MAX_FRAME.logBatch,
-  'log.end': MAX_FRAME.logBatch
+  'log.end': MAX_FRAME.logBatch,
+  'log.audit': MAX_FRAME.request,
+  'log.ledger': MAX_FRAME.logBatch,
+  'log.consistency': MAX_FRAME.request,
+  'log.proof': MAX_FRAME.logBatch
 }
 
 /** Events per `log.events` frame (and at most LOG_BATCH_BYTES of them). */
@@ -61,6 +65,11 @@ export const LOG_BATCH_EVENTS = 1000
  * client holds about this much of a log at a time; an event larger than this goes alone.
  */
 export const LOG_BATCH_BYTES = 1024 * 1024
+/**
+ * Hashes in a `log.proof` path: an RFC 6962 consistency path between sizes below 2^53 has at
+ * most 2 × 53; 128 leaves room and bounds what a client parses.
+ */
+export const LOG_PROOF_PATH = 128
 
 const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' }
 const CID_TEXT = { type: 'string', minLength: 8, maxLength: 128, pattern: '^[a-z0-9]+$' }
@@ -71,6 +80,8 @@ const SIG = { type: 'string', pattern: '^[A-Za-z0-9_-]{86}$' }
 const CODE = { type: 'string', pattern: '^RL-[1-6][0-9]{3}$' }
 const MESSAGE = { type: 'string', maxLength: 4096 }
 const ANY = {}
+/** A tree size: a non-negative safe integer. */
+const SIZE = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }
 const OBJECT = { type: 'object' }
 
 function frame (type: string, properties: Record<string, unknown>, required: string[]): object {
@@ -134,7 +145,11 @@ const SCHEMAS = {
   'log': frame('log', { run_id: RUN_ID, events: { type: 'integer', minimum: 0 }, pack_cid: CID_TEXT, checkpoint: { type: 'string', maxLength: 8192 } }, ['run_id', 'events', 'pack_cid', 'checkpoint']),
   'log.next': frame('log.next', {}, []),
   'log.events': frame('log.events', { events: { type: 'array', minItems: 1, maxItems: LOG_BATCH_EVENTS, items: OBJECT } }, ['events']),
-  'log.end': frame('log.end', {}, [])
+  'log.end': frame('log.end', {}, []),
+  'log.audit': frame('log.audit', {}, []),
+  'log.ledger': frame('log.ledger', { log_id: HASH, events: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER }, checkpoint: { type: 'string', maxLength: 8192 } }, ['log_id', 'events', 'checkpoint']),
+  'log.consistency': frame('log.consistency', { log_id: HASH, old_size: SIZE, new_size: SIZE }, ['log_id', 'old_size', 'new_size']),
+  'log.proof': frame('log.proof', { log_id: HASH, old_size: SIZE, new_size: SIZE, old_root: HASH, new_root: HASH, path: { type: 'array', maxItems: LOG_PROOF_PATH, items: HASH } }, ['log_id', 'old_size', 'new_size', 'old_root', 'new_root', 'path'])
 } as const
 
 export type FrameType = keyof typeof SCHEMAS
@@ -176,6 +191,11 @@ export interface LogHeader { v: 1, type: 'log', run_id: string, events: number, 
 export interface LogNext { v: 1, type: 'log.next' }
 export interface LogEvents { v: 1, type: 'log.events', events: unknown[] }
 export interface LogEnd { v: 1, type: 'log.end' }
+/** Ask for the node's audit ledger (SPEC §10.6): answered like `log.get`, with a `log.ledger` header. */
+export interface LogAudit { v: 1, type: 'log.audit' }
+export interface LogLedger { v: 1, type: 'log.ledger', log_id: string, events: number, checkpoint: string }
+export interface LogConsistency { v: 1, type: 'log.consistency', log_id: string, old_size: number, new_size: number }
+export interface LogProof { v: 1, type: 'log.proof', log_id: string, old_size: number, new_size: number, old_root: string, new_root: string, path: string[] }
 
 export interface Frames {
   'error': ErrorFrame
@@ -189,6 +209,10 @@ export interface Frames {
   'log.next': LogNext
   'log.events': LogEvents
   'log.end': LogEnd
+  'log.audit': LogAudit
+  'log.ledger': LogLedger
+  'log.consistency': LogConsistency
+  'log.proof': LogProof
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true })

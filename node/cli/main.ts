@@ -158,6 +158,11 @@ export async function main (argv: string[]): Promise<number> {
       : await (await import('./commands/run.ts')).demo()))
   cmd(program, 'data-dir', 'where this node keeps its keys, packs and runs ($REACH_HOME or ~/.reach)')
     .action(action(async () => (await import('./commands/run.ts')).dataDir))
+  cmd(program, 'audit', 'what this node did: its audit ledger (hash-chained, signed), oldest first')
+    .option('--since <seq>', 'only entries after this seq', seq('--since'))
+    .option('--type <type>', 'only entries of this type (delegation.sent), or of its kinds (delegation)')
+    .option('--limit <n>', 'at most this many (a positive integer; default 100, at most 10,000)', (v: string) => parseLimit(v, '--limit'))
+    .action(action(async () => (await import('./commands/audit.ts')).list))
 
   cmd(program, 'keygen', 'generate an Ed25519 key file (mode 0600)')
     .requiredOption('--output <path>', 'where to write the key file')

@@ -26,7 +26,7 @@ const SPEC = readFileSync(new URL('../../protocol/SPEC.md', import.meta.url), 'u
 // ---------------------------------------------------------------------------
 // The frame types and their members, as SPEC §10.3–10.6 list them
 
-const TYPES = ['error', 'pack.get', 'pack', 'delegate', 'cancel', 'result', 'log.get', 'log', 'log.next', 'log.events', 'log.end'] as const satisfies readonly FrameType[]
+const TYPES = ['error', 'pack.get', 'pack', 'delegate', 'cancel', 'result', 'log.get', 'log', 'log.next', 'log.events', 'log.end', 'log.audit', 'log.ledger', 'log.consistency', 'log.proof'] as const satisfies readonly FrameType[]
 
 const REQUIRED: Record<FrameType, readonly string[]> = {
   'error': ['code', 'message'],
@@ -39,7 +39,11 @@ const REQUIRED: Record<FrameType, readonly string[]> = {
   'log': ['run_id', 'events', 'pack_cid', 'checkpoint'],
   'log.next': [],
   'log.events': ['events'],
-  'log.end': []
+  'log.end': [],
+  'log.audit': [],
+  'log.ledger': ['log_id', 'events', 'checkpoint'],
+  'log.consistency': ['log_id', 'old_size', 'new_size'],
+  'log.proof': ['log_id', 'old_size', 'new_size', 'old_root', 'new_root', 'path']
 }
 const OPTIONAL: Partial<Record<FrameType, readonly string[]>> = { result: ['output', 'error'] }
 /** Members whose type is "any JSON value": no replacement has a wrong type. */
@@ -153,7 +157,11 @@ const FRAMES: { [T in FrameType]: fc.Arbitrary<Frames[T]> } = {
   'log': record({ run_id: runId, events: natural, pack_cid: cid, checkpoint: checkpointText }).map((m) => ({ v: 1, type: 'log', ...m })),
   'log.events': record({ events: fc.array(object, { minLength: 1, maxLength: 1000 }) }).map((m) => ({ v: 1, type: 'log.events', ...m })),
   'log.next': fc.constant({ v: 1, type: 'log.next' }),
-  'log.end': fc.constant({ v: 1, type: 'log.end' })
+  'log.end': fc.constant({ v: 1, type: 'log.end' }),
+  'log.audit': fc.constant({ v: 1, type: 'log.audit' }),
+  'log.ledger': record({ log_id: hex64, events: positive, checkpoint: checkpointText }).map((m) => ({ v: 1, type: 'log.ledger', ...m })),
+  'log.consistency': record({ log_id: hex64, old_size: natural, new_size: natural }).map((m) => ({ v: 1, type: 'log.consistency', ...m })),
+  'log.proof': record({ log_id: hex64, old_size: natural, new_size: natural, old_root: hex64, new_root: hex64, path: fc.array(hex64, { maxLength: 128 }) }).map((m) => ({ v: 1, type: 'log.proof', ...m }))
 }
 
 type AnyFrame = Frames[FrameType]
@@ -184,7 +192,11 @@ const BASE: { [T in FrameType]: Frames[T] } = {
   'log': { v: 1, type: 'log', run_id: `run_${'0'.repeat(20)}`, events: 3, pack_cid: 'bafyexample', checkpoint: '{}\n' },
   'log.events': { v: 1, type: 'log.events', events: [{}] },
   'log.next': { v: 1, type: 'log.next' },
-  'log.end': { v: 1, type: 'log.end' }
+  'log.end': { v: 1, type: 'log.end' },
+  'log.audit': { v: 1, type: 'log.audit' },
+  'log.ledger': { v: 1, type: 'log.ledger', log_id: 'e'.repeat(64), events: 3, checkpoint: '{}\n' },
+  'log.consistency': { v: 1, type: 'log.consistency', log_id: 'e'.repeat(64), old_size: 1, new_size: 3 },
+  'log.proof': { v: 1, type: 'log.proof', log_id: 'e'.repeat(64), old_size: 1, new_size: 3, old_root: 'a'.repeat(64), new_root: 'b'.repeat(64), path: ['c'.repeat(64)] }
 }
 
 /** BASE[type] with `edit` applied to a copy. */
@@ -219,7 +231,10 @@ describe('the constants match SPEC §10', () => {
     expect(FRAME_LIMIT.pack).toBe(MAX_FRAME.packHeader)
     expect(FRAME_LIMIT.delegate).toBe(MAX_FRAME.delegateRequest)
     expect(FRAME_LIMIT.result).toBe(MAX_FRAME.delegateResult)
-    for (const t of ['log', 'log.events', 'log.end'] as const) expect(FRAME_LIMIT[t]).toBe(MAX_FRAME.logBatch)
+    for (const t of ['log', 'log.events', 'log.end', 'log.ledger', 'log.proof'] as const) expect(FRAME_LIMIT[t]).toBe(MAX_FRAME.logBatch)
+    // The log server reads the ledger's requests as it reads `log.get`.
+    expect(FRAME_LIMIT['log.audit']).toBe(MAX_FRAME.request)
+    expect(FRAME_LIMIT['log.consistency']).toBe(MAX_FRAME.request)
     // The delegation server reads `cancel` with delegateRequest: a sender may not exceed it.
     expect(FRAME_LIMIT.cancel).toBeLessThanOrEqual(MAX_FRAME.delegateRequest)
     // Every reader reads an `error` frame, so it is held to the smallest reader limit.
@@ -538,7 +553,22 @@ describe('refusals, in the §10.3 order', () => {
       ['an empty batch', edited('log.events', (f) => { f.events = [] }), 'RL-4010'],
       ['an event that is a number', edited('log.events', (f) => { f.events = [1] }), 'RL-4010'],
       ['log.end with a member', edited('log.end', (f) => { f.events = 0 }), 'RL-4010'],
-      ['log.next with a member', edited('log.next', (f) => { f.from = 0 }), 'RL-4010']
+      ['log.next with a member', edited('log.next', (f) => { f.from = 0 }), 'RL-4010'],
+      ['log.audit with a member', edited('log.audit', (f) => { f.from = 0 }), 'RL-4010'],
+      ['log.ledger events 0', edited('log.ledger', (f) => { f.events = 0 }), 'RL-4010'],
+      ['log.ledger events 2^53', edited('log.ledger', (f) => { f.events = 2 ** 53 }), 'RL-4010'],
+      ['log.ledger log_id in upper case', edited('log.ledger', (f) => { f.log_id = s(64, 'E') }), 'RL-4010'],
+      ['log.ledger checkpoint of 8,193 characters', edited('log.ledger', (f) => { f.checkpoint = s(8193) }), 'RL-4010'],
+      ['log.consistency old_size 0', edited('log.consistency', (f) => { f.old_size = 0 }), 'ok'],
+      ['log.consistency old_size -1', edited('log.consistency', (f) => { f.old_size = -1 }), 'RL-4010'],
+      ['log.consistency new_size 1.5', edited('log.consistency', (f) => { f.new_size = 1.5 }), 'RL-4010'],
+      ['log.consistency new_size 2^53', edited('log.consistency', (f) => { f.new_size = 2 ** 53 }), 'RL-4010'],
+      ['log.consistency without log_id', edited('log.consistency', (f) => { delete f.log_id }), 'RL-4010'],
+      ['log.proof with an empty path', edited('log.proof', (f) => { f.path = [] }), 'ok'],
+      ['log.proof path of 128 hashes', edited('log.proof', (f) => { f.path = Array.from({ length: 128 }, () => s(64, 'c')) }), 'ok'],
+      ['log.proof path of 129 hashes', edited('log.proof', (f) => { f.path = Array.from({ length: 129 }, () => s(64, 'c')) }), 'RL-4010'],
+      ['log.proof path hash of 63 hex digits', edited('log.proof', (f) => { f.path = [s(63, 'c')] }), 'RL-4010'],
+      ['log.proof new_root not hex', edited('log.proof', (f) => { f.new_root = s(64, 'g') }), 'RL-4010']
     ]
     for (const [name, frame, want] of table) {
       expect(refusal(bytesOf(frame), [frame.type]) ?? 'ok', name).toBe(want)
