@@ -24,7 +24,7 @@ import { peerIdOfPublicKey } from '../protocol/peer-id.ts'
 import { encodeReceipt, signReceipt, type Receipt } from '../protocol/receipt.ts'
 import type { SandboxPoolInit } from '../packs/sandbox.ts'
 import type { Tool } from '../packs/tools/index.ts'
-import { systemClock, type AuditEvent, type AuditSink, type Clock, type ComponentLogger, type Dialer, type Random, type RunExecutor } from '../federation/components.ts'
+import { systemClock, type AuditEvent, type AuditSink, type AuditSource, type Clock, type ComponentLogger, type Dialer, type Random, type RunExecutor } from '../federation/components.ts'
 import { delegateTool } from '../federation/delegate-tool.ts'
 import { ROOT, lineageJson, lineageOf, type Lineage } from '../federation/delegation.ts'
 import { DelegationServer } from '../federation/delegation-server.ts'
@@ -34,8 +34,10 @@ import { LogServer } from '../federation/log-server.ts'
 import { PackExchange } from '../federation/pack-exchange.ts'
 import { PeerRegistry } from '../federation/peer-registry.ts'
 import { verifyRemoteRun, type RemoteClaim, type RemoteVerdict } from '../federation/verify.ts'
+import { ledgerConsistency } from '../federation/ledger-evidence.ts'
 import { Witness, type VerifyOutcome } from '../federation/witness.ts'
 import { ensureApiToken, startApi, type ApiServer } from './api.ts'
+import { AUDIT_DB, AuditLedger } from './audit.ts'
 import { readEndpoint, removeEndpoint, writeEndpoint, TOKEN_FILE, type Endpoint } from './api-client.ts'
 import { errno, storageFailure, writeFileAtomic } from './fs.ts'
 import { homePaths, type HomePaths } from './home.ts'
@@ -70,6 +72,8 @@ export interface NetworkInit {
   breakerVolume?: number
   /** How often every connected peer is pinged (health). */
   pingIntervalMs?: number
+  /** How often the audit ledger's head is signed and gossiped when it grew (default LEDGER_CHECKPOINT_MS). */
+  ledgerCheckpointMs?: number
 }
 
 export interface NodeInit {
@@ -100,6 +104,8 @@ export interface NetworkServices {
   readonly witness: Witness
   /** What the witness keeps (heads, checkpoints, receipts, evidence), while the node runs. */
   readonly witnessStore: WitnessStore | undefined
+  /** This node's audit ledger (node/audit.ts), while it runs. */
+  readonly auditLedger: AuditLedger | undefined
   /**
    * Fetch a peer's log of a run and replay it here; a log that does not check out costs the peer
    * reputation, one that does gets this node's signed verification receipt (protocol/receipt.ts).
@@ -122,16 +128,25 @@ export interface ReachNode {
   stop (): Promise<void>
 }
 
-/** What this node records of misbehaviour: a warning line and a counter (the audit ledger will keep them). */
-function auditSink (logger: ComponentLogger, metrics: NodeMetrics): AuditSink {
+/** What peers did wrong: kept as a warning line as well as in the ledger. */
+const MISBEHAVIOUR: ReadonlySet<AuditEvent['type']> = new Set(['delegation.refused', 'delegation.failed', 'verification.failed', 'provider.lied', 'log.refused'])
+
+/** What this node did and saw: into its audit ledger (node/audit.ts) while it runs, a counter, and a line. */
+function auditSink (logger: ComponentLogger, metrics: NodeMetrics, ledger: () => AuditLedger | undefined): AuditSink {
   const log = logger.forComponent('reach:node:audit')
   return {
     record (e: AuditEvent): void {
       metrics.auditEvents.inc({ type: e.type })
-      log.warn(`${e.type} ${e.peer}${e.code === undefined ? '' : ` ${e.code}`}${e.run_id === undefined ? '' : ` ${e.run_id}`}${e.detail === undefined ? '' : `: ${e.detail}`}`)
+      ledger()?.record(e)
+      const line = `${e.type} ${e.peer}${e.code === undefined ? '' : ` ${e.code}`}${e.run_id === undefined ? '' : ` ${e.run_id}`}${e.cid === undefined ? '' : ` ${e.cid}`}${e.detail === undefined ? '' : `: ${e.detail}`}`
+      if (MISBEHAVIOUR.has(e.type)) log.warn(line)
+      else log.info(line)
     }
   }
 }
+
+/** How often a running node signs its ledger's head and gossips it, when the ledger grew. */
+export const LEDGER_CHECKPOINT_MS = 30_000
 
 /** A failure to start, in the words of the part that failed (not "peer unavailable"). */
 function startError (err: unknown, what: string): ReachError {
@@ -175,7 +190,18 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
   const logger = init.logger ?? lineLogger({ write: (line) => { process.stdout.write(line + '\n') }, clock })
   const log = logger.forComponent('reach:node')
   const metrics = new NodeMetrics()
-  const audit = auditSink(logger, metrics)
+  let ledger: AuditLedger | undefined
+  const openLedger = (): AuditLedger => {
+    if (ledger === undefined) throw new ReachError('RL-5007', { message: 'the audit ledger is not open: the node is not running' })
+    return ledger
+  }
+  const audit = auditSink(logger, metrics, () => ledger)
+  const ledgerSource: AuditSource = {
+    logId: () => openLedger().logId(),
+    checkpoint: async () => await openLedger().checkpoint(),
+    stream: (toSeq) => openLedger().stream(toSeq),
+    consistency: async (oldSize, newSize) => await openLedger().consistency(oldSize, newSize)
+  }
   const federation = net.federation ?? 'default'
   const { createHost, dialBootstrap, parsePeerId, KEEP_ALIVE_TAG, RECONNECT } = await import('./host.ts')
   const { multiaddr } = await import('@multiformats/multiaddr')
@@ -308,7 +334,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     ...(net.maxQueue === undefined ? {} : { maxQueue: net.maxQueue }),
     ...(net.delegateIdleMs === undefined ? {} : { idleMs: net.delegateIdleMs })
   })
-  const logs = new LogServer({ registrar: host, runs: local.runs, logger, audit })
+  const logs = new LogServer({ registrar: host, runs: local.runs, logger, audit, ledger: ledgerSource })
 
   /** Fetch a peer's log of a run, check it and replay it here; a verdict that holds carries this node's receipt (not yet told to anyone). */
   const replayRemote = async (peer: string, runId: string, claim: RemoteClaim & { pack_cid?: string }, signal?: AbortSignal): Promise<RemoteVerdict & { receipt?: Receipt, pack_trusted: boolean }> => {
@@ -399,6 +425,8 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
         ...(v.divergence === undefined ? {} : { code: v.divergence.code, reason: v.divergence.reason })
       }
     },
+    // A newer head of a peer's audit ledger must extend the older one (SPEC §6, §10.8).
+    consistency: async (peer, older, olderText, newer, newerText, signal) => await ledgerConsistency(dialer, peer, { checkpoint: older, text: olderText }, { checkpoint: newer, text: newerText }, signal),
     logger,
     clock,
     audit,
@@ -426,6 +454,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
   let api: ApiServer | undefined
   let endpoint: Endpoint | undefined
   let pinger: ReturnType<typeof setInterval> | undefined
+  let ledgerTimer: ReturnType<typeof setInterval> | undefined
   const onConnect = (e: CustomEvent): void => {
     peers.connected(String(e.detail), true)
     metrics.peersConnected.set(host.getPeers().length)
@@ -469,6 +498,13 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
         if (net.apiPort !== false) await notRunning(local.home)
         // The node holds the run database while it runs (a command that has it open is waited for).
         await step('opening the run database', async () => { await local.runs.open({ waitMs: RUN_DB_WAIT_MS }) }, async () => {})
+        await step('opening the audit ledger', async () => {
+          ledger = await AuditLedger.open({ path: join(local.home.root, AUDIT_DB), signer: createSigner(local.seed), clock, random, logger })
+        }, async () => {
+          const open = ledger
+          ledger = undefined
+          await open?.close()
+        })
         await step('opening the peer store', async () => {
           peerstore = new LevelDatastore(join(local.home.root, PEERSTORE_DIR))
           await peerstore.open()
@@ -488,6 +524,19 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
           await open?.close()
         })
         await step('the witness', async () => { await witness.start() }, async () => { await witness.stop() })
+        // The ledger's head, signed and gossiped when it grew: a node that rewrites its own
+        // history is caught by the next witness that compares two heads (SPEC §10.8).
+        let announcedSize = 0
+        const announceLedger = async (): Promise<void> => {
+          const l = ledger
+          if (l === undefined || l.size() === announcedSize) return
+          await l.flush()
+          announcedSize = l.size()
+          await witness.publishCheckpoint(await l.checkpoint())
+        }
+        ledgerTimer = setInterval(() => { announceLedger().catch((err: unknown) => { log.warn(`cannot announce the audit ledger's head: ${(err as Error).message}`) }) }, net.ledgerCheckpointMs ?? LEDGER_CHECKPOINT_MS)
+        ledgerTimer.unref()
+        stops.push({ what: 'the ledger announcements', stop: async () => { clearInterval(ledgerTimer) } })
         const bootstrap = net.bootstrap ?? []
         const silent = await dialBootstrap(host, bootstrap, lifetime.signal)
         for (const p of host.getPeers()) peers.connected(p.toString(), true)
@@ -519,7 +568,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
         stops.push({ what: 'the pinger', stop: async () => { clearInterval(pinger) } })
 
         if (net.apiPort !== false) {
-          const routes = controlRoutes({ node: handle, savePublished })
+          const routes = controlRoutes({ node: handle, savePublished, ...(ledger === undefined ? {} : { audit: ledger }) })
           const token = await ensureApiToken(join(local.home.root, TOKEN_FILE))
           await step('the control API', async () => {
             api = await startApi({ token, routes, metrics: async () => await metrics.text(), ...(typeof net.apiPort === 'number' ? { port: net.apiPort } : {}) })
@@ -628,6 +677,7 @@ async function networkNode (local: LocalNode, init: NodeInit, net: NetworkInit):
     metrics,
     witness,
     get witnessStore () { return witnessStore },
+    get auditLedger () { return ledger },
     verify,
     get api () { return api },
     get endpoint () { return endpoint }
