@@ -18,6 +18,11 @@ import { homePaths, type HomePaths } from '../../node/home.ts'
 import { lineLogger, silentLogger } from '../../node/logger.ts'
 import { within } from '../await.ts'
 import { routed } from './mesh-helpers.ts'
+import type { AuditEvent, RunSource } from '../../federation/components.ts'
+import { LogServer } from '../../federation/log-server.ts'
+import { AUDIT_DB, AuditLedger } from '../../node/audit.ts'
+import { createHost } from '../../node/host.ts'
+import { seededRandom } from '../../node/random.ts'
 import type { EvidenceEntry, ReceiptEntry } from '../../federation/witness.ts'
 
 type Whole = ReachNode & { network: NetworkServices }
@@ -254,6 +259,60 @@ describe('replay witnesses', () => {
     // The control: without the policy, verification needs trust like a run.
     const refused = await strict.network.verify(aId, r.record.run_id).then(() => 'verified', (err: { code?: string }) => err.code)
     expect(refused).toBe('RL-3006')
+  }, 60_000)
+
+  it('a node that rewrites its audit ledger is caught by the next witness that compares its heads, and its evidence reaches everyone', async () => {
+    const [a, b, c] = nodes as [Whole, Whole, Whole]
+    // The liar: a host with the Reach gossip topics and a log server for its ledger, and two
+    // ledgers under one key from one genesis: the honest one, and one with fact 7 rewritten.
+    const seed = generateKeyPair().seed
+    const key = createSigner(seed)
+    const clock = { now: () => 1_700_000_000_000 }
+    const open = async (): Promise<AuditLedger> => {
+      const dir = await mkdtemp(join(os.tmpdir(), 'reach-witness-ledger-'))
+      dirs.push(dir)
+      return await AuditLedger.open({ path: join(dir, AUDIT_DB), signer: key, clock, random: seededRandom('liar ledger') })
+    }
+    const fact = (i: number, detail = `delegation ${i}`): AuditEvent => ({ type: 'delegation.sent', peer: a.network.host.peerId.toString(), detail })
+    const honest = await open()
+    const forged = await open()
+    for (let i = 0; i < 20; i++) honest.record(fact(i))
+    for (let i = 0; i < 30; i++) forged.record(i === 7 ? fact(i, 'nothing was sent') : fact(i))
+    await honest.flush()
+    await forged.flush()
+    const topics = (['checkpoints', 'receipts', 'evidence'] as const).map((k) => gossipTopic('default', k))
+    const host = await createHost({ seed, topics, bootstrap: [String(b.network.host.getMultiaddrs()[0])] })
+    const noRuns = { record: async () => { throw new Error('none') }, checkpointText: async () => { throw new Error('none') }, stream: () => (async function * () {})() } as unknown as RunSource
+    let logs = new LogServer({ registrar: host, runs: noRuns, logger: silentLogger, ledger: honest })
+    await logs.start()
+    const pubsub = host.services.pubsub as unknown as { subscribe (t: string): void, publish (t: string, d: Uint8Array): Promise<unknown> }
+    for (const t of topics) pubsub.subscribe(t)
+    const liar = { network: { host } } as unknown as Whole
+    try {
+      await meshed(liar, topics[0] as string, b)
+      const first = await honest.checkpoint()
+      const accepted = next<{ checkpoint_id: string }>(b, 'checkpoint', 1, (e) => e.checkpoint_id === JSON.parse(first).checkpoint_id)
+      await pubsub.publish(topics[0] as string, encodeGossip('default', { kind: 'checkpoints', checkpoint: first }))
+      await accepted
+      // Rewritten and grown: it serves the forged ledger and announces its head.
+      await logs.stop()
+      logs = new LogServer({ registrar: host, runs: noRuns, logger: silentLogger, ledger: forged })
+      await logs.start()
+      const caught = [b, c].map(async (n) => await next<EvidenceEntry>(n, 'evidence', 1, (e) => e.signer === key.publicKey))
+      await pubsub.publish(topics[0] as string, encodeGossip('default', { kind: 'checkpoints', checkpoint: await forged.checkpoint() }))
+      for (const [e] of await Promise.all(caught)) {
+        expect(e?.type).toBe('reach.inconsistency')
+        expect(e?.at_seq).toBe(20)
+      }
+      expect(b.network.peers.untrusted(host.peerId.toString())).toBe(true)
+      // The newer head was not taken: the head b holds is still the honest one.
+      expect(b.network.witnessStore?.head(key.publicKey, honest.logId())?.checkpoint_id).toBe(JSON.parse(first).checkpoint_id)
+    } finally {
+      await logs.stop()
+      await host.stop()
+      await honest.close()
+      await forged.close()
+    }
   }, 60_000)
 })
 
