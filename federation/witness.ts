@@ -24,7 +24,7 @@ import { ReachError, isReachError, type ErrorCode } from '../protocol/errors.ts'
 import { checkEquivocation, checkInconsistency, equivocationEvidence, evidenceId, EQUIVOCATION, INCONSISTENCY } from '../protocol/evidence.ts'
 import { decodeGossip, encodeGossip, gossipTopic, GOSSIP_KINDS, type GossipKind, type GossipMessage } from '../protocol/gossip.ts'
 import { sha256 } from '../protocol/hash.ts'
-import { peerIdOfPublicKey } from '../protocol/peer-id.ts'
+import { peerIdOfPublicKey, publicKeyOfPeerId } from '../protocol/peer-id.ts'
 import { checkReceipt, type Receipt } from '../protocol/receipt.ts'
 import type { AuditSink, Clock, ComponentLogger, GossipBus, GossipResult, Logger } from './components.ts'
 import { systemClock } from './components.ts'
@@ -81,8 +81,8 @@ export interface WitnessRecords {
   putReceipt (entry: ReceiptEntry): Promise<void>
   hasEvidence (id: string): Promise<boolean>
   putEvidence (entry: EvidenceEntry): Promise<void>
-  /** Keys convicted by stored evidence. */
-  convicted (): Iterable<string>
+  /** Keys convicted by stored evidence, each with the first evidence against it. */
+  convicted (): Iterable<{ signer: string, type: string, id: string }>
 }
 
 /** A verification the witness asks the node for: fetch `run_id` from `peer`, replay it, sign a receipt when it holds. */
@@ -164,6 +164,14 @@ class Verdict extends Error {
 }
 const ignore = (why: string): never => { throw new Verdict('ignore', why) }
 
+function keyOf (peer: string): string | undefined {
+  try {
+    return publicKeyOfPeerId(peer)
+  } catch {
+    return undefined
+  }
+}
+
 /** What a witness tells its node (and tests, benches, simulations) as it happens. */
 export interface WitnessEvents {
   checkpoint: CustomEvent<CheckpointEntry>
@@ -179,6 +187,8 @@ export class Witness extends EventTarget {
   readonly #clock: Clock
   #policy: WitnessPolicy
   readonly #sampleSeed: Uint8Array
+  /** This node's key, as its receipts name it. */
+  readonly #selfKey: string | undefined
   readonly #topics: Record<GossipKind, string>
   readonly #byTopic: Map<string, GossipKind>
   /** Per (signer, log): the checks that await run one after another. */
@@ -197,6 +207,7 @@ export class Witness extends EventTarget {
     this.#clock = components.clock ?? systemClock
     this.#policy = { ...DEFAULT_WITNESS_POLICY, ...policy }
     this.#sampleSeed = sha256(`reach/witness-sample/v1\n${components.self}`)
+    this.#selfKey = keyOf(components.self)
     this.#topics = Object.fromEntries(GOSSIP_KINDS.map((k) => [k, gossipTopic(components.federation, k)])) as Record<GossipKind, string>
     this.#byTopic = new Map(GOSSIP_KINDS.map((k) => [this.#topics[k], k]))
   }
@@ -209,7 +220,7 @@ export class Witness extends EventTarget {
   async start (): Promise<void> {
     if (this.#unlisten !== undefined) return
     // Convictions outlive restarts: what stored evidence proves is acted on before any message.
-    for (const signer of this.#c.records.convicted()) this.#distrust(signer, 'stored evidence')
+    for (const c of this.#c.records.convicted()) this.#distrust(c.signer, `${c.type} evidence ${c.id}`)
     this.#unlisten = this.#c.gossip.onMessage((m) => {
       const kind = this.#byTopic.get(m.topic)
       if (kind === undefined) return
@@ -448,6 +459,8 @@ export class Witness extends EventTarget {
   }
 
   async #witness (job: VerifyJob): Promise<void> {
+    // Verified here already (`reach delegate --verify`, `reach verify-remote`): nothing to add.
+    if (this.#selfKey !== undefined && await this.#c.records.hasReceipt(job.checkpoint.checkpoint_id, this.#selfKey).catch(() => false)) return
     const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(VERIFY_TIMEOUT_MS)])
     let outcome: VerifyOutcome
     try {

@@ -77,6 +77,7 @@ const OPEN_MODE_BITS = 0o077
  */
 export function statusFor (code: string): number {
   switch (code) {
+    case 'RL-1015': return 404
     case 'RL-3012': return 404
     case 'RL-3019': return 404
     case 'RL-4017': return 404

@@ -6,6 +6,7 @@
  */
 import type { JsonValue } from '../protocol/canonical.ts'
 import { ReachError } from '../protocol/errors.ts'
+import { peerIdOfPublicKey } from '../protocol/peer-id.ts'
 import { isPackCid } from '../packs/bundle.ts'
 import type { Budget } from '../packs/manifest.ts'
 import type { Route } from './api.ts'
@@ -13,6 +14,7 @@ import { auditRoute, type AuditReader } from './audit.ts'
 import type { NetworkServices, ReachNode } from './create.ts'
 import { limited, parseLimit } from './limit.ts'
 import { VERSION } from './version.ts'
+import { listEvidence, listRuns, showCheckpoint, showEvidence } from './witness-view.ts'
 
 export interface RouteDeps {
   node: ReachNode & { network: NetworkServices }
@@ -84,6 +86,15 @@ export function controlRoutes (deps: RouteDeps): Route[] {
   const { savePublished } = deps
   const node = deps.node.local
   const { host, delegator, server, exchange, peers, metrics, federation, verify } = deps.node.network
+  const witnessStore = (): NonNullable<typeof deps.node.network.witnessStore> => {
+    const store = deps.node.network.witnessStore
+    if (store === undefined) throw new ReachError('RL-5007', { message: 'the witness store is not open' })
+    return store
+  }
+  const optionalLimit = (query: URLSearchParams): { limit?: number } => {
+    const limit = limitOf(query)
+    return limit === undefined ? {} : { limit }
+  }
   const fetchAdmitted = async (cid: string, signal?: AbortSignal, timeoutMs?: number) => await deps.node.network.packs.get(cid, signal, timeoutMs)
   const resolvePack = async (ref: string): Promise<string> => isPackCid(ref) ? ref : (await node.packs.get(ref)).cid
 return [
@@ -201,6 +212,21 @@ return [
         const runId = requireString(req.body, 'run_id')
         const verdict = await verify(peer, runId, {}, req.signal)
         return { peer, run_id: runId, ...verdict }
+      }
+    },
+    // What the witness holds (`reach checkpoints`, `reach evidence`).
+    { method: 'GET', path: '/v1/checkpoints', handler: async (req) => ({ runs: await listRuns(witnessStore(), { ...(req.query.get('run') === null ? {} : { run: req.query.get('run') as string }), ...optionalLimit(req.query) }) }) },
+    { method: 'GET', path: '/v1/checkpoints/:id', handler: async (req) => await showCheckpoint(witnessStore(), req.params.id ?? '') },
+    { method: 'GET', path: '/v1/evidence', handler: async (req) => ({ evidence: listEvidence(witnessStore(), limitOf(req.query)) }) },
+    { method: 'GET', path: '/v1/evidence/:id', handler: async (req) => showEvidence(witnessStore(), req.params.id ?? '') },
+    {
+      method: 'POST',
+      path: '/v1/evidence',
+      // Evidence handed in by an operator: checked (its own RL-21xx when it proves nothing), kept, acted on, gossiped.
+      handler: async (req) => {
+        const text = requireString(req.body, 'evidence')
+        const entry = await deps.node.network.witness.publishEvidence(text, req.signal)
+        return { id: entry.id, type: entry.type, peer: peerIdOfPublicKey(entry.signer), log_id: entry.log_id, at_seq: entry.at_seq }
       }
     },
     { method: 'GET', path: '/v1/delegations', handler: async (req) => { const limit = limitOf(req.query); return { outgoing: limited(delegator.list(), limit), serving: limited(server.list(), limit) } } },

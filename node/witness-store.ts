@@ -132,8 +132,10 @@ export class WitnessStore implements WitnessRecords {
     await this.#write([{ sub: 'evidence', key: entry.id, value: entry }])
   }
 
-  convicted (): Iterable<string> {
-    return new Set([...this.#evidence.values()].map((e) => e.signer))
+  convicted (): Iterable<{ signer: string, type: string, id: string }> {
+    const first = new Map<string, EvidenceEntry>()
+    for (const e of this.evidenceList()) if (!first.has(e.signer)) first.set(e.signer, e)
+    return [...first.values()].map((e) => ({ signer: e.signer, type: e.type, id: e.id }))
   }
 
   // — reading (the control API and the CLI) —

@@ -28,6 +28,7 @@ export const CODES = {
   'RL-1012': 'node file invalid',
   'RL-1013': 'listen address in use or not available',
   'RL-1014': 'data dir or file not owned by this user, or writable by others',
+  'RL-1015': 'no checkpoint or evidence with this id here',
 
   // integrity
   'RL-2001': 'event hash mismatch',

@@ -215,7 +215,8 @@ describe('mesh: real nodes on loopback', () => {
   it('delegates A→B (B fetches the pack it lacks), checks the signed result and replays the fetched log', async () => {
     const r = await ok(a, ['delegate', cids.counter as string, '--peer', b.peerId, '--input', '{"numbers":[1,2,3]}', '--verify'])
     expect(r.delegation).toMatchObject({ status: 'completed', peer: b.peerId, output: { count: 3, sum: 6 } })
-    expect(Object.keys(r.verification).sort()).toEqual(['receipt', 'verified'])
+    expect(Object.keys(r.verification).sort()).toEqual(['pack_trusted', 'receipt', 'verified'])
+    expect(r.verification.pack_trusted).toBe(true)
     expect(r.verification.verified).toBe(true)
     // The same run, verified again by another node from B's log.
     const again = await ok(c, ['verify-remote', b.peerId, r.delegation.run_id])

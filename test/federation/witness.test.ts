@@ -71,8 +71,9 @@ async function subscribed (node: Whole, topic: string, peers: readonly Whole[]):
 }
 
 /**
- * Resolves once `peer` is in `node`'s mesh for `topic` (gossipsub's graft): only then does a
- * publish right after connecting reach it (before, the outbound stream may not be open yet).
+ * Resolves once `peer` is in `node`'s mesh for `topic`: only then does a publish right after
+ * connecting reach it (before, the outbound stream may not be open yet). The mesh changes at
+ * gossipsub's heartbeat, so that is the event to wait on.
  */
 async function meshed (node: Whole, topic: string, peer: Whole): Promise<void> {
   const pubsub = node.network.host.services.pubsub as unknown as EventTarget & { getMeshPeers (topic: string): unknown[] }
@@ -80,8 +81,8 @@ async function meshed (node: Whole, topic: string, peer: Whole): Promise<void> {
   const done = (): boolean => pubsub.getMeshPeers(topic).map(String).includes(id)
   if (done()) return
   await within(new Promise<void>((resolve) => {
-    const check = (): void => { if (done()) { pubsub.removeEventListener('gossipsub:graft', check); resolve() } }
-    pubsub.addEventListener('gossipsub:graft', check)
+    const check = (): void => { if (done()) { pubsub.removeEventListener('gossipsub:heartbeat', check); resolve() } }
+    pubsub.addEventListener('gossipsub:heartbeat', check)
   }), `${id} in the mesh of ${topic}`)
 }
 

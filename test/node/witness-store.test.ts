@@ -122,7 +122,7 @@ describe('the head store under racing messages', () => {
     const again = await WitnessStore.open(path)
     try {
       expect(again.head(signer.publicKey, LOG)?.at_seq).toBe(9)
-      expect([...again.convicted()]).toEqual([signer.publicKey])
+      expect([...again.convicted()]).toEqual([{ signer: signer.publicKey, type: 'reach.equivocation', id: 'e1' }])
       expect(again.evidence('e1')?.type).toBe('reach.equivocation')
     } finally {
       await again.close()
